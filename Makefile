@@ -1,0 +1,52 @@
+# The README's commands. Everything runs from a virtual environment in .venv.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+MODEL ?= models/demand/1
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup setup-serve serve model verify test lint format bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# runtime only: what `make serve` needs
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	touch $@
+
+# runtime + training + tests
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[train,dev]'
+	touch $@ $(VENV)/.serve
+
+setup-serve: $(VENV)/.serve
+setup: $(VENV)/.dev
+
+serve: $(VENV)/.serve
+	$(PY) -m service --host $(HOST) --port $(PORT)
+
+model: $(VENV)/.dev
+	$(PY) -m export.train
+	$(PY) -m export.verify $(MODEL)
+
+verify: $(VENV)/.dev
+	$(PY) -m export.verify $(MODEL)
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass
+test: $(VENV)/.dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check service export tests bench
+	$(VENV)/bin/ruff format --check service export tests bench
+	$(VENV)/bin/mypy service export
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format service export tests bench
+	$(VENV)/bin/ruff check --fix service export tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Offline model pipeline: data, the torch LSTM, training, ONNX export and verification."""

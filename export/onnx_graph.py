@@ -1,0 +1,156 @@
+"""Build the ONNX graph of a :class:`~export.model.Forecaster` directly from its weights.
+
+The graph is written node by node (rather than traced) so that it is exactly the model
+contract of the service:
+
+* inputs ``x`` float32 ``[batch, seq, 3]``, ``h0``/``c0`` float32 ``[layers, batch, hidden]``
+  and the optional ``lengths`` int32 ``[batch]`` (per-row valid steps; it defaults to
+  "every row is ``seq`` long");
+* outputs ``y`` float32 ``[batch, seq, 1]``, ``hn``/``cn`` shaped like ``h0``;
+* ``batch`` and ``seq`` dynamic on every input and output;
+* demand scaling and the calendar encoding inside the graph (real units in and out);
+* one ONNX ``LSTM`` node per layer, with ``lengths`` wired into its ``sequence_lens``, so
+  rows of different lengths in one padded batch each get their own exact final state.
+  Outputs at padded positions (``t >= lengths[row]``) are meaningless and must be ignored.
+
+``lengths`` is a graph input backed by an initializer (``[INT32_MAX]``): a caller that
+does not feed it gets full-length rows; one that does feeds ``[batch]`` values, which are
+clipped to ``seq``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from export.model import Forecaster
+from export.reference import ONNX_ORDER, TORCH_ORDER, split_gates, stack_gates
+
+OPSET = 17
+IR_VERSION = 8  # readable by onnxruntime >= 1.10, including older CUDA builds
+
+
+def _torch_weights(model: Forecaster) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def _reorder(stacked: np.ndarray) -> np.ndarray:
+    """PyTorch gate order (i, f, g, o) -> ONNX gate order (i, o, f, c)."""
+    return stack_gates(split_gates(stacked, TORCH_ORDER), ONNX_ORDER)
+
+
+def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
+    sd = _torch_weights(model)
+    H, L = model.hidden_size, model.num_layers
+    f32 = np.float32
+    inits: list[onnx.TensorProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    mean = const("scale.mean", np.array(sd["pre.mean"], f32))
+    std = const("scale.std", np.array(sd["pre.std"], f32))
+    hour_k = const("cal.hour_k", np.array(2 * math.pi / 24.0, f32))
+    day_k = const("cal.day_k", np.array(2 * math.pi / 7.0, f32))
+    split3 = const("split3", np.array([1, 1, 1], np.int64))
+    const("head.W", sd["head.weight"].T.astype(f32))
+    const("head.b", sd["head.bias"].astype(f32))
+    for k in range(L):
+        const(f"lstm{k}.W", _reorder(sd[f"lstm.weight_ih_l{k}"])[None].astype(f32))
+        const(f"lstm{k}.R", _reorder(sd[f"lstm.weight_hh_l{k}"])[None].astype(f32))
+        b = np.concatenate([_reorder(sd[f"lstm.bias_ih_l{k}"]), _reorder(sd[f"lstm.bias_hh_l{k}"])])
+        const(f"lstm{k}.B", b[None].astype(f32))
+    default_len = np.array([np.iinfo(np.int32).max], np.int32)
+    lengths_init = numpy_helper.from_array(default_len, "lengths")
+    const("axis0", np.array([0], np.int64))
+    const("one", np.array([1], np.int64))
+    for k in range(L + 1):
+        const(f"idx{k}", np.array([k], np.int64))
+
+    N = helper.make_node
+    nodes = [
+        # features in real units -> model units
+        N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
+        N("Sub", ["demand", mean], ["demand_c"]),
+        N("Div", ["demand_c", std], ["demand_z"]),
+        N("Mul", ["hour", hour_k], ["hour_a"]),
+        N("Mul", ["day", day_k], ["day_a"]),
+        N("Sin", ["hour_a"], ["hour_sin"]),
+        N("Cos", ["hour_a"], ["hour_cos"]),
+        N("Sin", ["day_a"], ["day_sin"]),
+        N("Cos", ["day_a"], ["day_cos"]),
+        N("Concat", ["demand_z", "hour_sin", "hour_cos", "day_sin", "day_cos"], ["feat"], axis=2),
+        N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, 5]
+        # per-row lengths: broadcast to [batch], clip to seq
+        N("Shape", ["x"], ["x_shape"]),
+        N("Slice", ["x_shape", "idx0", "idx1"], ["batch_dim"]),
+        N("Slice", ["x_shape", "idx1", "idx2"], ["seq_dim"]),
+        N("Expand", ["lengths", "batch_dim"], ["lengths_b"]),
+        N("Cast", ["seq_dim"], ["seq_dim32"], to=TensorProto.INT32),
+        N("Min", ["lengths_b", "seq_dim32"], ["seq_lens"]),
+    ]
+    hn_parts, cn_parts = [], []
+    for k in range(L):
+        nodes += [
+            N("Slice", ["h0", f"idx{k}", f"idx{k + 1}", "axis0"], [f"h0_{k}"]),
+            N("Slice", ["c0", f"idx{k}", f"idx{k + 1}", "axis0"], [f"c0_{k}"]),
+            N(
+                "LSTM",
+                [f"seq{k}", f"lstm{k}.W", f"lstm{k}.R", f"lstm{k}.B", "seq_lens", f"h0_{k}", f"c0_{k}"],
+                [f"Y{k}", f"hn_{k}", f"cn_{k}"],
+                hidden_size=H,
+                direction="forward",
+                name=f"lstm_layer{k}",
+            ),
+            N("Squeeze", [f"Y{k}", "one"], [f"seq{k + 1}"]),  # [seq, 1, batch, H] -> [seq, batch, H]
+        ]
+        hn_parts.append(f"hn_{k}")
+        cn_parts.append(f"cn_{k}")
+    nodes += [
+        N("Concat", hn_parts, ["hn"], axis=0),
+        N("Concat", cn_parts, ["cn"], axis=0),
+        N("Transpose", [f"seq{L}"], ["out"], perm=[1, 0, 2]),  # [batch, seq, H]
+        N("MatMul", ["out", "head.W"], ["head_mm"]),
+        N("Add", ["head_mm", "head.b"], ["y_z"]),
+        N("Mul", ["y_z", std], ["y_s"]),
+        N("Add", ["y_s", mean], ["y"]),
+    ]
+
+    def vi(name: str, dtype: int, shape: list) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, dtype, shape)
+
+    FP = TensorProto.FLOAT
+    state = [L, "batch", H]
+    graph = helper.make_graph(
+        nodes,
+        "lstm_forecaster",
+        inputs=[
+            vi("x", FP, ["batch", "seq", model.n_features]),
+            vi("h0", FP, state),
+            vi("c0", FP, state),
+            vi("lengths", TensorProto.INT32, ["lengths_batch"]),
+        ],
+        outputs=[
+            vi("y", FP, ["batch", "seq", model.n_outputs]),
+            vi("hn", FP, state),
+            vi("cn", FP, state),
+        ],
+        initializer=[*inits, lengths_init],
+    )
+    onnx_model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="lstm-serving-export",
+        doc_string=doc,
+    )
+    onnx_model.ir_version = IR_VERSION
+    onnx.checker.check_model(onnx_model, full_check=True)
+    return onnx_model
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

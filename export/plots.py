@@ -1,0 +1,81 @@
+"""PNG plots of training: the loss curve and the test-period forecast against actuals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.data import STEPS_PER_DAY, STEPS_PER_WEEK, Series
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(history: list[dict[str, float]], best_epoch: int, path: Path) -> None:
+    plt = _plt()
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(epochs, [h["train_loss"] for h in history], label="train (windows)")
+    ax.plot(epochs, [h["val_loss"] for h in history], label="validation (stateful run)")
+    ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE (scaled demand)")
+    ax.set_title("Training loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_forecast(series: Series, forecast: np.ndarray, metrics: dict[str, dict[str, float]], path: Path) -> None:
+    """Two panels: the whole test fortnight, and its first two days up close."""
+    plt = _plt()
+    targets = np.arange(series.val_end, series.n)
+    days = (targets - series.val_end) / STEPS_PER_DAY
+    actual = series.values[targets]
+    model = forecast[targets - 1]
+    weekly = series.values[targets - STEPS_PER_WEEK]
+    fig, axes = plt.subplots(2, 1, figsize=(10, 7), dpi=100)
+    for ax, span in zip(axes, (len(targets), 2 * STEPS_PER_DAY), strict=True):
+        s = slice(0, span)
+        ax.plot(days[s], actual[s], color="black", lw=1.2, label="actual")
+        ax.plot(days[s], model[s], color="tab:blue", lw=1, label=f"LSTM (MAE {metrics['model']['mae']:.0f} MW)")
+        ax.plot(
+            days[s],
+            weekly[s],
+            color="tab:orange",
+            lw=0.8,
+            alpha=0.7,
+            label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.0f} MW)",
+        )
+        ax.set_ylabel("demand (MW)")
+        ax.grid(alpha=0.3)
+    if len(targets) > 1:
+        s = slice(0, 2 * STEPS_PER_DAY)
+        axes[1].step(
+            days[s],
+            series.values[targets[s] - 1],
+            where="post",
+            color="tab:green",
+            lw=0.8,
+            alpha=0.7,
+            label=f"persistence (MAE {metrics['persistence']['mae']:.0f} MW)",
+        )
+    axes[0].set_title("Test split: one-step-ahead forecasts (half-hourly, England & Wales)")
+    axes[1].set_title("First two days of the test split")
+    axes[1].set_xlabel("days into the test split")
+    for ax in axes:
+        ax.legend(loc="lower left", fontsize=8, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,239 @@
+"""Verify an exported model against independent references: ``python -m export.verify DIR``.
+
+Every check runs on fresh random inputs (realistic feature ranges, non-zero initial
+states) for batch sizes 1, 7, 64 and sequence lengths 1, 13, 200:
+
+* ``numpy = onnxruntime``: the numpy cell equations (:mod:`export.reference`), fed the
+  ONNX initializers through the ONNX gate layout, match onnxruntime;
+* ``numpy = torch``: the same named gates, stacked back in PyTorch's layout into an
+  ``nn.LSTM``, run by torch, match the numpy cell equations;
+* ``stream = one pass``: a random split of each sequence into chunks, carrying (hn, cn),
+  gives the outputs and final state of one pass;
+* ``rows independent``: each row of a batched run equals that row run alone;
+* ``variable lengths``: a padded batch with per-row ``lengths`` gives each row the outputs
+  and final state of its own unpadded run.
+
+Tolerance: 1e-5 max abs error (float32), on h and C as they are and on y in the model's
+scaled units ((y - mean) / std). y in MW is ~3e4, where one float32 ulp is already 2e-3,
+so an absolute 1e-5 on raw megawatts would test rounding, not correctness; the MW error
+is printed too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import reference as ref
+
+TOL = 1e-5
+BATCHES = (1, 7, 64)
+SEQS = (1, 13, 200)
+
+
+class VerifyError(Exception):
+    """The model directory cannot be verified (missing, incomplete, unreadable)."""
+
+
+@dataclass
+class CheckResult:
+    check: str
+    batch: int
+    seq: int
+    max_err: float  # states and scaled outputs
+    max_err_mw: float  # outputs in real units
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.max_err <= TOL)
+
+
+class Subject:
+    """The model under test: its onnxruntime session, card and reference weights."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        from export.onnx_graph import initializers
+
+        onnx_path, card_path = model_dir / "model.onnx", model_dir / "model.json"
+        for p in (onnx_path, card_path):
+            if not p.is_file():
+                raise VerifyError(f"{p} does not exist: is {model_dir} a model version directory?")
+        try:
+            self.card = json.loads(card_path.read_text())
+            proto = onnx.load(str(onnx_path))
+        except Exception as e:  # any unreadable file is the same error to the user
+            raise VerifyError(f"cannot read the model in {model_dir}: {e}") from e
+        self.layers = int(self.card["num_layers"])
+        self.hidden = int(self.card["hidden_size"])
+        self.ref = ref.from_onnx(initializers(proto), self.layers)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def ort(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray | None = None):
+        feeds = {"x": x, "h0": h0, "c0": c0}
+        if lengths is not None:
+            feeds["lengths"] = lengths.astype(np.int32)
+        return self.sess.run(None, feeds)
+
+    def torch_lstm(self) -> Any:
+        """An ``nn.LSTM`` + head holding the reference's named gates in PyTorch's layout."""
+        import torch
+
+        lstm = torch.nn.LSTM(5, self.hidden, num_layers=self.layers, batch_first=True)
+        sd = {}
+        for k, w in enumerate(self.ref.layers):
+            sd[f"weight_ih_l{k}"] = ref.stack_gates(w.W, ref.TORCH_ORDER)
+            sd[f"weight_hh_l{k}"] = ref.stack_gates(w.U, ref.TORCH_ORDER)
+            sd[f"bias_ih_l{k}"] = ref.stack_gates(w.b, ref.TORCH_ORDER)
+            sd[f"bias_hh_l{k}"] = np.zeros_like(sd[f"bias_ih_l{k}"])
+        lstm.load_state_dict({k: torch.from_numpy(v.astype(np.float32)) for k, v in sd.items()})
+        return lstm.eval()
+
+
+def random_inputs(rng: np.random.Generator, batch: int, seq: int, layers: int, hidden: int):
+    """Features in realistic ranges and non-zero initial states."""
+    x = np.stack(
+        [
+            rng.uniform(18_000, 40_000, (batch, seq)),
+            rng.integers(0, 48, (batch, seq)) / 2.0,
+            rng.integers(0, 7, (batch, seq)).astype(np.float64),
+        ],
+        axis=-1,
+    ).astype(np.float32)
+    h0 = rng.uniform(-0.9, 0.9, (layers, batch, hidden)).astype(np.float32)
+    c0 = rng.normal(0, 1.5, (layers, batch, hidden)).astype(np.float32)
+    return x, h0, c0
+
+
+def _err(sub: Subject, a: tuple, b: tuple) -> tuple[float, float]:
+    """Max abs error over (y, hn, cn): y in scaled units, and y in MW separately."""
+    ya, yb = np.asarray(a[0], np.float64), np.asarray(b[0], np.float64)
+    y_mw = float(np.max(np.abs(ya - yb))) if ya.size else 0.0
+    states = max(float(np.max(np.abs(np.asarray(p, np.float64) - q))) for p, q in zip(a[1:], b[1:], strict=True))
+    return max(y_mw / sub.ref.std, states), y_mw
+
+
+def check_numpy_vs_ort(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
+    return _err(sub, sub.ort(x, h0, c0), ref.run(sub.ref, x, h0, c0))
+
+
+def check_numpy_vs_torch(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
+    import torch
+
+    lstm = sub.torch_lstm()
+    with torch.no_grad():
+        out, (hn, cn) = lstm(
+            torch.from_numpy(ref.preprocess(x, sub.ref.mean, sub.ref.std).astype(np.float32)),
+            (torch.from_numpy(h0), torch.from_numpy(c0)),
+        )
+    y = (out.numpy().astype(np.float64) @ sub.ref.head_w.T + sub.ref.head_b) * sub.ref.std + sub.ref.mean
+    return _err(sub, (y, hn.numpy(), cn.numpy()), ref.run(sub.ref, x, h0, c0))
+
+
+def random_chunks(rng: np.random.Generator, seq: int) -> list[int]:
+    """Split ``seq`` steps into 1 to 6 chunks of random sizes."""
+    if seq == 1:
+        return [1]
+    n_cuts = min(seq - 1, int(rng.integers(1, 6)))
+    cuts = np.sort(rng.choice(seq - 1, size=n_cuts, replace=False) + 1)
+    edges = [0, *cuts.tolist(), seq]
+    return [b - a for a, b in itertools.pairwise(edges)]
+
+
+def check_stream(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
+    whole = sub.ort(x, h0, c0)
+    h, c, ys, t = h0, c0, [], 0
+    for n in random_chunks(rng, x.shape[1]):
+        y, h, c = sub.ort(x[:, t : t + n], h, c)
+        ys.append(y)
+        t += n
+    return _err(sub, whole, (np.concatenate(ys, axis=1), h, c))
+
+
+def check_rows(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
+    batched = sub.ort(x, h0, c0)
+    rows = [sub.ort(x[b : b + 1], h0[:, b : b + 1], c0[:, b : b + 1]) for b in range(x.shape[0])]
+    alone = tuple(np.concatenate([r[i] for r in rows], axis=0 if i == 0 else 1) for i in range(3))
+    return _err(sub, batched, alone)
+
+
+def check_lengths(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
+    batch, seq = x.shape[:2]
+    lengths = rng.integers(1, seq + 1, batch)
+    lengths[rng.integers(batch)] = seq  # one full-length row
+    padded = x.copy()
+    for b, n in enumerate(lengths):
+        padded[b, n:] = rng.uniform(-1e4, 1e4, (seq - n, 3))  # junk the LSTM must ignore
+    y, hn, cn = sub.ort(padded, h0, c0, lengths)
+    worst, worst_mw = 0.0, 0.0
+    for b, n in enumerate(lengths):
+        own = sub.ort(x[b : b + 1, :n], h0[:, b : b + 1], c0[:, b : b + 1])
+        e, e_mw = _err(sub, (y[b : b + 1, :n], hn[:, b : b + 1], cn[:, b : b + 1]), own)
+        worst, worst_mw = max(worst, e), max(worst_mw, e_mw)
+    return worst, worst_mw
+
+
+CHECKS = {
+    "numpy = onnxruntime": check_numpy_vs_ort,
+    "numpy = torch": check_numpy_vs_torch,
+    "stream = one pass": check_stream,
+    "rows independent": check_rows,
+    "variable lengths": check_lengths,
+}
+
+
+def run_checks(model_dir: Path, seed: int = 0, checks: dict | None = None) -> list[CheckResult]:
+    sub = Subject(model_dir)
+    rng = np.random.default_rng(seed)
+    results = []
+    for name, fn in (checks or CHECKS).items():
+        for batch in BATCHES:
+            for seq in SEQS:
+                x, h0, c0 = random_inputs(rng, batch, seq, sub.layers, sub.hidden)
+                err, err_mw = fn(sub, x, h0, c0, rng)
+                results.append(CheckResult(name, batch, seq, err, err_mw))
+    return results
+
+
+def format_table(results: list[CheckResult]) -> str:
+    lines = [f"{'check':<22}{'batch':>6}{'seq':>6}{'max abs err':>14}{'(y in MW)':>12}{'tol':>9}  result"]
+    for r in results:
+        lines.append(
+            f"{r.check:<22}{r.batch:>6}{r.seq:>6}{r.max_err:>14.2e}{r.max_err_mw:>12.2e}{TOL:>9.0e}  "
+            + ("ok" if r.ok else "FAIL")
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m export.verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("model_dir", type=Path, help="a model version directory, e.g. models/demand/1")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        results = run_checks(args.model_dir, args.seed)
+    except VerifyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    failed = [r for r in results if not r.ok]
+    print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed (tolerance {TOL:g})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
