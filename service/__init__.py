@@ -1,0 +1,1 @@
+"""A stateful LSTM inference service: sessions keep each stream's (h, C) on the server."""

@@ -1,0 +1,97 @@
+"""``python -m service``: load the models, then serve with uvicorn; drain on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+from pydantic import ValidationError
+
+from service.app import create_app, make_store
+from service.config import Settings
+from service.core.dataplane import DataPlane
+from service.core.errors import ModelLoadError
+from service.logs import configure
+from service.metrics import Metrics
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM/SIGINT: turn not-ready, refuse new work with 503, let queued and
+    running batches finish (up to the drain timeout), then shut down and exit 0. A second
+    signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.dataplane = dataplane
+        self.drain_timeout = drain_timeout
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining:
+            self.force_exit = True
+            self.should_exit = True
+            return
+        self._draining = True
+        log.info("signal %d: draining (up to %.0f s), then exiting", sig, self.drain_timeout)
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        finished = await self.dataplane.drain(self.drain_timeout)
+        if not finished:
+            log.warning("drain timeout: work still queued after %.0f s", self.drain_timeout)
+        self.should_exit = True
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve the LSTM models of a model repository. Other settings: LSTM_* environment variables.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model-repository", type=Path, default=None, help="overrides LSTM_MODEL_REPOSITORY")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = {"model_repository": args.model_repository} if args.model_repository else {}
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        print(f"error: invalid settings:\n{e}", file=sys.stderr)
+        return 2
+    configure(settings.log_format, settings.log_level)
+    metrics = Metrics()
+    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    try:
+        dp.load_models()
+    except ModelLoadError as e:
+        log.error("cannot start: %s", e)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        create_app(settings, dp),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+    )
+    server = DrainingServer(config, dp, settings.drain_timeout_s)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL) if hasattr(signal, "SIGPIPE") else None
+    sys.exit(main())

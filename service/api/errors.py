@@ -1,0 +1,43 @@
+"""The one place where errors become HTTP replies: ``{"error": "..."}`` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from service.core.errors import ServiceError, StepConflict
+
+log = logging.getLogger("service.api")
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "body") or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        body: dict = {"error": exc.message}
+        if isinstance(exc, StepConflict) and exc.current_step is not None:
+            body["current_step"] = exc.current_step
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        parts = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errs[:5]]
+        more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
+        return JSONResponse({"error": "invalid request: " + "; ".join(parts) + more}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)

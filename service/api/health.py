@@ -1,0 +1,32 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+
+def build_router() -> APIRouter:
+    r = APIRouter(tags=["health"])
+
+    @r.get("/v2/health/live", summary="Liveness")
+    async def live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @r.get("/v2/health/ready", summary="Readiness: models loaded, store reachable, not draining")
+    async def ready(request: Request) -> JSONResponse:
+        ok, reason = await request.app.state.dataplane.ready()
+        return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @r.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        dp = request.app.state.dataplane
+        m = request.app.state.metrics
+        with contextlib.suppress(Exception):  # an unreachable store must not break scraping
+            m.sessions_live.set(await dp.count_sessions())
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r

@@ -1,0 +1,98 @@
+"""ASGI middleware: body size limit, and one log line plus metrics per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from service.metrics import Metrics
+
+log = logging.getLogger("service.access")
+UNCOUNTED = ("/v2/health/", "/metrics")
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while reading."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", ()):
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                return await _error(send, 413, f"request body of {int(v)} bytes is over the limit of {self.limit}")
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                # an HTTPException passes through FastAPI's body parsing untouched
+                raise HTTPException(413, f"request body is over the limit of {self.limit} bytes")
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+async def _error(send: Any, status: int, message: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class AccessLog:
+    """Request id, one info line per request, request count and latency by route template."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = (rid or uuid.uuid4().hex)[:64]
+        status = 500
+        t0 = time.perf_counter()
+
+        async def send_wrapper(msg: dict) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+                msg["headers"] = [*msg.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            dt = time.perf_counter() - t0
+            path = scope.get("path", "")
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            if not path.startswith(UNCOUNTED):
+                method = scope.get("method", "")
+                self.metrics.requests.labels(route, method, str(status)).inc()
+                self.metrics.request_duration.labels(route, method).observe(dt)
+                log.info(
+                    "%s %s %d %.2fms",
+                    method,
+                    path,
+                    status,
+                    dt * 1000,
+                    extra={"request_id": rid, "route": route, "status": status, "duration_ms": round(dt * 1000, 3)},
+                )

@@ -1,0 +1,86 @@
+"""Pydantic wire types of the native REST API (``/v1``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Step = list[Number]  # one time step: n_features numbers
+Matrix = list[list[Number]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictRequest(_Strict):
+    inputs: list[list[Step]] = Field(
+        description="Sequences to run from their initial state: [batch, seq, n_features], real units.",
+        examples=[[[[30500.0, 8.0, 2.0], [31200.0, 8.5, 2.0]]]],
+    )
+    h0: list[Matrix] | None = Field(None, description="Initial h, [layers, batch, hidden]; zeros when absent.")
+    c0: list[Matrix] | None = Field(None, description="Initial C, [layers, batch, hidden]; zeros when absent.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: str
+    outputs: list[list[list[float]]] = Field(description="[batch, seq, n_outputs], real units")
+    hn: list[Matrix] = Field(description="Final h, [layers, batch, hidden]")
+    cn: list[Matrix] = Field(description="Final C, [layers, batch, hidden]")
+
+
+class CreateSessionRequest(_Strict):
+    model: str = Field(description="Model name", examples=["demand"])
+    version: str | None = Field(None, description="Model version; the latest when absent", examples=["1"])
+    h0: Matrix | None = Field(None, description="Initial h, [layers, hidden]; zeros when absent.")
+    c0: Matrix | None = Field(None, description="Initial C, [layers, hidden]; zeros when absent.")
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    model: str
+    version: str
+    step: int = Field(description="Time steps consumed so far")
+    created_at: float = Field(description="Unix time")
+    last_used_at: float = Field(description="Unix time of the last step (or creation)")
+    expires_at: float = Field(description="Unix time at which the session expires if idle")
+
+
+class StepRequest(_Strict):
+    inputs: list[Step] = Field(
+        description="T >= 1 time steps, each n_features numbers in real units",
+        examples=[[[30500.0, 8.0, 2.0]]],
+    )
+    expected_step: int | None = Field(
+        None,
+        ge=0,
+        description=(
+            "The session's step the client expects. Equal: the request runs. A retry of the last "
+            "applied request (same expected_step and inputs): its stored reply is returned and the "
+            "state does not advance again. Anything else: 409 with the current step."
+        ),
+    )
+
+
+class StepResponse(BaseModel):
+    session_id: str
+    step: int = Field(description="The session's step after this request")
+    outputs: list[list[float]] = Field(description="[T, n_outputs]: the forecast after each input step")
+    replayed: bool = Field(description="True when this reply is the stored reply of a retried request")
+
+
+class Snapshot(_Strict):
+    format: str = Field(description="lstm-session-snapshot/1")
+    model: str
+    version: str
+    sha256: str = Field(description="sha256 of the model.onnx the state belongs to")
+    step: int = Field(ge=0)
+    h: Matrix = Field(description="[layers, hidden]")
+    c: Matrix = Field(description="[layers, hidden]")
+
+
+class ErrorBody(BaseModel):
+    error: str

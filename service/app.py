@@ -1,0 +1,65 @@
+"""The composition root: ``create_app(settings)`` builds the service; nothing happens at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import errors, health, v1
+from service.api.middleware import AccessLog, BodyLimit
+from service.config import Settings
+from service.core.dataplane import DataPlane
+from service.metrics import Metrics
+from service.sessions.store import SessionStore
+
+log = logging.getLogger("service")
+
+
+def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
+    if settings.session_store == "redis":
+        from service.sessions.redis_store import RedisStore
+
+        return RedisStore(settings.redis_url, settings.session_ttl_s)
+    from service.sessions.memory import MemoryStore
+
+    return MemoryStore(settings.session_ttl_s, settings.sweep_interval_s, on_expire=metrics.sessions_expired.inc)
+
+
+def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> FastAPI:
+    """Build the app. Models load in the lifespan unless ``dataplane`` already loaded them."""
+    settings = settings or Settings()
+    metrics = dataplane.metrics if dataplane else Metrics()
+    dp = dataplane or DataPlane(settings, make_store(settings, metrics), metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not dp.workers:
+            dp.load_models()
+        await dp.start()
+        metrics.ready.set(1)
+        log.info("ready: %d model version(s)", len(dp.all_workers()))
+        try:
+            yield
+        finally:
+            await dp.drain(settings.drain_timeout_s)
+            await dp.stop()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="LSTM serving",
+        version="0.1.0",
+        description="Stateful LSTM inference: server-side sessions keep each stream's (h, C).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.dataplane = dp
+    errors.install(app)
+    app.include_router(health.build_router())
+    app.include_router(v1.build_router())
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 413s too
+    return app

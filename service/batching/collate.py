@@ -1,0 +1,61 @@
+"""Pure functions that stack requests into one onnxruntime call and split the results.
+
+Each request contributes ``n`` rows of the same length ``T``: ``x [n, T, F]`` and a state
+``[2, L, n, H]`` (h and C stacked on the first axis). Rows of different requests may have
+different lengths: they are zero-padded to the longest and their lengths passed to the
+model, which then gives every row its own exact final state. Outputs at padded positions
+are dropped by :func:`split`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # [B, Tmax, F]
+    h0: np.ndarray  # [L, B, H]
+    c0: np.ndarray  # [L, B, H]
+    lengths: np.ndarray | None  # [B] int32, None when every row has the same length
+    rows: list[tuple[int, int, int]]  # per request: (first row, row count, length)
+
+
+def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
+    if not xs or len(xs) != len(states):
+        raise ValueError("collate needs one state per request and at least one request")
+    n_rows = [x.shape[0] for x in xs]
+    lens = [x.shape[1] for x in xs]
+    B, T, F = sum(n_rows), max(lens), xs[0].shape[2]
+    L, H = states[0].shape[1], states[0].shape[3]
+    x = np.zeros((B, T, F), np.float32)
+    state = np.empty((2, L, B, H), np.float32)
+    rows, r = [], 0
+    for xi, si, n, t in zip(xs, states, n_rows, lens, strict=True):
+        x[r : r + n, :t] = xi
+        state[:, :, r : r + n] = si
+        rows.append((r, n, t))
+        r += n
+    lengths = None
+    if min(lens) != T:
+        lengths = np.repeat(np.asarray(lens, np.int32), n_rows)
+    return Batch(x=x, h0=state[0], c0=state[1], lengths=lengths, rows=rows)
+
+
+def split(batch: Batch, y: np.ndarray, hn: np.ndarray, cn: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per request: ``(y [n, T, O], state [2, L, n, H])``, copies that own their memory."""
+    out = []
+    for r, n, t in batch.rows:
+        state = np.stack([hn[:, r : r + n], cn[:, r : r + n]])
+        out.append((y[r : r + n, :t].copy(), state))
+    return out
+
+
+def group_by_length(lengths: list[int]) -> list[list[int]]:
+    """Indices grouped by equal length, for models that take no per-row lengths."""
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(lengths):
+        groups.setdefault(t, []).append(i)
+    return list(groups.values())

@@ -1,0 +1,93 @@
+"""Settings: one class, every field documented, read from ``LSTM_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore", use_attribute_docstrings=True)
+
+    model_repository: Path = Path("models")
+    """Root of the model repository: ``<name>/<version>/model.onnx`` + ``model.json``."""
+
+    providers: Annotated[tuple[str, ...], NoDecode] = ("cpu",)
+    """onnxruntime execution providers in order of preference, comma separated: ``cpu`` or
+    ``cuda,cpu``. CUDA is used only when onnxruntime has it; CPU is a fallback only when listed."""
+
+    intra_op_threads: int = Field(1, ge=0)
+    """onnxruntime intra-op threads per model (0 lets onnxruntime choose)."""
+
+    inter_op_threads: int = Field(1, ge=0)
+    """onnxruntime inter-op threads per model (0 lets onnxruntime choose)."""
+
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    """onnxruntime graph optimisation level."""
+
+    max_batch_size: int = Field(64, ge=1)
+    """Most rows (sequences or session steps) in one onnxruntime call."""
+
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    """Longest a request waits for a batch to fill while the runtime is busy; an idle runtime
+    takes work at once."""
+
+    max_queue_size: int = Field(1024, ge=1)
+    """Requests that may wait per model version; beyond it requests are refused with 503."""
+
+    inference_workers: int = Field(1, ge=1)
+    """Batches that may run at the same time per model version."""
+
+    request_timeout_s: float = Field(10.0, gt=0)
+    """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
+    session is left untouched."""
+
+    session_store: Literal["memory", "redis"] = "memory"
+    """Where session state lives: this process (``memory``) or a shared Redis (``redis``)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis (or Redis Cluster node) URL when ``session_store`` is ``redis``."""
+
+    session_ttl_s: float = Field(3600.0, gt=0)
+    """Idle time after which a session expires."""
+
+    max_sessions: int = Field(100_000, ge=1)
+    """Most live sessions; creating more is refused with 429 (live sessions are never evicted)."""
+
+    sweep_interval_s: float = Field(5.0, gt=0)
+    """How often the memory store removes expired sessions."""
+
+    max_steps_per_request: int = Field(4096, ge=1)
+    """Most time steps in one request (per sequence)."""
+
+    max_sequences_per_request: int = Field(256, ge=1)
+    """Most sequences in one stateless predict request."""
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger bodies get 413."""
+
+    log_format: Literal["text", "json"] = "text"
+    """Log line format."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level."""
+
+    drain_timeout_s: float = Field(20.0, ge=0)
+    """On SIGTERM, how long to wait for queued and running work before exiting."""
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, v: object) -> tuple[str, ...]:
+        items = [p.strip().lower() for p in v.split(",")] if isinstance(v, str) else [str(p).lower() for p in v]  # type: ignore[attr-defined]
+        items = [p for p in items if p]
+        if not items:
+            raise ValueError("at least one provider is needed, e.g. 'cpu' or 'cuda,cpu'")
+        unknown = [p for p in items if p not in PROVIDER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; known: {sorted(PROVIDER_NAMES)}")
+        return tuple(items)

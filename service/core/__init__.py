@@ -1,0 +1,1 @@
+"""Transport-neutral data plane: predict, sessions and steps. Imports no web framework."""

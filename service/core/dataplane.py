@@ -1,0 +1,296 @@
+"""The data plane: every transport (REST v1, Open Inference Protocol v2, WebSocket) calls this.
+
+It validates inputs, resolves models and sessions, keeps the steps of one session in
+order inside this process (a per-session lock; across processes the store's
+compare-and-set does it), and hands work to the model version's batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.core.errors import (
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    SnapshotMismatch,
+    StoreUnavailable,
+)
+from service.core.locks import KeyedLocks
+from service.core.model_worker import ModelWorker, unknown_session
+from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
+from service.metrics import Metrics
+from service.runtime.onnx_model import OnnxModel
+from service.runtime.repository import ModelCard, scan
+from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id
+from service.sessions.store import SessionStore
+
+log = logging.getLogger("service.dataplane")
+
+SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
+STALE_RETRIES = 3
+
+
+def as_array(value: Any, what: str) -> np.ndarray:
+    """Nested lists of numbers -> float32 array, or InvalidInput saying what is wrong."""
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError) as e:
+        raise InvalidInput(f"{what} must be a rectangular array of numbers: {e}") from None
+    if not np.isfinite(arr).all():
+        raise InvalidInput(f"{what} holds NaN or infinite values (or numbers too large for float32)")
+    return arr
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.workers: dict[str, dict[str, ModelWorker]] = {}
+        self._locks = KeyedLocks()
+        self._draining = False
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def load_models(self) -> list[ModelCard]:
+        """Load, check and warm up every model version; raises ModelLoadError. Synchronous."""
+        cards = scan(self.settings.model_repository)
+        for card in cards:
+            model = OnnxModel(card, self.settings)
+            model.warm_up(self.settings.max_batch_size)
+            self.workers.setdefault(card.name, {})[card.version] = ModelWorker(
+                model, self.store, self.settings, self.metrics
+            )
+            self.metrics.model_info.labels(card.name, card.version, model.provider).set(1)
+            self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
+            log.info("loaded model %s (%s) on %s", card.key, card.onnx_path, model.provider)
+        return cards
+
+    async def start(self) -> None:
+        await self.store.start()
+        for w in self.all_workers():
+            w.batcher.start()
+        self._started = True
+
+    def start_drain(self) -> None:
+        self._draining = True
+        self.metrics.ready.set(0)
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new work and wait for queued and running batches; True if all finished."""
+        self.start_drain()
+        deadline = time.monotonic() + timeout
+        ok = True
+        for w in self.all_workers():
+            ok &= await w.batcher.drain(max(0.0, deadline - time.monotonic()))
+        return ok
+
+    async def stop(self) -> None:
+        for w in self.all_workers():
+            await w.batcher.stop()
+            w.shutdown()
+        await self.store.close()
+
+    def all_workers(self) -> list[ModelWorker]:
+        return [w for versions in self.workers.values() for w in versions.values()]
+
+    async def ready(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "models are loading"
+        if self._draining:
+            return False, "the service is shutting down"
+        if not await self.store.ping():
+            return False, "the session store is unreachable"
+        return True, "ready"
+
+    def _admit(self) -> None:
+        if self._draining:
+            raise NotReady("the service is shutting down; retry on another replica")
+        if not self._started:
+            raise NotReady("the service is still loading its models")
+
+    # -- models --------------------------------------------------------------------------
+    def worker(self, name: str, version: str | None = None) -> ModelWorker:
+        versions = self.workers.get(name)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} is not served; served models: {sorted(self.workers)}")
+        if version is None:
+            version = max(versions, key=int)
+        w = versions.get(version)
+        if w is None:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {sorted(versions, key=int)}")
+        return w
+
+    def _steps(self, w: ModelWorker, x: np.ndarray, what: str) -> np.ndarray:
+        c, s = w.card, self.settings
+        if x.size == 0:
+            raise InvalidInput(f"{what} must hold 1 to {s.max_steps_per_request} time steps; got none")
+        if x.ndim != 2 or x.shape[1] != c.n_features:
+            raise InvalidInput(
+                f"{what} must be a list of time steps, each a list of {c.n_features} features "
+                f"({', '.join(f['name'] for f in c.raw.get('features', [])) or 'see the model card'}); got shape {list(x.shape)}"
+            )
+        if not 1 <= x.shape[0] <= s.max_steps_per_request:
+            raise InvalidInput(f"{what} must hold 1 to {s.max_steps_per_request} time steps; got {x.shape[0]}")
+        return x
+
+    def _state(self, w: ModelWorker, value: Any, n: int, what: str) -> np.ndarray:
+        """A client's initial state ``[layers, n, hidden]`` (or ``[layers, hidden]`` when n is None)."""
+        c = w.card
+        arr = as_array(value, what)
+        want = [c.num_layers, n, c.hidden_size] if n else [c.num_layers, c.hidden_size]
+        if list(arr.shape) != want:
+            raise InvalidInput(
+                f"{what} must have shape {want} ([layers, {'batch, ' if n else ''}hidden]); got {list(arr.shape)}"
+            )
+        return arr
+
+    # -- stateless -----------------------------------------------------------------------
+    async def predict(
+        self, name: str, version: str | None, x: Any, h0: Any = None, c0: Any = None
+    ) -> tuple[ModelWorker, PredictResult]:
+        self._admit()
+        w = self.worker(name, version)
+        arr = as_array(x, "inputs")
+        c, s = w.card, self.settings
+        if arr.ndim != 3 or arr.shape[2] != c.n_features:
+            raise InvalidInput(
+                f"inputs must be [batch, seq, {c.n_features}] (a list of sequences of time steps); got shape {list(arr.shape)}"
+            )
+        n, t = arr.shape[0], arr.shape[1]
+        if not 1 <= n <= s.max_sequences_per_request:
+            raise InvalidInput(f"inputs must hold 1 to {s.max_sequences_per_request} sequences; got {n}")
+        if not 1 <= t <= s.max_steps_per_request:
+            raise InvalidInput(f"each sequence must hold 1 to {s.max_steps_per_request} time steps; got {t}")
+        if (h0 is None) != (c0 is None):
+            raise InvalidInput("give both h0 and c0, or neither (zeros)")
+        state = np.zeros((2, c.num_layers, n, c.hidden_size), np.float32)
+        if h0 is not None:
+            state[0] = self._state(w, h0, n, "h0")
+            state[1] = self._state(w, c0, n, "c0")
+        result = await w.batcher.submit(StatelessWork(arr, state), rows=n, timeout=self.settings.request_timeout_s)
+        return w, result
+
+    # -- sessions ------------------------------------------------------------------------
+    def _new_record(self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None) -> SessionRecord:
+        now = time.time()
+        c = w.card
+        return SessionRecord(
+            id=new_session_id(c.name, c.version),
+            model=c.name,
+            version=c.version,
+            sha256=c.sha256,
+            state=state,
+            step=step,
+            created=now,
+            last_used=now,
+            owner=owner,
+        )
+
+    async def create_session(
+        self, name: str, version: str | None = None, h0: Any = None, c0: Any = None, owner: str | None = None
+    ) -> SessionRecord:
+        self._admit()
+        w = self.worker(name, version)
+        c = w.card
+        state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+        if (h0 is None) != (c0 is None):
+            raise InvalidInput("give both h0 and c0, or neither (zeros)")
+        if h0 is not None:
+            state[0] = self._state(w, h0, 0, "h0")
+            state[1] = self._state(w, c0, 0, "c0")
+        rec = self._new_record(w, state, 0, owner)
+        await self._store_call(self.store.create(rec, self.settings.max_sessions))
+        self.metrics.sessions_created.inc()
+        return rec
+
+    def _session_worker(self, session_id: str) -> ModelWorker:
+        parsed = parse_session_id(session_id)
+        versions = self.workers.get(parsed[0]) if parsed else None
+        w = versions.get(parsed[1]) if versions and parsed else None
+        if w is None:
+            raise unknown_session(session_id, self.store.ttl_s)
+        return w
+
+    async def step(
+        self, session_id: str, x: Any, expected_step: int | None = None, owner: str | None = None
+    ) -> StepResult:
+        """Run ``T`` steps of a session. Ordered per session; a failure changes nothing."""
+        self._admit()
+        w = self._session_worker(session_id)
+        arr = self._steps(w, as_array(x, "inputs"), "inputs")
+        if expected_step is not None and expected_step < 0:
+            raise InvalidInput("expected_step must be >= 0")
+        work = StepWork(session_id, arr, expected_step, digest(arr), owner)
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        async with self._locks.hold(session_id, self.settings.request_timeout_s):
+            for attempt in range(STALE_RETRIES):
+                try:
+                    return await self._store_call(
+                        w.batcher.submit(work, key=session_id, timeout=max(0.001, deadline - time.monotonic()))
+                    )
+                except StaleWrite:
+                    # another replica advanced the session between our read and write
+                    if expected_step is not None or attempt == STALE_RETRIES - 1:
+                        raise
+            raise AssertionError("unreachable")
+
+    async def get_session(self, session_id: str, owner: str | None = None) -> SessionRecord:
+        self._admit()
+        (rec,) = await self._store_call(self.store.get_many([session_id]))
+        if rec is None or (rec.owner is not None and rec.owner != owner):
+            raise unknown_session(session_id, self.store.ttl_s)
+        return rec
+
+    async def delete_session(self, session_id: str, owner: str | None = None) -> None:
+        await self.get_session(session_id, owner)
+        if not await self._store_call(self.store.delete(session_id)):
+            raise unknown_session(session_id, self.store.ttl_s)
+        self.metrics.sessions_deleted.inc()
+
+    async def export_session(self, session_id: str, owner: str | None = None) -> dict[str, Any]:
+        rec = await self.get_session(session_id, owner)
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "model": rec.model,
+            "version": rec.version,
+            "sha256": rec.sha256,
+            "step": rec.step,
+            "h": rec.state[0].tolist(),
+            "c": rec.state[1].tolist(),
+        }
+
+    async def import_session(self, snap: dict[str, Any], owner: str | None = None) -> SessionRecord:
+        self._admit()
+        if snap.get("format") != SNAPSHOT_FORMAT:
+            raise InvalidInput(f"not a session snapshot: format must be {SNAPSHOT_FORMAT!r}")
+        w = self.worker(str(snap.get("model")), str(snap.get("version")))
+        if snap.get("sha256") != w.card.sha256:
+            raise SnapshotMismatch(
+                f"the snapshot was taken on {w.card.key} with checksum {snap.get('sha256')!r}, but the served "
+                f"{w.card.key} has checksum {w.card.sha256!r}: its state would not mean the same"
+            )
+        step = snap.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InvalidInput("snapshot step must be an integer >= 0")
+        state = np.stack([self._state(w, snap.get("h"), 0, "h"), self._state(w, snap.get("c"), 0, "c")])
+        rec = self._new_record(w, state, step, owner)
+        await self._store_call(self.store.create(rec, self.settings.max_sessions))
+        self.metrics.sessions_created.inc()
+        return rec
+
+    async def count_sessions(self) -> int:
+        return await self.store.count()
+
+    async def _store_call(self, aw: Any) -> Any:
+        try:
+            return await aw
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
+            raise StoreUnavailable(f"the session store is unreachable ({e}); nothing was changed, retry shortly") from e

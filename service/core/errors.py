@@ -1,0 +1,74 @@
+"""Domain errors. Each carries the HTTP status a transport should answer with."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
+
+
+class ServiceError(Exception):
+    status: int = 500
+    headers: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServiceError):
+    status = 400
+
+
+class BodyTooLarge(ServiceError):
+    status = 413
+
+
+class ModelNotFound(ServiceError):
+    status = 404
+
+
+class SessionNotFound(ServiceError):
+    status = 404
+
+
+class StepConflict(ServiceError):
+    """The client's expected step does not match the session (and it is not a retry)."""
+
+    status = 409
+
+    def __init__(self, message: str, current_step: int | None = None) -> None:
+        super().__init__(message)
+        self.current_step = current_step
+
+
+class SnapshotMismatch(ServiceError):
+    status = 409
+
+
+class CapacityExceeded(ServiceError):
+    status = 429
+    headers = RETRY_SOON
+
+
+class Overloaded(ServiceError):
+    status = 503
+    headers = RETRY_SOON
+
+
+class NotReady(ServiceError):
+    status = 503
+    headers = RETRY_SOON
+
+
+class StoreUnavailable(ServiceError):
+    status = 503
+    headers = RETRY_SOON
+
+
+class DeadlineExceeded(ServiceError):
+    status = 504
+
+
+class ModelLoadError(Exception):
+    """A model in the repository cannot be served; raised at start-up."""

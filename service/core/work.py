@@ -1,0 +1,42 @@
+"""What travels through the batcher, and what comes back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.core.errors import StepConflict
+
+
+@dataclass(slots=True)
+class StatelessWork:
+    x: np.ndarray  # float32 [n, T, F]
+    state: np.ndarray  # float32 [2, L, n, H]
+
+
+@dataclass(slots=True)
+class StepWork:
+    session_id: str
+    x: np.ndarray  # float32 [T, F]
+    expected_step: int | None
+    digest: bytes
+    owner: str | None
+
+
+@dataclass(slots=True)
+class PredictResult:
+    y: np.ndarray  # [n, T, O]
+    state: np.ndarray  # [2, L, n, H]
+
+
+@dataclass(slots=True)
+class StepResult:
+    session_id: str
+    outputs: np.ndarray  # [T, O]
+    step: int  # the session's step after this request
+    replayed: bool  # True when this was a retry answered from the stored reply
+
+
+class StaleWrite(StepConflict):
+    """The session was advanced by someone else between read and write (another replica)."""

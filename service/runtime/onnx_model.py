@@ -1,0 +1,115 @@
+"""One model version on onnxruntime: providers, IO checks against the card, warm-up, run.
+
+``run`` is synchronous and thread-safe (onnxruntime sessions are); callers run it off the
+event loop. The runtime holds no state between calls: the session store owns state.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from service.config import PROVIDER_NAMES, Settings
+from service.core.errors import ModelLoadError
+from service.runtime.repository import ModelCard
+
+log = logging.getLogger("service.runtime")
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def choose_providers(requested: tuple[str, ...]) -> list[str]:
+    """Map setting names to onnxruntime providers that exist here, refusing silent fallbacks."""
+    available = set(ort.get_available_providers())
+    chosen = []
+    for name in requested:
+        provider = PROVIDER_NAMES[name]
+        if provider in available:
+            chosen.append(provider)
+        elif "cpu" in requested:
+            log.warning("provider %s is not available in this onnxruntime build; falling back", provider)
+        else:
+            raise ModelLoadError(
+                f"provider {name!r} ({provider}) was asked for but this onnxruntime has only "
+                f"{sorted(available)}; install onnxruntime-gpu or add 'cpu' to LSTM_PROVIDERS"
+            )
+    return chosen
+
+
+class OnnxModel:
+    def __init__(self, card: ModelCard, settings: Settings) -> None:
+        self.card = card
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = settings.intra_op_threads
+        opts.inter_op_num_threads = settings.inter_op_threads
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = OPT_LEVELS[settings.graph_optimization]
+        opts.log_severity_level = 3  # the optional `lengths` input is reported at warning level
+        try:
+            self.session = ort.InferenceSession(
+                str(card.onnx_path), opts, providers=choose_providers(settings.providers)
+            )
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(f"{card.onnx_path}: onnxruntime cannot load it: {e}") from e
+        self.provider = self.session.get_providers()[0]
+        self.has_lengths = self._check_io()
+
+    def _check_io(self) -> bool:
+        c = self.card
+        L, H, F, N_OUT = c.num_layers, c.hidden_size, c.n_features, c.n_outputs
+        want_in = {"x": (3, {2: F}), "h0": (3, {0: L, 2: H}), "c0": (3, {0: L, 2: H})}
+        want_out = {"y": (3, {2: N_OUT}), "hn": (3, {0: L, 2: H}), "cn": (3, {0: L, 2: H})}
+        got_in = {i.name: i for i in self.session.get_inputs()}
+        got_out = {o.name: o for o in self.session.get_outputs()}
+        for kind, want, got in (("input", want_in, got_in), ("output", want_out, got_out)):
+            missing = sorted(set(want) - set(got))
+            if missing:
+                raise ModelLoadError(f"{c.onnx_path}: {kind}(s) {missing} missing; the graph has {sorted(got)}")
+            for name, (rank, dims) in want.items():
+                arg = got[name]
+                if arg.type != "tensor(float)":
+                    raise ModelLoadError(f"{c.onnx_path}: {kind} {name} is {arg.type}, expected tensor(float)")
+                if len(arg.shape) != rank or any(arg.shape[i] != d for i, d in dims.items()):
+                    raise ModelLoadError(
+                        f"{c.onnx_path}: {kind} {name} has shape {arg.shape}; model.json implies "
+                        f"rank {rank} with {dims} (layers={L}, hidden={H}, features={F}, outputs={N_OUT})"
+                    )
+        extra = sorted(set(got_in) - set(want_in))
+        if extra:
+            raise ModelLoadError(f"{c.onnx_path}: unexpected required input(s) {extra}")
+        overridable = {i.name for i in self.session.get_overridable_initializers()}
+        if c.lengths_input and c.lengths_input not in overridable:
+            raise ModelLoadError(
+                f"{c.onnx_path}: model.json names lengths input {c.lengths_input!r}; the graph has none"
+            )
+        return bool(c.lengths_input)
+
+    def run(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feeds = {"x": x, "h0": h0, "c0": c0}
+        if lengths is not None:
+            if not self.has_lengths:
+                raise ValueError("this model takes no per-row lengths")
+            feeds[self.card.lengths_input or "lengths"] = lengths
+        y, hn, cn = self.session.run(None, feeds)
+        return y, hn, cn
+
+    def warm_up(self, max_batch: int) -> None:
+        """Run the shapes the batcher will use first, so the first request pays no set-up."""
+        c = self.card
+        for batch, seq in ((1, 1), (max_batch, 1), (max_batch, 8)):
+            x = np.zeros((batch, seq, c.n_features), np.float32)
+            s = np.zeros((c.num_layers, batch, c.hidden_size), np.float32)
+            y, hn, _ = self.run(x, s, s)
+            if not (np.isfinite(y).all() and np.isfinite(hn).all()):
+                raise ModelLoadError(f"{c.onnx_path}: warm-up produced non-finite outputs")

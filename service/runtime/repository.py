@@ -1,0 +1,100 @@
+"""The model repository on disk: ``<root>/<name>/<version>/model.onnx`` + ``model.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.core.errors import ModelLoadError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What ``model.json`` says, with the fields the service relies on checked."""
+
+    name: str
+    version: str
+    path: Path  # the version directory
+    sha256: str
+    num_layers: int
+    hidden_size: int
+    n_features: int
+    n_outputs: int
+    lengths_input: str | None
+    raw: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / str(self.raw.get("file", "model.onnx"))
+
+    @property
+    def state_bytes(self) -> int:
+        return 2 * self.num_layers * self.hidden_size * 4
+
+
+def _positive_int(raw: dict[str, Any], field: str, where: Path) -> int:
+    v = raw.get(field)
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ModelLoadError(f"{where}: field {field!r} must be a positive integer, got {v!r}")
+    return v
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    card_path = version_dir / "model.json"
+    try:
+        raw = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{card_path} is missing") from None
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{card_path} is not readable JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{card_path} must hold a JSON object")
+    name, version = version_dir.parent.name, version_dir.name
+    if raw.get("name", name) != name or str(raw.get("version", version)) != version:
+        raise ModelLoadError(f"{card_path} says {raw.get('name')}/{raw.get('version')} but lies in {name}/{version}")
+    card = ModelCard(
+        name=name,
+        version=version,
+        path=version_dir,
+        sha256=str(raw.get("sha256", "")),
+        num_layers=_positive_int(raw, "num_layers", card_path),
+        hidden_size=_positive_int(raw, "hidden_size", card_path),
+        n_features=_positive_int(raw, "n_features", card_path),
+        n_outputs=_positive_int(raw, "n_outputs", card_path),
+        lengths_input=raw.get("lengths_input"),
+        raw=raw,
+    )
+    if not card.onnx_path.is_file():
+        raise ModelLoadError(f"{card.onnx_path} is missing")
+    actual = hashlib.sha256(card.onnx_path.read_bytes()).hexdigest()
+    if card.sha256 != actual:
+        raise ModelLoadError(f"{card.onnx_path}: sha256 {actual} does not match model.json ({card.sha256 or 'none'})")
+    return card
+
+
+def scan(root: Path) -> list[ModelCard]:
+    """Every model version under ``root``; a repository with none, or a broken one, is an error."""
+    if not root.is_dir():
+        raise ModelLoadError(f"model repository {root} does not exist or is not a directory")
+    cards = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not NAME_RE.match(model_dir.name):
+            raise ModelLoadError(f"{model_dir}: model names may hold letters, digits, '_' and '-' only")
+        versions = [p for p in model_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        for v in sorted(versions, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0)):
+            if not v.name.isdigit() or int(v.name) < 1:
+                raise ModelLoadError(f"{v}: versions are positive integers")
+            cards.append(read_card(v))
+    if not cards:
+        raise ModelLoadError(f"model repository {root} holds no model (expected <name>/<version>/model.json)")
+    return cards

@@ -1,0 +1,1 @@
+"""Session state: the store protocol, and the in-memory and Redis stores."""

@@ -1,0 +1,101 @@
+"""The in-memory session store: a dict, TTL by last use, a bounded number of sessions.
+
+Everything runs on the event loop thread, so each method is atomic. Records are kept as
+they are given (the data plane never mutates a record after handing it over). The dict is
+kept in order of last use (a commit moves its record to the end), so a sweep stops at the
+first live record: it costs the number of expired sessions, not the number of sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from service.core.errors import CapacityExceeded
+from service.sessions.record import SessionRecord
+
+
+class MemoryStore:
+    def __init__(
+        self,
+        ttl_s: float,
+        sweep_interval_s: float = 5.0,
+        on_expire: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._sweep_interval = sweep_interval_s
+        self._on_expire = on_expire or (lambda n: None)
+        self._clock = clock
+        self._data: dict[str, SessionRecord] = {}
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._sweeper())
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def ping(self) -> bool:
+        return True
+
+    def _live(self, rec: SessionRecord | None, now: float) -> SessionRecord | None:
+        if rec is None or now - rec.last_used > self.ttl_s:
+            return None
+        return rec
+
+    async def create(self, record: SessionRecord, max_sessions: int) -> None:
+        if len(self._data) >= max_sessions:
+            self.sweep()
+            if len(self._data) >= max_sessions:
+                raise CapacityExceeded(
+                    f"the service holds its maximum of {max_sessions} live sessions; "
+                    "delete idle sessions or retry later"
+                )
+        self._data[record.id] = record
+
+    async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
+        now = self._clock()
+        return [self._live(self._data.get(i), now) for i in ids]
+
+    async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
+        now = self._clock()
+        ok = []
+        for rec in records:
+            cur = self._live(self._data.get(rec.id), now)
+            if cur is None or cur.rev != rec.rev - 1:
+                ok.append(False)
+                continue
+            del self._data[rec.id]  # re-insert at the end: the dict stays in last-use order
+            self._data[rec.id] = rec
+            ok.append(True)
+        return ok
+
+    async def delete(self, session_id: str) -> bool:
+        return self._data.pop(session_id, None) is not None
+
+    async def count(self) -> int:
+        return len(self._data)
+
+    def sweep(self) -> int:
+        now = self._clock()
+        dead = []
+        for k, r in self._data.items():
+            if now - r.last_used <= self.ttl_s:
+                break
+            dead.append(k)
+        for k in dead:
+            del self._data[k]
+        if dead:
+            self._on_expire(len(dead))
+        return len(dead)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            self.sweep()

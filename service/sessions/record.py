@@ -1,0 +1,67 @@
+"""What a session is: its model, its (h, C), how far it has got, and its last reply."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+
+def new_session_id(model: str, version: str) -> str:
+    """``<model>.<version>.<144 random bits>``: unguessable, and routable without a lookup."""
+    return f"{model}.{version}.{secrets.token_urlsafe(18)}"
+
+
+def parse_session_id(session_id: str) -> tuple[str, str] | None:
+    parts = session_id.split(".")
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def digest(x: np.ndarray) -> bytes:
+    """A request's fingerprint, to tell a retry from a different request."""
+    return hashlib.blake2b(np.ascontiguousarray(x, np.float32).tobytes(), digest_size=16).digest()
+
+
+@dataclass(slots=True)
+class LastStep:
+    """The last applied step request and its reply, kept so that a retry gets the same reply."""
+
+    from_step: int  # the session's step before it
+    digest: bytes
+    outputs: np.ndarray  # float32 [T, n_outputs]
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """One session. ``state`` is float32 ``[2, layers, hidden]``: h then C.
+
+    ``rev`` counts writes and makes updates compare-and-set: a store accepts a record with
+    ``rev = n + 1`` only over the stored ``rev = n``.
+    """
+
+    id: str
+    model: str
+    version: str
+    sha256: str
+    state: np.ndarray
+    step: int
+    created: float  # wall-clock seconds
+    last_used: float
+    rev: int = 0
+    owner: str | None = None
+    last: LastStep | None = None
+
+    def advanced(self, state: np.ndarray, outputs: np.ndarray, d: bytes, now: float) -> SessionRecord:
+        t = outputs.shape[0]
+        return replace(
+            self,
+            state=state,
+            step=self.step + t,
+            last_used=now,
+            rev=self.rev + 1,
+            last=LastStep(from_step=self.step, digest=d, outputs=outputs),
+        )

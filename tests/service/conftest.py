@@ -1,0 +1,124 @@
+"""Fixtures: a real uvicorn server in a subprocess, and the offline reference run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import numpy_helper
+
+from tests.conftest import DEFAULT_MODEL, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def running_server(
+    env: dict[str, str] | None = None, repo: Path | None = None, timeout: float = 60
+) -> Iterator[Server]:
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="lstm-server-", suffix=".log")[1])
+    args = [sys.executable, "-m", "service", "--port", str(port)]
+    if repo is not None:
+        args += ["--model-repository", str(repo)]
+    full_env = {**os.environ, "LSTM_MODEL_REPOSITORY": str(ROOT / "models"), **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(server.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    with running_server() as s:
+        yield s
+
+
+class Offline:
+    """The default model run in-process over whole sequences: the reference for exactness."""
+
+    def __init__(self, model_dir: Path) -> None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_dir / "model.onnx")).graph.initializer}
+        self.std = float(inits["scale.std"])
+        self.layers, self.hidden = 2, int(inits["lstm0.R"].shape[2])
+
+    def run(self, x: np.ndarray, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``x [T, F]`` -> ``(y [T, O], state [2, L, H])`` from zeros (or ``state``)."""
+        if state is None:
+            state = np.zeros((2, self.layers, self.hidden), np.float32)
+        y, hn, cn = self.sess.run(
+            None, {"x": np.asarray(x, np.float32)[None], "h0": state[0][:, None], "c0": state[1][:, None]}
+        )
+        return y[0], np.stack([hn[:, 0], cn[:, 0]])
+
+    def assert_outputs_close(self, got, want) -> None:
+        """1e-5 max abs in the model's scaled units (y / std), as in export.verify."""
+        err = np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))) / self.std
+        assert err <= 1e-5, f"outputs differ by {err:.2e} (scaled units) > 1e-5"
+
+
+@pytest.fixture(scope="session")
+def offline() -> Offline:
+    return Offline(DEFAULT_MODEL)
+
+
+def random_steps(rng: np.random.Generator, n: int, start: int | None = None) -> np.ndarray:
+    """``n`` consecutive half-hours of plausible demand readings with their calendar features."""
+    t0 = int(rng.integers(0, 336)) if start is None else start
+    t = np.arange(t0, t0 + n)
+    hour = (t % 48) / 2.0
+    dow = (t // 48) % 7
+    demand = 28_000 + 6_000 * np.sin(2 * np.pi * (hour - 6) / 24) + rng.normal(0, 500, n)
+    return np.stack([demand, hour, dow], axis=1).astype(np.float32)

@@ -1,0 +1,152 @@
+"""The batcher without HTTP or tensors. Deterministic: events gate the handler, and long
+timeouts with ``asyncio.wait`` replace sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.batching.batcher import Batcher
+from service.core.errors import DeadlineExceeded, Overloaded
+
+
+class Gate:
+    """A handler that records batches and, when closed, blocks until opened."""
+
+    def __init__(self, closed: bool = False) -> None:
+        self.batches: list[list] = []
+        self.open = asyncio.Event()
+        self.entered = asyncio.Event()
+        if not closed:
+            self.open.set()
+
+    async def __call__(self, tickets):
+        self.batches.append([t.payload for t in tickets])
+        self.entered.set()
+        await self.open.wait()
+        return [(t.payload, t.claim()) for t in tickets]
+
+
+def make(handler, **kw) -> Batcher:
+    opts = {"max_batch_size": 8, "max_queue_delay_s": 100.0, "max_queue_size": 100} | kw
+    b = Batcher(handler, **opts)
+    b.start()
+    return b
+
+
+async def test_idle_runtime_dispatches_at_once_despite_long_delay():
+    gate = Gate()
+    b = make(gate)
+    done, _ = await asyncio.wait({asyncio.ensure_future(b.submit("a", timeout=50))}, timeout=2)
+    assert done and done.pop().result() == ("a", True)
+    await b.stop()
+
+
+async def test_requests_queue_while_busy_and_go_together():
+    gate = Gate(closed=True)
+    b = make(gate)
+    first = asyncio.ensure_future(b.submit(0, timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    rest = [asyncio.ensure_future(b.submit(i, timeout=50)) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    gate.open.set()
+    await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+    assert gate.batches == [[0], [1, 2, 3, 4, 5]]
+    await b.stop()
+
+
+async def test_max_batch_size_counts_rows_and_one_key_per_batch():
+    gate = Gate(closed=True)
+    b = make(gate, max_batch_size=4)
+    first = asyncio.ensure_future(b.submit("x", timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    futs = [
+        asyncio.ensure_future(b.submit("k1-a", key="k1", timeout=50)),
+        asyncio.ensure_future(b.submit("k1-b", key="k1", timeout=50)),
+        asyncio.ensure_future(b.submit("big", rows=3, timeout=50)),
+        asyncio.ensure_future(b.submit("k2", key="k2", timeout=50)),
+    ]
+    await asyncio.sleep(0)
+    gate.open.set()
+    await asyncio.wait_for(asyncio.gather(first, *futs), 5)
+    assert gate.batches[1] == ["k1-a", "big"]  # k1-b deferred (same key); k2 would exceed 4 rows
+    assert gate.batches[2] == ["k1-b", "k2"]
+    await b.stop()
+
+
+async def test_full_queue_refuses_at_once():
+    gate = Gate(closed=True)
+    b = make(gate, max_queue_size=2)
+    first = asyncio.ensure_future(b.submit(0, timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    queued = [asyncio.ensure_future(b.submit(i, timeout=50)) for i in (1, 2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="queue is full"):
+        await asyncio.wait_for(b.submit(3, timeout=50), 1)
+    gate.open.set()
+    await asyncio.gather(first, *queued)
+    await b.stop()
+
+
+async def test_queued_request_past_deadline_is_never_run():
+    gate = Gate(closed=True)
+    b = make(gate)
+    first = asyncio.ensure_future(b.submit("slow", timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    with pytest.raises(DeadlineExceeded):
+        await b.submit("late", timeout=0.05)
+    gate.open.set()
+    await first
+    assert await b.drain(2)
+    assert gate.batches == [["slow"]]
+    await b.stop()
+
+
+async def test_claimed_request_is_awaited_past_its_deadline():
+    """Once the handler claims a ticket its result stands, even after the deadline."""
+    release = asyncio.Event()
+
+    async def handler(tickets):
+        claimed = [t.claim() for t in tickets]
+        await release.wait()
+        return claimed
+
+    b = make(handler)
+    fut = asyncio.ensure_future(b.submit("x", timeout=0.05))
+    await asyncio.sleep(0.2)
+    assert not fut.done()
+    release.set()
+    assert await asyncio.wait_for(fut, 2) is True
+    await b.stop()
+
+
+async def test_handler_failure_fails_every_request_and_batcher_survives():
+    calls = 0
+
+    async def handler(tickets):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        if calls == 2:
+            return []  # wrong length
+        return [t.payload for t in tickets]
+
+    b = make(handler)
+    with pytest.raises(RuntimeError, match="boom"):
+        await b.submit(1, timeout=5)
+    with pytest.raises(RuntimeError, match="0 results for 1"):
+        await b.submit(2, timeout=5)
+    assert await b.submit(3, timeout=5) == 3
+    await b.stop()
+
+
+async def test_per_item_exceptions_go_to_their_own_caller():
+    async def handler(tickets):
+        return [ValueError(t.payload) if t.payload == "bad" else t.payload for t in tickets]
+
+    b = make(handler)
+    good, bad = await asyncio.gather(b.submit("good", timeout=5), b.submit("bad", timeout=5), return_exceptions=True)
+    assert good == "good" and isinstance(bad, ValueError)
+    await b.stop()

@@ -1,0 +1,69 @@
+"""/metrics passes the real promtool and shows the traffic that went through."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FAMILIES = [
+    "lstm_requests_total",
+    "lstm_request_duration_seconds_bucket",
+    "lstm_queue_wait_seconds_bucket",
+    "lstm_inference_seconds_bucket",
+    "lstm_batch_size_bucket",
+    "lstm_queue_depth",
+    "lstm_sessions_live",
+    "lstm_sessions_created_total",
+    "lstm_sessions_expired_total",
+    "lstm_sessions_deleted_total",
+    "lstm_steps_total",
+    "lstm_model_info",
+    "lstm_session_state_bytes",
+]
+
+
+def value(text: str, pattern: str) -> float:
+    m = re.search("^" + pattern + r" ([0-9.e+-]+)$", text, re.M)
+    assert m, f"no sample matching {pattern}"
+    return float(m.group(1))
+
+
+def test_metrics_pass_promtool_and_count_traffic(server):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool (Debian package 'prometheus') must be installed; .ci/run installs it"
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        before = c.get("/metrics").text
+        sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
+        for _ in range(3):
+            assert c.post(f"/v1/sessions/{sid}/step", json={"inputs": [[30000.0, 1.0, 2.0]] * 2}).status_code == 200
+        assert c.post(f"/v1/sessions/{sid}/step", json={"inputs": [[1.0]]}).status_code == 400
+        assert c.delete(f"/v1/sessions/{sid}").status_code == 204
+        for _ in range(5):
+            c.get("/v2/health/ready")
+        text = c.get("/metrics").text
+    out = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for fam in FAMILIES:
+        assert re.search(f"^{fam}[{{ ]", text, re.M), f"{fam} missing"
+    step_route = r'lstm_requests_total\{method="POST",route="/v1/sessions/\{session_id\}/step",status="%s"\}'
+
+    def delta(p: str) -> float:
+        try:
+            return value(text, p) - value(before, p)
+        except AssertionError:
+            return value(text, p)
+
+    assert delta(step_route % "200") == 3
+    assert delta(step_route % "400") == 1
+    assert delta(r'lstm_steps_total\{model="demand/1"\}') == 6
+    assert delta("lstm_sessions_created_total") == 1 and delta("lstm_sessions_deleted_total") == 1
+    assert 'provider="CPUExecutionProvider"' in text
+    assert "/v2/health" not in text and 'route="/metrics"' not in text, "health and metrics are not traffic"
+    assert sid.split(".")[-1] not in text, "no session ids in labels"
+    assert value(text, r'lstm_session_state_bytes\{model="demand/1"\}') == 2 * 2 * 64 * 4
