@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, health, v1
+from service.api import errors, health, v1, v2
 from service.api.middleware import AccessLog, BodyLimit
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     errors.install(app)
     app.include_router(health.build_router())
     app.include_router(v1.build_router())
+    app.include_router(v2.build_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 413s too
     return app

@@ -8,8 +8,10 @@ compare-and-set does it), and hands work to the model version's batcher.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from service.core.errors import (
     InvalidInput,
     ModelNotFound,
     NotReady,
+    SessionNotFound,
     SnapshotMismatch,
     StoreUnavailable,
 )
@@ -179,11 +182,13 @@ class DataPlane:
         return w, result
 
     # -- sessions ------------------------------------------------------------------------
-    def _new_record(self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None) -> SessionRecord:
+    def _new_record(
+        self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None, session_id: str | None = None
+    ) -> SessionRecord:
         now = time.time()
         c = w.card
         return SessionRecord(
-            id=new_session_id(c.name, c.version),
+            id=session_id or new_session_id(c.name, c.version),
             model=c.name,
             version=c.version,
             sha256=c.sha256,
@@ -229,18 +234,80 @@ class DataPlane:
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, arr, expected_step, digest(arr), owner)
-        deadline = time.monotonic() + self.settings.request_timeout_s
         async with self._locks.hold(session_id, self.settings.request_timeout_s):
-            for attempt in range(STALE_RETRIES):
-                try:
-                    return await self._store_call(
-                        w.batcher.submit(work, key=session_id, timeout=max(0.001, deadline - time.monotonic()))
-                    )
-                except StaleWrite:
-                    # another replica advanced the session between our read and write
-                    if expected_step is not None or attempt == STALE_RETRIES - 1:
-                        raise
-            raise AssertionError("unreachable")
+            return await self._submit_step(w, work)
+
+    async def _submit_step(self, w: ModelWorker, work: StepWork) -> StepResult:
+        """Run a step; the caller holds the session's lock."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        for attempt in range(STALE_RETRIES):
+            try:
+                return await self._store_call(
+                    w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
+                )
+            except StaleWrite:
+                # another replica advanced the session between our read and write
+                if work.expected_step is not None or attempt == STALE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- sequences (Open Inference Protocol sequence extension) --------------------------
+    @staticmethod
+    def sequence_session_id(w: ModelWorker, sequence_id: int | str) -> str:
+        """A sequence is a session whose id derives from (model, version, sequence id)."""
+        kind = "i" if isinstance(sequence_id, int) else "s"
+        token = base64.urlsafe_b64encode(str(sequence_id).encode()).rstrip(b"=").decode()
+        return f"{w.card.name}.{w.card.version}.~{kind}{token}"
+
+    async def sequence_step(
+        self,
+        name: str,
+        version: str | None,
+        sequence_id: int | str,
+        x: Any,
+        start: bool = False,
+        end: bool = False,
+        owner: str | None = None,
+    ) -> tuple[ModelWorker, StepResult]:
+        """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
+        releases it after replying. Otherwise exactly a session step."""
+        self._admit()
+        w = self.worker(name, version)
+        arr = self._steps(w, as_array(x, "input x"), "input x")
+        sid = self.sequence_session_id(w, sequence_id)
+        work = StepWork(sid, arr, None, digest(arr), owner)
+        async with self._locks.hold(sid, self.settings.request_timeout_s):
+            if start:
+                await self._reset_sequence(w, sid, owner)
+            try:
+                result = await self._submit_step(w, work)
+            except SessionNotFound:
+                if start:
+                    raise
+                raise InvalidInput(
+                    f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
+                    f"expired after {self.store.ttl_s:g} s idle): send its first request with sequence_start=true"
+                ) from None
+            if end and await self._store_call(self.store.delete(sid)):
+                self.metrics.sessions_deleted.inc()
+        return w, result
+
+    async def _reset_sequence(self, w: ModelWorker, sid: str, owner: str | None) -> None:
+        c = w.card
+        zeros = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+        (rec,) = await self._store_call(self.store.get_many([sid]))
+        if rec is None or (rec.owner is not None and rec.owner != owner):
+            if rec is not None:
+                raise unknown_session(sid, self.store.ttl_s)
+            await self._store_call(
+                self.store.create(self._new_record(w, zeros, 0, owner, sid), self.settings.max_sessions)
+            )
+            self.metrics.sessions_created.inc()
+            return
+        fresh = replace(rec, state=zeros, step=0, last=None, last_used=time.time(), rev=rec.rev + 1)
+        (ok,) = await self._store_call(self.store.commit_many([fresh]))
+        if not ok:
+            raise StaleWrite("the sequence was changed by another request while it was being restarted; retry")
 
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRecord:
         self._admit()

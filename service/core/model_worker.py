@@ -94,7 +94,7 @@ class ModelWorker:
             return rec
         last = rec.last
         if last is not None and e == last.from_step and work.digest == last.digest:
-            return StepResult(rec.id, last.outputs, rec.step, replayed=True)
+            return StepResult(rec.id, last.outputs, rec.step, replayed=True, state=rec.state)
         raise StepConflict(
             f"expected_step {e} does not match the session, which is at step {rec.step}"
             + (" (and this is not a retry of its last request)" if e < rec.step else ""),
@@ -146,7 +146,7 @@ class ModelWorker:
             oks = await self.store.commit_many(commits)
             for i, ok, new in zip(commit_idx, oks, commits, strict=True):
                 if ok:
-                    results[i] = StepResult(new.id, y_of(new), new.step, replayed=False)
+                    results[i] = StepResult(new.id, y_of(new), new.step, replayed=False, state=new.state)
                     self._steps.inc(new.step - new.last.from_step if new.last else 0)
                 else:
                     results[i] = StaleWrite(

@@ -36,6 +36,7 @@ class StepResult:
     outputs: np.ndarray  # [T, O]
     step: int  # the session's step after this request
     replayed: bool  # True when this was a retry answered from the stored reply
+    state: np.ndarray  # [2, L, H], the session's state after this request
 
 
 class StaleWrite(StepConflict):

@@ -1,0 +1,139 @@
+"""Open Inference Protocol v2 (KServe / Triton REST), with the sequence and binary tensor
+extensions. Health routes live in :mod:`service.api.health`.
+
+Sequences (Triton's sequence extension): request ``parameters`` ``sequence_id`` (uint64 or
+string; 0 or "" means none), ``sequence_start``, ``sequence_end``. A sequence is a session
+underneath: same store, ordering, expiry, batching and metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from service.api.v2_codec import InferReply, InferRequest, decode, encode
+from service.core.dataplane import DataPlane
+from service.core.errors import InvalidInput
+from service.core.model_worker import ModelWorker
+
+SERVER = {"name": "lstm-serving", "version": "0.1.0", "extensions": ["binary_tensor_data", "sequence", "parameters"]}
+INPUTS = ("x", "h0", "c0")
+OUTPUTS = ("y", "hn", "cn")
+
+
+def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
+    card = w.card.raw
+    return {
+        "name": w.card.name,
+        "versions": sorted(dp.workers[w.card.name], key=int),
+        "platform": "onnxruntime_onnx",
+        "inputs": [{k: i[k] for k in ("name", "datatype", "shape")} for i in card["inputs"] if i["name"] in INPUTS],
+        "outputs": [{k: o[k] for k in ("name", "datatype", "shape")} for o in card["outputs"]],
+    }
+
+
+def _sequence_id(params: dict[str, Any]) -> int | str | None:
+    sid = params.get("sequence_id", 0)
+    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
+        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
+    for flag in ("sequence_start", "sequence_end"):
+        if not isinstance(params.get(flag, False), bool):
+            raise InvalidInput(f"parameter {flag} must be a boolean")
+    if sid in (0, ""):
+        if params.get("sequence_start") or params.get("sequence_end"):
+            raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
+        return None
+    return sid
+
+
+def _check(req: InferRequest) -> None:
+    unknown = sorted(set(req.inputs) - set(INPUTS))
+    if unknown:
+        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
+    if "x" not in req.inputs:
+        raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
+    for name, arr in req.inputs.items():
+        if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
+            raise InvalidInput(f"input {name!r} must have datatype FP32")
+    for name, _ in req.outputs or []:
+        if name not in OUTPUTS:
+            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
+
+
+async def infer(request: Request, model: str, version: str | None) -> Response:
+    dp: DataPlane = request.app.state.dataplane
+    req = decode(await request.body(), request.headers.get("inference-header-content-length"))
+    _check(req)
+    owner = getattr(request.state, "owner", None)
+    x = req.inputs["x"]
+    seq = _sequence_id(req.parameters)
+    if seq is not None:
+        if x.ndim != 3 or x.shape[0] != 1:
+            raise InvalidInput(
+                f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
+            )
+        if "h0" in req.inputs or "c0" in req.inputs:
+            raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
+        w, res = await dp.sequence_step(
+            model,
+            version,
+            seq,
+            x[0],
+            start=bool(req.parameters.get("sequence_start")),
+            end=bool(req.parameters.get("sequence_end")),
+            owner=owner,
+        )
+        outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
+    else:
+        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
+        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
+    body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
+    if header_len is None:
+        return Response(body, media_type="application/json")
+    return Response(
+        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_len)}
+    )
+
+
+def build_router() -> APIRouter:
+    r = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+
+    @r.get("", summary="Server metadata")
+    async def server_metadata() -> JSONResponse:
+        return JSONResponse(SERVER)
+
+    @r.get("/models/{model}", summary="Model metadata (latest version)")
+    async def model_metadata(request: Request, model: str) -> JSONResponse:
+        dp = request.app.state.dataplane
+        return JSONResponse(metadata(dp, dp.worker(model)))
+
+    @r.get("/models/{model}/versions/{version}", summary="Model version metadata")
+    async def version_metadata(request: Request, model: str, version: str) -> JSONResponse:
+        dp = request.app.state.dataplane
+        return JSONResponse(metadata(dp, dp.worker(model, version)))
+
+    async def _ready(request: Request, model: str, version: str | None) -> JSONResponse:
+        dp = request.app.state.dataplane
+        dp.worker(model, version)  # 404 when unknown
+        ok, reason = await dp.ready()
+        return JSONResponse({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    @r.get("/models/{model}/ready", summary="Model readiness")
+    async def model_ready(request: Request, model: str) -> JSONResponse:
+        return await _ready(request, model, None)
+
+    @r.get("/models/{model}/versions/{version}/ready", summary="Model version readiness")
+    async def version_ready(request: Request, model: str, version: str) -> JSONResponse:
+        return await _ready(request, model, version)
+
+    @r.post("/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)")
+    async def infer_latest(request: Request, model: str) -> Response:
+        return await infer(request, model, None)
+
+    @r.post("/models/{model}/versions/{version}/infer", summary="Inference on a version")
+    async def infer_version(request: Request, model: str, version: str) -> Response:
+        return await infer(request, model, version)
+
+    return r

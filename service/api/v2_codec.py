@@ -1,0 +1,144 @@
+"""Open Inference Protocol v2 bodies: JSON and the binary tensor extension. Pure functions.
+
+A request body is a JSON header, optionally followed by raw little-endian tensors; the
+``Inference-Header-Content-Length`` HTTP header then gives the JSON part's size, and each
+binary input carries ``parameters.binary_data_size``, in input order. A reply carries
+outputs as JSON ``data`` or, when asked (``binary_data_output`` on the request or
+``binary_data`` on a requested output), as raw bytes after the JSON header.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.core.errors import InvalidInput
+
+DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    parameters: dict[str, Any]
+    outputs: list[tuple[str, bool]] | None  # requested (name, binary) or None for all
+    binary_output: bool
+
+
+@dataclass
+class InferReply:
+    model_name: str
+    model_version: str
+    outputs: dict[str, np.ndarray]
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {value!r}")
+    return value
+
+
+def decode(body: bytes, header_length: str | None) -> InferRequest:
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes"
+            )
+        json_part, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    else:
+        json_part, binary = body, memoryview(b"")
+    try:
+        req = orjson.loads(json_part)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"the request header is not valid JSON: {e}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
+        raise InvalidInput("an inference request is a JSON object with an 'inputs' list")
+    offset = 0
+    inputs: dict[str, np.ndarray] = {}
+    for spec in req["inputs"]:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise InvalidInput("each input needs a 'name', 'shape', 'datatype' and 'data' (or binary_data_size)")
+        name = spec["name"]
+        if name in inputs:
+            raise InvalidInput(f"input {name!r} is given twice")
+        dtype = DTYPES.get(spec.get("datatype", ""))
+        if dtype is None:
+            raise InvalidInput(f"input {name!r}: datatype {spec.get('datatype')!r} is not supported here")
+        shape = _shape(spec.get("shape"), name)
+        count = int(np.prod(shape, dtype=np.int64))
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} binary bytes of the body"
+                )
+            if size != count * np.dtype(dtype).itemsize:
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} does not match shape {shape} of {spec['datatype']} "
+                    f"({count * np.dtype(dtype).itemsize} bytes)"
+                )
+            arr = np.frombuffer(binary[offset : offset + size], dtype=np.dtype(dtype).newbyteorder("<"))
+            offset += size
+        else:
+            if "data" not in spec:
+                raise InvalidInput(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+            try:
+                arr = np.asarray(spec["data"], dtype=dtype).reshape(-1)
+            except (ValueError, TypeError, OverflowError):
+                raise InvalidInput(f"input {name!r}: data must be numbers of datatype {spec['datatype']}") from None
+        if arr.size != count:
+            raise InvalidInput(f"input {name!r}: {arr.size} values do not fill shape {shape} ({count} values)")
+        inputs[name] = arr.reshape(shape)
+    if offset != len(binary):
+        raise InvalidInput(f"{len(binary) - offset} bytes after the tensors are not claimed by any input")
+    params = req.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("request 'parameters' must be an object")
+    outputs = None
+    if req.get("outputs") is not None:
+        if not isinstance(req["outputs"], list):
+            raise InvalidInput("'outputs' must be a list")
+        outputs = []
+        for o in req["outputs"]:
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise InvalidInput("each requested output needs a 'name'")
+            outputs.append((o["name"], bool((o.get("parameters") or {}).get("binary_data", False))))
+    rid = req.get("id")
+    return InferRequest(
+        id=str(rid) if rid is not None else None,
+        inputs=inputs,
+        parameters=params,
+        outputs=outputs,
+        binary_output=bool(params.get("binary_data_output", False)),
+    )
+
+
+def encode(reply: InferReply, request: InferRequest) -> tuple[bytes, int | None]:
+    """The reply body, and the JSON header length when binary tensors follow it."""
+    wanted = request.outputs if request.outputs is not None else [(n, request.binary_output) for n in reply.outputs]
+    outs, blobs = [], []
+    for name, binary in wanted:
+        arr = np.ascontiguousarray(reply.outputs[name], dtype=np.float32)
+        o: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
+        if binary or request.binary_output:
+            data = arr.astype("<f4", copy=False).tobytes()
+            o["parameters"] = {"binary_data_size": len(data)}
+            blobs.append(data)
+        else:
+            o["data"] = arr.reshape(-1)
+        outs.append(o)
+    head: dict[str, Any] = {"model_name": reply.model_name, "model_version": reply.model_version, "outputs": outs}
+    if reply.id is not None:
+        head["id"] = reply.id
+    if reply.parameters:
+        head["parameters"] = reply.parameters
+    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)
