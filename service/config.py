@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis (or Redis Cluster node) URL when ``session_store`` is ``redis``."""
 
+    redis_cluster: bool = False
+    """Treat ``redis_url`` as a node of a Redis Cluster (slot-aware client)."""
+
+    redis_timeout_s: float = Field(1.0, gt=0)
+    """Redis connect and command timeout: while Redis is unreachable, steps fail after this with 503."""
+
     session_ttl_s: float = Field(3600.0, gt=0)
     """Idle time after which a session expires."""
 

@@ -1,0 +1,77 @@
+"""A session record as compact bytes, for stores outside the process (Redis).
+
+Layout (little-endian): a fixed header ``<B I I Q d d`` (format, layers, hidden, step,
+created, last used); model, version, sha256 and owner as u16-length-prefixed UTF-8;
+the float32 state ``[2, layers, hidden]``; then the last reply: u8 flag, and when set
+u64 from-step, 16-byte digest, u32 T, u32 outputs, float32 ``[T, outputs]``. ``rev`` is
+kept beside the blob by the store, so compare-and-set needs no decoding.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from service.sessions.record import LastStep, SessionRecord
+
+FORMAT = 1
+_HEAD = struct.Struct("<BIIQdd")
+_LAST = struct.Struct("<Q16sII")
+
+
+def _put_str(out: list[bytes], s: str | None) -> None:
+    b = (s or "").encode()
+    out.append(struct.pack("<H", len(b)))
+    out.append(b)
+
+
+def encode(rec: SessionRecord) -> bytes:
+    _, layers, hidden = rec.state.shape
+    out = [_HEAD.pack(FORMAT, layers, hidden, rec.step, rec.created, rec.last_used)]
+    for s in (rec.model, rec.version, rec.sha256, rec.owner):
+        _put_str(out, s)
+    out.append(np.ascontiguousarray(rec.state, "<f4").tobytes())
+    if rec.last is None:
+        out.append(b"\x00")
+    else:
+        t, n = rec.last.outputs.shape
+        out.append(b"\x01" + _LAST.pack(rec.last.from_step, rec.last.digest, t, n))
+        out.append(np.ascontiguousarray(rec.last.outputs, "<f4").tobytes())
+    return b"".join(out)
+
+
+def decode(session_id: str, blob: bytes, rev: int) -> SessionRecord:
+    view = memoryview(blob)
+    fmt, layers, hidden, step, created, last_used = _HEAD.unpack_from(view, 0)
+    if fmt != FORMAT:
+        raise ValueError(f"session {session_id}: unknown record format {fmt}")
+    off = _HEAD.size
+    strs = []
+    for _ in range(4):
+        (n,) = struct.unpack_from("<H", view, off)
+        strs.append(bytes(view[off + 2 : off + 2 + n]).decode())
+        off += 2 + n
+    size = 2 * layers * hidden * 4
+    state = np.frombuffer(view[off : off + size], "<f4").reshape(2, layers, hidden).copy()
+    off += size
+    last = None
+    if view[off]:
+        from_step, d, t, n = _LAST.unpack_from(view, off + 1)
+        off += 1 + _LAST.size
+        outputs = np.frombuffer(view[off : off + t * n * 4], "<f4").reshape(t, n).copy()
+        last = LastStep(from_step=from_step, digest=d, outputs=outputs)
+    model, version, sha, owner = strs
+    return SessionRecord(
+        id=session_id,
+        model=model,
+        version=version,
+        sha256=sha,
+        state=state,
+        step=step,
+        created=created,
+        last_used=last_used,
+        rev=rev,
+        owner=owner or None,
+        last=last,
+    )
