@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, health, v1, v2
+from service.api import errors, health, stream, v1, v2
 from service.api.middleware import AccessLog, BodyLimit
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -22,7 +22,13 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
     if settings.session_store == "redis":
         from service.sessions.redis_store import RedisStore
 
-        return RedisStore(settings.redis_url, settings.session_ttl_s)
+        return RedisStore(
+            settings.redis_url,
+            settings.session_ttl_s,
+            cluster=settings.redis_cluster,
+            timeout_s=settings.redis_timeout_s,
+            on_expire=metrics.sessions_expired.inc,
+        )
     from service.sessions.memory import MemoryStore
 
     return MemoryStore(settings.session_ttl_s, settings.sweep_interval_s, on_expire=metrics.sessions_expired.inc)
@@ -60,6 +66,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     errors.install(app)
     app.include_router(health.build_router())
     app.include_router(v1.build_router())
+    app.include_router(stream.build_router())
     app.include_router(v2.build_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 413s too

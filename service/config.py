@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     inference_workers: int = Field(1, ge=1)
     """Batches that may run at the same time per model version."""
 
+    inline_compute_us: float = Field(100.0, ge=0)
+    """Batches whose estimated onnxruntime time (measured at warm-up) is under this run on
+    the event loop, saving the hop to a worker thread; longer ones run in the thread pool.
+    0 sends every batch to the pool."""
+
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
     session is left untouched."""
@@ -97,3 +102,17 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown provider(s) {unknown}; known: {sorted(PROVIDER_NAMES)}")
         return tuple(items)
+
+
+def settings_table() -> str:
+    """The README's settings table, made from the fields above."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, f in Settings.model_fields.items():
+        d = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        desc = " ".join((f.description or "").split()).replace("``", "`")
+        rows.append(f"| `LSTM_{name.upper()}` | `{d}` | {desc} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m service.config: print the table for the README
+    print(settings_table())

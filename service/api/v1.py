@@ -24,11 +24,12 @@ from service.sessions.record import SessionRecord
 ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429, 503, 504)}
 
 
-def dataplane(request: Request) -> DataPlane:
+# async on purpose: FastAPI runs plain-def dependencies in a thread pool, a costly hop
+async def dataplane(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
-def owner(request: Request) -> str | None:
+async def owner(request: Request) -> str | None:
     """The API key that identifies the caller (set by the auth middleware when auth is on)."""
     return getattr(request.state, "owner", None)
 

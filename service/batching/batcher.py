@@ -134,13 +134,22 @@ class Batcher:
         self._idle.clear()
         self._obs.queued(len(self._queue))
         self._wake.set()
-        done, _ = await asyncio.wait({ticket.future}, timeout=timeout)
-        if not done:
-            if not ticket._claimed:
-                ticket.cancelled = True
-                raise DeadlineExceeded(f"the request was not served within its deadline of {timeout:g} s")
-            await ticket.future  # past the point of no return: its result is the truth
-        return ticket.future.result()
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, ticket, timeout)
+        try:
+            return await ticket.future
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _expire(ticket: Ticket, timeout: float) -> None:
+        """The deadline passed: fail the ticket unless the handler has claimed it (then its
+        result is the truth and the caller keeps waiting for it)."""
+        if ticket._claimed or ticket.future.done():
+            return
+        ticket.cancelled = True
+        ticket.future.set_exception(
+            DeadlineExceeded(f"the request was not served within its deadline of {timeout:g} s")
+        )
 
     # -- the worker ----------------------------------------------------------------------
     async def _loop(self) -> None:

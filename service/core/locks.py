@@ -22,7 +22,10 @@ class KeyedLocks:
         users[0] += 1
         try:
             try:
-                await asyncio.wait_for(lock.acquire(), timeout)
+                if lock.locked():  # wait_for costs a task: only pay it when there is a wait
+                    await asyncio.wait_for(lock.acquire(), timeout)
+                else:
+                    await lock.acquire()
             except TimeoutError:
                 raise DeadlineExceeded(
                     f"the request waited its whole deadline of {timeout:g} s behind earlier steps of the same session"

@@ -56,6 +56,7 @@ class ModelWorker:
         self.store = store
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
+        self._inline_s = settings.inline_compute_us / 1e6
         self._inference = metrics.inference.labels(self.card.key)
         self._steps = metrics.steps.labels(self.card.key)
         self.batcher = Batcher(
@@ -79,7 +80,11 @@ class ModelWorker:
         out: list[Any] = [None] * len(xs)
         for idx in groups:
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
-            y, hn, cn = await loop.run_in_executor(self._executor, self.model.run, b.x, b.h0, b.c0, b.lengths)
+            if b.x.shape[0] * b.x.shape[1] * self.model.row_step_s <= self._inline_s:
+                # cheaper than the hop to a thread and back: run on the event loop
+                y, hn, cn = self.model.run(b.x, b.h0, b.c0, b.lengths)
+            else:
+                y, hn, cn = await loop.run_in_executor(self._executor, self.model.run, b.x, b.h0, b.c0, b.lengths)
             for i, res in zip(idx, collate.split(b, y, hn, cn), strict=True):
                 out[i] = res
         self._inference.observe(time.perf_counter() - t0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.config import Settings
+from service.config import Settings, settings_table
 from tests.conftest import ROOT
 
 
@@ -10,6 +10,7 @@ def test_readme_lists_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [f"LSTM_{n.upper()}" for n in Settings.model_fields if f"`LSTM_{n.upper()}`" not in readme]
     assert not missing, f"README does not document {missing}"
+    assert settings_table() in readme, "README's settings table is stale: python -m service.config prints it"
 
 
 def test_readme_starts_with_the_two_commands():

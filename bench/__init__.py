@@ -1,0 +1,1 @@
+"""Benchmarks: load generator, baselines (naive server, raw onnxruntime), report."""

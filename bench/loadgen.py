@@ -1,0 +1,227 @@
+"""A closed-loop load generator on raw asyncio HTTP/1.1 keep-alive connections (and
+WebSockets), light enough that one process loads the server harder than httpx would.
+
+``python -m bench.loadgen --url http://127.0.0.1:8000 --scenario rest-step -c 64 -d 15``
+prints one JSON object: requests, steps, errors by status, throughput, latency percentiles,
+and the client's own CPU seconds.
+
+Scenarios (one time step per request unless said):
+  naive      POST /predict on bench.naive_server, the client carrying (h, C)
+  predict    stateless POST /v1/models/{m}/predict
+  rest-step  one session per connection, POST /v1/sessions/{id}/step
+  v2-binary  one sequence per connection, v2 infer with binary tensors
+  ws         one session per connection over WebSocket binary frames, --window in flight
+  chunked    one session per connection, --steps steps per request
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import time
+from collections import Counter
+from urllib.parse import urlparse
+
+import numpy as np
+import orjson
+
+FEATURES = 3
+
+
+def reading(t: int) -> list[float]:
+    return [28_000.0 + 6_000.0 * float(np.sin(t / 7.6)), (t % 48) / 2.0, float((t // 48) % 7)]
+
+
+class Conn:
+    """One HTTP/1.1 keep-alive connection with just enough parsing for our replies."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def open(self) -> None:
+        self.r, self.w = await asyncio.open_connection(self.host, self.port)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        h = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        h += "".join(f"{k}: {v}\r\n" for k, v in (headers or {"Content-Type": "application/json"}).items())
+        self.w.write(h.encode() + b"\r\n" + body)
+        head = await self.r.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        hdrs = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+        n = int(hdrs.get("content-length", "0"))
+        return status, hdrs, await self.r.readexactly(n) if n else b""
+
+    def close(self) -> None:
+        self.w.close()
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.lat: list[float] = []
+        self.codes: Counter[int] = Counter()
+        self.steps = 0
+        self.recording = False
+
+    def add(self, dt: float, status: int, steps: int) -> None:
+        if self.recording:
+            self.lat.append(dt)
+            self.codes[status] += 1
+            if status == 200:
+                self.steps += steps
+
+
+async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
+    u = urlparse(args.url)
+    c = Conn(u.hostname or "127.0.0.1", u.port or 80)
+    await c.open()
+    m = args.model
+    steps = args.steps if args.scenario == "chunked" else 1
+    t = k * 1000
+    if args.scenario in ("rest-step", "chunked"):
+        _, _, body = await c.request("POST", "/v1/sessions", orjson.dumps({"model": m}))
+        sid = orjson.loads(body)["session_id"]
+    state = {"h0": [[[0.0] * args.hidden]] * args.layers, "c0": [[[0.0] * args.hidden]] * args.layers}
+    seq_id = 10_000 + k
+    first = True
+    while not stop.is_set():
+        xs = [reading(t + i) for i in range(steps)]
+        t0 = time.perf_counter()
+        if args.scenario == "naive":
+            st, _, body = await c.request("POST", "/predict", orjson.dumps({"x": [xs], **state}))
+            if st == 200:
+                r = orjson.loads(body)
+                state = {"h0": r["hn"], "c0": r["cn"]}
+        elif args.scenario == "predict":
+            st, _, body = await c.request("POST", f"/v1/models/{m}/predict", orjson.dumps({"inputs": [xs]}))
+        elif args.scenario in ("rest-step", "chunked"):
+            st, _, body = await c.request("POST", f"/v1/sessions/{sid}/step", orjson.dumps({"inputs": xs}))
+        else:  # v2-binary
+            head = orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "shape": [1, steps, FEATURES],
+                            "datatype": "FP32",
+                            "parameters": {"binary_data_size": 4 * steps * FEATURES},
+                        }
+                    ],
+                    "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+                    "parameters": {"sequence_id": seq_id, "sequence_start": first},
+                }
+            )
+            blob = np.asarray(xs, "<f4").tobytes()
+            st, _, body = await c.request(
+                "POST",
+                f"/v2/models/{m}/infer",
+                head + blob,
+                {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
+            )
+            first = False
+        stats.add(time.perf_counter() - t0, st, steps)
+        t += steps
+    c.close()
+
+
+async def ws_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
+    from websockets.asyncio.client import connect
+
+    u = urlparse(args.url)
+    c = Conn(u.hostname or "127.0.0.1", u.port or 80)
+    await c.open()
+    _, _, body = await c.request("POST", "/v1/sessions", orjson.dumps({"model": args.model}))
+    sid = orjson.loads(body)["session_id"]
+    c.close()
+    async with connect(f"ws://{u.hostname}:{u.port}/v1/sessions/{sid}/stream", max_size=None) as ws:
+        sent: asyncio.Queue[float] = asyncio.Queue(maxsize=args.window)
+        t = k * 1000
+
+        async def sender() -> None:
+            nonlocal t
+            while not stop.is_set():
+                await sent.put(time.perf_counter())
+                await ws.send(np.asarray([reading(t)], "<f4").tobytes())
+                t += 1
+
+        task = asyncio.ensure_future(sender())
+        try:
+            while not (stop.is_set() and sent.empty()):
+                msg = await asyncio.wait_for(ws.recv(), 30)
+                t0 = sent.get_nowait()
+                ok = isinstance(msg, bytes) and len(msg) >= 8
+                stats.add(time.perf_counter() - t0, 200 if ok else 400, 1)
+        except (TimeoutError, asyncio.QueueEmpty):
+            pass
+        finally:
+            task.cancel()
+
+
+async def run(args: argparse.Namespace) -> dict:
+    stats = Stats()
+    stop = asyncio.Event()
+    worker = ws_worker if args.scenario == "ws" else http_worker
+    tasks = [asyncio.ensure_future(worker(args, k, stats, stop)) for k in range(args.concurrency)]
+    await asyncio.sleep(args.warmup)
+    stats.recording = True
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.recording = False
+    elapsed = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    stop.set()
+    await asyncio.wait(tasks, timeout=30)
+    for t in tasks:
+        if t.done() and t.exception() and not isinstance(t.exception(), (ConnectionError, asyncio.IncompleteReadError)):
+            raise t.exception()  # type: ignore[misc]
+    lat = np.asarray(stats.lat) * 1000 if stats.lat else np.zeros(1)
+    ok = stats.codes.get(200, 0)
+    return {
+        "scenario": args.scenario,
+        "concurrency": args.concurrency,
+        "duration_s": round(elapsed, 3),
+        "requests": int(sum(stats.codes.values())),
+        "ok": ok,
+        "errors": {str(k): v for k, v in stats.codes.items() if k != 200},
+        "req_per_s": ok / elapsed,
+        "steps_per_s": stats.steps / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p90_ms": float(np.percentile(lat, 90)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "client_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--url", required=True)
+    p.add_argument("--scenario", required=True, choices=["naive", "predict", "rest-step", "v2-binary", "ws", "chunked"])
+    p.add_argument("-c", "--concurrency", type=int, default=1)
+    p.add_argument("-d", "--duration", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--model", default="demand")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=64, help="steps per request (chunked)")
+    p.add_argument("--window", type=int, default=8, help="frames in flight per WebSocket")
+    args = p.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
