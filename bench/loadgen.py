@@ -219,7 +219,10 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    print(json.dumps(asyncio.run(run(args))))
+    result = asyncio.run(run(args))
+    print(json.dumps(result))
+    if result["ok"] == 0:
+        raise SystemExit(f"no request succeeded: {result['errors'] or 'could not connect?'}")
 
 
 if __name__ == "__main__":

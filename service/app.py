@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors, health, stream, v1, v2
+from service.api.fastlane import StepFastLane
 from service.api.middleware import AccessLog, BodyLimit
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -68,6 +69,8 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v1.build_router())
     app.include_router(stream.build_router())
     app.include_router(v2.build_router())
+    if settings.fast_lane:
+        app.add_middleware(StepFastLane, dataplane=dp)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 413s too
     return app

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from service.core.errors import ServiceError, StepConflict
+from service.core.errors import ServiceError, error_body
 
 log = logging.getLogger("service.api")
 
@@ -21,10 +21,7 @@ def _where(loc: tuple) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        body: dict = {"error": exc.message}
-        if isinstance(exc, StepConflict) and exc.current_step is not None:
-            body["current_step"] = exc.current_step
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -39,7 +39,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from service.core.dataplane import DataPlane
-from service.core.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, StepConflict
+from service.core.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body
 
 log = logging.getLogger("service.stream")
 
@@ -107,10 +107,7 @@ class _Stream:
                 return await self._binary(msg["bytes"]), False
             return await self._json(msg.get("text") or "", echo), False
         except ServiceError as e:
-            body = {**echo, "error": e.message, "status": e.status}
-            if isinstance(e, StepConflict) and e.current_step is not None:
-                body["current_step"] = e.current_step
-            return _text(body), isinstance(e, NotReady)
+            return _text({**echo, **error_body(e), "status": e.status}), isinstance(e, NotReady)
         except Exception:
             log.exception("unexpected error on a WebSocket stream")
             return _text({**echo, "error": "internal error", "status": 500}), False

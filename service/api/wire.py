@@ -57,6 +57,7 @@ class StepRequest(_Strict):
     expected_step: int | None = Field(
         None,
         ge=0,
+        strict=True,
         description=(
             "The session's step the client expects. Equal: the request runs. A retry of the last "
             "applied request (same expected_step and inputs): its stored reply is returned and the "

@@ -72,3 +72,11 @@ class DeadlineExceeded(ServiceError):
 
 class ModelLoadError(Exception):
     """A model in the repository cannot be served; raised at start-up."""
+
+
+def error_body(exc: ServiceError) -> dict[str, object]:
+    """The ``{"error": ...}`` body every transport sends for a domain error."""
+    body: dict[str, object] = {"error": exc.message}
+    if isinstance(exc, StepConflict) and exc.current_step is not None:
+        body["current_step"] = exc.current_step
+    return body
