@@ -6,7 +6,7 @@ MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve model verify test lint format bench clean
+.PHONY: setup setup-serve serve model verify test lint format bench bench-full clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -47,6 +47,13 @@ lint: $(VENV)/.dev
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff format service export tests bench
 	$(VENV)/bin/ruff check --fix service export tests bench
+
+# benchmarks write docs/benchmarks.md and docs/bench/*.png (quick: under 5 minutes)
+bench: $(VENV)/.dev
+	$(PY) -m bench.run --quick
+
+bench-full: $(VENV)/.dev
+	$(PY) -m bench.run --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import resource
@@ -129,37 +130,61 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
     c.close()
 
 
-async def ws_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
-    from websockets.asyncio.client import connect
+class RawWebSocket:
+    """A minimal WebSocket client (binary frames only): the websockets library costs the
+    client more CPU per message than the server spends, which would measure the client."""
 
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+
+    @classmethod
+    async def connect(cls, host: str, port: int, path: str) -> RawWebSocket:
+        r, w = await asyncio.open_connection(host, port)
+        w.write(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await r.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(f"WebSocket upgrade refused: {head[:80]!r}")
+        return cls(r, w)
+
+    def send(self, payload: bytes) -> None:
+        # a client frame must be masked; a zero mask leaves the payload as it is
+        n = len(payload)
+        head = bytes([0x82, 0x80 | n]) if n < 126 else bytes([0x82, 0x80 | 126]) + n.to_bytes(2, "big")
+        self.w.write(head + b"\x00\x00\x00\x00" + payload)
+
+    async def recv(self) -> tuple[int, bytes]:
+        b0, b1 = await self.r.readexactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self.r.readexactly(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self.r.readexactly(8), "big")
+        return b0 & 0x0F, await self.r.readexactly(n)
+
+
+async def ws_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
     u = urlparse(args.url)
-    c = Conn(u.hostname or "127.0.0.1", u.port or 80)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    c = Conn(host, port)
     await c.open()
     _, _, body = await c.request("POST", "/v1/sessions", orjson.dumps({"model": args.model}))
     sid = orjson.loads(body)["session_id"]
     c.close()
-    async with connect(f"ws://{u.hostname}:{u.port}/v1/sessions/{sid}/stream", max_size=None) as ws:
-        sent: asyncio.Queue[float] = asyncio.Queue(maxsize=args.window)
-        t = k * 1000
-
-        async def sender() -> None:
-            nonlocal t
-            while not stop.is_set():
-                await sent.put(time.perf_counter())
-                await ws.send(np.asarray([reading(t)], "<f4").tobytes())
-                t += 1
-
-        task = asyncio.ensure_future(sender())
-        try:
-            while not (stop.is_set() and sent.empty()):
-                msg = await asyncio.wait_for(ws.recv(), 30)
-                t0 = sent.get_nowait()
-                ok = isinstance(msg, bytes) and len(msg) >= 8
-                stats.add(time.perf_counter() - t0, 200 if ok else 400, 1)
-        except (TimeoutError, asyncio.QueueEmpty):
-            pass
-        finally:
-            task.cancel()
+    ws = await RawWebSocket.connect(host, port, f"/v1/sessions/{sid}/stream")
+    sent: collections.deque[float] = collections.deque()
+    t = k * 1000
+    while not (stop.is_set() and not sent):
+        while not stop.is_set() and len(sent) < args.window:
+            sent.append(time.perf_counter())
+            ws.send(np.asarray([reading(t)], "<f4").tobytes())
+            t += 1
+        opcode, msg = await asyncio.wait_for(ws.recv(), 30)
+        t0 = sent.popleft()
+        stats.add(time.perf_counter() - t0, 200 if opcode == 2 and len(msg) >= 8 else 400, 1)
+    ws.w.close()
 
 
 async def run(args: argparse.Namespace) -> dict:

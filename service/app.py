@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,14 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
     return MemoryStore(settings.session_ttl_s, settings.sweep_interval_s, on_expire=metrics.sessions_expired.inc)
 
 
+def _no_otel() -> dict:
+    """FastAPI's built-in OpenTelemetry hooks look up the environment on every request;
+    metrics here are Prometheus', so they are off (on FastAPI versions that have them)."""
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
+
+
 def create_app(settings: Settings | None = None, dataplane: DataPlane | None = None) -> FastAPI:
     """Build the app. Models load in the lifespan unless ``dataplane`` already loaded them."""
     settings = settings or Settings()
@@ -56,6 +65,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
             log.info("stopped")
 
     app = FastAPI(
+        **_no_otel(),
         title="LSTM serving",
         version="0.1.0",
         description="Stateful LSTM inference: server-side sessions keep each stream's (h, C).",

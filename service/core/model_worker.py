@@ -143,9 +143,7 @@ class ModelWorker:
             elif not tickets[i].claim():
                 results[i] = DeadlineExceeded("the request's deadline passed before its step was stored")
             else:
-                commits.append(
-                    rec.advanced(np.ascontiguousarray(state[:, :, 0, :]), y[0], tickets[i].payload.digest, now)
-                )
+                commits.append(rec.advanced(state[:, :, 0, :].copy(), y[0].copy(), tickets[i].payload.digest, now))
                 commit_idx.append(i)
         if commits:
             oks = await self.store.commit_many(commits)

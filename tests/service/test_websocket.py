@@ -353,3 +353,34 @@ async def test_a_client_that_does_not_read_stops_the_server_reading(inprocess):
     task.cancel()  # the connection is torn down: both of its tasks stop
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
+
+
+async def test_pipelined_binary_frames_coalesce_and_stay_exact(server, offline):
+    """Frames queued behind each other run as one longer step; every frame still gets its own reply."""
+    from websockets.asyncio.client import connect
+
+    rng = np.random.default_rng(11)
+    sizes = [int(s) for s in rng.integers(1, 4, 200)]
+    x = random_steps(rng, sum(sizes))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        sid = (await client.post("/v1/sessions", json={"model": "demand"})).json()["session_id"]
+        before = (await client.get("/metrics")).text
+        async with connect(server.url.replace("http", "ws") + f"/v1/sessions/{sid}/stream") as ws:
+            t = 0
+            for n in sizes:
+                await ws.send(x[t : t + n].astype("<f4").tobytes())
+                t += n
+            outs, t = [], 0
+            for n in sizes:
+                reply = await ws.recv()
+                t += n
+                assert struct.unpack("<Q", reply[:8])[0] == t
+                outs.append(np.frombuffer(reply[8:], "<f4").reshape(n, 1))
+        after = (await client.get("/metrics")).text
+    want, _ = offline.run(x)
+    offline.assert_outputs_close(np.concatenate(outs), want)
+
+    def calls(text: str) -> float:
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("lstm_batch_size_count"))
+
+    assert calls(after) - calls(before) < len(sizes), "queued frames were not run together"

@@ -1,0 +1,237 @@
+"""Turn benchmark results into ``docs/benchmarks.md`` and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _find(results: list[dict], **kw: Any) -> dict | None:
+    return next((r for r in results if all(r.get(k) == v for k, v in kw.items())), None)
+
+
+def targets(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    R = data["results"]
+    rows = []
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    big_s, big_n = (
+        _find(R, model="hidden512", server="service", concurrency=64),
+        _find(R, model="hidden512", server="naive", concurrency=64),
+    )
+    if big_s and big_n:
+        q = ratio(big_s["steps_per_s"], big_n["steps_per_s"])
+        rows.append(
+            (
+                "hidden-512, 64 streams, REST steps: ≥ 2.5× naive throughput, p99 ≤ 30 ms",
+                f"{q:.2f}× ({big_s['steps_per_s']:.0f} vs {big_n['steps_per_s']:.0f} steps/s), p99 {big_s['p99_ms']:.1f} ms",
+                "",
+                bool(q and q >= 2.5 and big_s["p99_ms"] <= 30),
+            )
+        )
+    d_s, d_n = (
+        _find(R, model="default", scenario="rest-step", concurrency=64),
+        _find(R, model="default", scenario="naive", concurrency=64),
+    )
+    if d_s and d_n:
+        q = ratio(d_s["steps_per_s"], d_n["steps_per_s"])
+        rows.append(
+            (
+                "default, 64 streams, REST steps: ≥ 1.2× naive",
+                f"{q:.2f}× ({d_s['steps_per_s']:.0f} vs {d_n['steps_per_s']:.0f})",
+                "",
+                bool(q and q >= 1.2),
+            )
+        )
+    c1_s, c1_n = (
+        _find(R, model="default", scenario="rest-step", concurrency=1),
+        _find(R, model="default", scenario="naive", concurrency=1),
+    )
+    if c1_s and c1_n:
+        q = c1_s["p50_ms"] / c1_n["p50_ms"]
+        rows.append(
+            (
+                "concurrency 1: p50 ≤ 1.2× naive p50",
+                f"{q:.2f}× ({c1_s['p50_ms']:.3f} vs {c1_n['p50_ms']:.3f} ms)",
+                "",
+                q <= 1.2,
+            )
+        )
+    ws = _find(R, model="default", scenario="ws", concurrency=64)
+    if ws and d_s:
+        q = ws["steps_per_s"] / d_s["steps_per_s"]
+        rows.append(
+            (
+                "WebSocket: ≥ 4× REST steps/s at concurrency 64",
+                f"{q:.2f}× ({ws['steps_per_s']:.0f} vs {d_s['steps_per_s']:.0f})",
+                "",
+                q >= 4,
+            )
+        )
+    ch = _find(R, model="default", scenario="chunked", concurrency=64)
+    raw = next((r for r in data["raw_ort"] if r["model"] == "default" and r["batch"] == 64 and r["seq"] == 64), None)
+    if ch and raw:
+        q = ch["steps_per_s"] / raw["row_steps_per_s"]
+        rows.append(
+            (
+                "chunked (64 sessions × 64 steps): ≥ 50% of raw onnxruntime row-steps/s at batch 64",
+                f"{q:.0%} ({ch['steps_per_s']:.0f} vs {raw['row_steps_per_s']:.0f})",
+                "",
+                q >= 0.5,
+            )
+        )
+    mem = data["memory"].get("memory", {})
+    if "bytes_per_session" in mem:
+        over = mem["bytes_per_session"] - mem["state_bytes"]
+        rows.append(
+            (
+                "memory store: ≤ state + 512 B per idle session",
+                f"{mem['bytes_per_session']:.0f} B ({mem['state_bytes']} B state + {over:.0f} B)",
+                "",
+                over <= 512,
+            )
+        )
+    return rows
+
+
+def plots(data: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    R = data["results"]
+    names = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for model, ax in zip(("default", "hidden512"), axes, strict=True):
+        for server, scen, style in (("naive", "naive", "o--"), ("service", "rest-step", "o-")):
+            pts = sorted(
+                (r["concurrency"], r["steps_per_s"]) for r in R if r["model"] == model and r["scenario"] == scen
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), style, label=f"{server} ({scen})")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("steps/s")
+        ax.set_title(f"Throughput, {model} model")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bench" / "throughput.png")
+    plt.close(fig)
+    names.append("bench/throughput.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for model, ax in zip(("default", "hidden512"), axes, strict=True):
+        for scen, color in (("naive", "tab:orange"), ("rest-step", "tab:blue")):
+            pts = sorted(
+                (r["concurrency"], r["p50_ms"], r["p99_ms"]) for r in R if r["model"] == model and r["scenario"] == scen
+            )
+            if pts:
+                c, p50, p99 = zip(*pts, strict=True)
+                ax.plot(c, p50, "o-", color=color, label=f"{scen} p50")
+                ax.plot(c, p99, "s--", color=color, label=f"{scen} p99")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"Latency, {model} model")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "bench" / "latency.png")
+    plt.close(fig)
+    names.append("bench/latency.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for r in R:
+        if r["server"] == "service" and r["concurrency"] == 64 and r["scenario"] in ("rest-step", "ws", "chunked"):
+            buckets = sorted(
+                (float(k), v) for k, v in r.get("lstm_batch_size", {}).items() if k.replace(".", "").isdigit()
+            )
+            prev, xs, ys = 0.0, [], []
+            for le, cum in buckets:
+                xs.append(le)
+                ys.append(cum - prev)
+                prev = cum
+            total = sum(ys) or 1
+            ax.plot(xs, [y / total for y in ys], "o-", label=f"{r['model']} {r['scenario']}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("rows per onnxruntime call (bucket upper bound)")
+    ax.set_ylabel("share of calls")
+    ax.set_title("Batch sizes at 64 concurrent streams")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "bench" / "batch_sizes.png")
+    plt.close(fig)
+    names.append("bench/batch_sizes.png")
+    return names
+
+
+def write_report(data: dict[str, Any], out: Path) -> None:
+    pics = plots(data, out)
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Machine: {data['machine']}. Mode: `{data['mode']}` ({data['repeats']} run(s) of {data['seconds_per_run']:g} s per point,"
+        f" the median run shown). Load generator and servers share the machine's cores. Rerun with `make bench`"
+        " (quick) or `make bench-full`.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {t} | {m} | {n} | {'yes' if ok else '**no**'} |" for t, m, n, ok in targets(data)]
+    lines += [
+        "",
+        "## All points",
+        "",
+        "| model | server | scenario | conc. | steps/s | req/s | p50 ms | p90 ms | p99 ms | errors | mean batch | mean queue wait ms | server CPU ms / 1000 req | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in data["results"]:
+        lines.append(
+            f"| {r['model']} | {r['server']} | {r['scenario']} | {r['concurrency']} | {r['steps_per_s']:.0f} | {r['req_per_s']:.0f} | "
+            f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors'] or 0} | {r.get('mean_batch', 0):.1f} | "
+            f"{r.get('mean_queue_wait_ms', 0):.2f} | {r['server_cpu_ms_per_1000'] or 0:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Raw onnxruntime in-process (one thread): the ceiling",
+        "",
+        "| model | batch | seq | ms/call | row-steps/s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['batch']} | {r['seq']} | {r['ms_per_call']:.3f} | {r['row_steps_per_s']:.0f} |"
+        for r in data["raw_ort"]
+    ]
+    lines += [
+        "",
+        "## Memory per session",
+        "",
+        "| store | sessions | bytes per session | of which state |",
+        "|---|---:|---:|---:|",
+    ]
+    for k, v in data["memory"].items():
+        if "bytes_per_session" in v:
+            lines.append(f"| {k} | {v['sessions']} | {v['bytes_per_session']:.0f} | {v['state_bytes']} |")
+    lines += [
+        "",
+        "`memory`: sessions created, never stepped (RSS growth). `memory_stepped`: after one step each, so each also",
+        "keeps its last reply for idempotent retries. `redis`: Redis `used_memory` growth per stepped session.",
+        "",
+    ]
+    lines += [f"![{p}]({p})" for p in pics]
+    lines += [
+        "",
+        "## GPU",
+        "",
+        "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
+        "",
+    ]
+    (out / "benchmarks.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,81 @@
+"""Start and watch the servers under test: the service and the naive baseline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.redis_servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Proc:
+    url: str
+    proc: subprocess.Popen
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def peak_rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def metrics(self) -> str:
+        return httpx.get(self.url + "/metrics", timeout=10).text
+
+
+@contextmanager
+def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """``kind`` is ``service`` (the model's repository is its parent's parent) or ``naive``."""
+    port = free_port()
+    if kind == "service":
+        args = [
+            sys.executable,
+            "-m",
+            "service",
+            "--port",
+            str(port),
+            "--model-repository",
+            str(model_dir.parent.parent),
+        ]
+        health = "/v2/health/ready"
+    else:
+        args = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", str(model_dir)]
+        health = "/health"
+    full_env = {**os.environ, "LSTM_LOG_LEVEL": "warning", **(env or {})}
+    proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = Proc(f"http://127.0.0.1:{port}", proc)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            try:
+                if httpx.get(p.url + health, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} server did not become ready")
+            time.sleep(0.1)
+        yield p
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
