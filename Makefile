@@ -13,13 +13,13 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # runtime only: what `make serve` needs
-$(VENV)/.serve: pyproject.toml | $(PY)
-	$(PIP) install -q -e .
+$(VENV)/.serve: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e .
 	touch $@
 
 # runtime + training + tests
-$(VENV)/.dev: pyproject.toml | $(PY)
-	$(PIP) install -q -e '.[train,dev]'
+$(VENV)/.dev: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[train,dev]'
 	touch $@ $(VENV)/.serve
 
 setup-serve: $(VENV)/.serve

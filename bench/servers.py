@@ -16,6 +16,7 @@ import httpx
 from tests.redis_servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = ROOT / "models" / "demand" / "1"
 
 
 @dataclass

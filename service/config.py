@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger bodies get 413."""
 
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    """API keys, comma separated. When any key is set (here or in ``api_key_file``), requests
+    need ``Authorization: Bearer <key>`` and sessions belong to the key that created them.
+    Unset: the API is open (a warning is logged at start-up)."""
+
+    api_key_file: Path | None = None
+    """A file of API keys, one per line (``#`` starts a comment)."""
+
+    auth_health: bool = False
+    """Require a key for the health and metrics routes too."""
+
+    max_sessions_per_key: int = Field(10_000, ge=1)
+    """Most live sessions one API key may hold (with auth on); more is refused with 429."""
+
+    gc_gen0_threshold: int = Field(20_000, ge=0)
+    """Python's generation-0 GC threshold. After start-up the loaded objects are frozen out of
+    the collector and collections run less often: full collections were the main cause of
+    p99 latency spikes (40-50 ms) under load. 0 keeps Python's defaults."""
+
     log_format: Literal["text", "json"] = "text"
     """Log line format."""
 
@@ -94,6 +113,20 @@ class Settings(BaseSettings):
 
     drain_timeout_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long to wait for queued and running work before exiting."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> tuple[str, ...]:
+        if isinstance(v, str):
+            return tuple(k.strip() for k in v.split(",") if k.strip())
+        return tuple(v)  # type: ignore[arg-type]
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"API key file {v} does not exist")
+        return v
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -212,7 +212,7 @@ class DataPlane:
             state[0] = self._state(w, h0, 0, "h0")
             state[1] = self._state(w, c0, 0, "c0")
         rec = self._new_record(w, state, 0, owner)
-        await self._store_call(self.store.create(rec, self.settings.max_sessions))
+        await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
         self.metrics.sessions_created.inc()
         return rec
 
@@ -253,10 +253,11 @@ class DataPlane:
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     @staticmethod
-    def sequence_session_id(w: ModelWorker, sequence_id: int | str) -> str:
-        """A sequence is a session whose id derives from (model, version, sequence id)."""
+    def sequence_session_id(w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
+        """A sequence is a session whose id derives from (model, version, API key, sequence id):
+        with auth on, each key has its own sequence ids."""
         kind = "i" if isinstance(sequence_id, int) else "s"
-        token = base64.urlsafe_b64encode(str(sequence_id).encode()).rstrip(b"=").decode()
+        token = base64.urlsafe_b64encode(f"{owner or ''}/{sequence_id}".encode()).rstrip(b"=").decode()
         return f"{w.card.name}.{w.card.version}.~{kind}{token}"
 
     async def sequence_step(
@@ -274,7 +275,7 @@ class DataPlane:
         self._admit()
         w = self.worker(name, version)
         arr = self._steps(w, as_array(x, "input x"), "input x")
-        sid = self.sequence_session_id(w, sequence_id)
+        sid = self.sequence_session_id(w, sequence_id, owner)
         work = StepWork(sid, arr, None, digest(arr), owner)
         async with self._locks.hold(sid, self.settings.request_timeout_s):
             if start:
@@ -288,7 +289,7 @@ class DataPlane:
                     f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
                     f"expired after {self.store.ttl_s:g} s idle): send its first request with sequence_start=true"
                 ) from None
-            if end and await self._store_call(self.store.delete(sid)):
+            if end and await self._store_call(self.store.delete(sid, owner)):
                 self.metrics.sessions_deleted.inc()
         return w, result
 
@@ -300,7 +301,11 @@ class DataPlane:
             if rec is not None:
                 raise unknown_session(sid, self.store.ttl_s)
             await self._store_call(
-                self.store.create(self._new_record(w, zeros, 0, owner, sid), self.settings.max_sessions)
+                self.store.create(
+                    self._new_record(w, zeros, 0, owner, sid),
+                    self.settings.max_sessions,
+                    self.settings.max_sessions_per_key,
+                )
             )
             self.metrics.sessions_created.inc()
             return
@@ -317,8 +322,8 @@ class DataPlane:
         return rec
 
     async def delete_session(self, session_id: str, owner: str | None = None) -> None:
-        await self.get_session(session_id, owner)
-        if not await self._store_call(self.store.delete(session_id)):
+        rec = await self.get_session(session_id, owner)
+        if not await self._store_call(self.store.delete(session_id, rec.owner)):
             raise unknown_session(session_id, self.store.ttl_s)
         self.metrics.sessions_deleted.inc()
 
@@ -349,7 +354,7 @@ class DataPlane:
             raise InvalidInput("snapshot step must be an integer >= 0")
         state = np.stack([self._state(w, snap.get("h"), 0, "h"), self._state(w, snap.get("c"), 0, "c")])
         rec = self._new_record(w, state, step, owner)
-        await self._store_call(self.store.create(rec, self.settings.max_sessions))
+        await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
         self.metrics.sessions_created.inc()
         return rec
 

@@ -30,6 +30,7 @@ class MemoryStore:
         self._on_expire = on_expire or (lambda n: None)
         self._clock = clock
         self._data: dict[str, SessionRecord] = {}
+        self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -49,15 +50,23 @@ class MemoryStore:
             return None
         return rec
 
-    async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        if len(self._data) >= max_sessions:
+    async def create(self, record: SessionRecord, max_sessions: int, max_per_owner: int | None = None) -> None:
+        owner = record.owner
+        if len(self._data) >= max_sessions or (
+            max_per_owner and owner is not None and self._owned.get(owner, 0) >= max_per_owner
+        ):
             self.sweep()
-            if len(self._data) >= max_sessions:
-                raise CapacityExceeded(
-                    f"the service holds its maximum of {max_sessions} live sessions; "
-                    "delete idle sessions or retry later"
-                )
+        if len(self._data) >= max_sessions:
+            raise CapacityExceeded(
+                f"the service holds its maximum of {max_sessions} live sessions; delete idle sessions or retry later"
+            )
+        if max_per_owner and owner is not None and self._owned.get(owner, 0) >= max_per_owner:
+            raise CapacityExceeded(
+                f"this API key holds its maximum of {max_per_owner} live sessions; delete some first"
+            )
         self._data[record.id] = record
+        if owner is not None:
+            self._owned[owner] = self._owned.get(owner, 0) + 1
 
     async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
         now = self._clock()
@@ -76,8 +85,19 @@ class MemoryStore:
             ok.append(True)
         return ok
 
-    async def delete(self, session_id: str) -> bool:
-        return self._data.pop(session_id, None) is not None
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        rec = self._data.pop(session_id, None)
+        if rec is not None:
+            self._disown(rec)
+        return rec is not None
+
+    def _disown(self, rec: SessionRecord) -> None:
+        if rec.owner is not None:
+            left = self._owned.get(rec.owner, 1) - 1
+            if left:
+                self._owned[rec.owner] = left
+            else:
+                self._owned.pop(rec.owner, None)
 
     async def count(self) -> int:
         return len(self._data)
@@ -90,7 +110,7 @@ class MemoryStore:
                 break
             dead.append(k)
         for k in dead:
-            del self._data[k]
+            self._disown(self._data.pop(k))
         if dead:
             self._on_expire(len(dead))
         return len(dead)

@@ -42,6 +42,11 @@ def key(session_id: str) -> str:
     return "lstm:s:{" + session_id + "}"
 
 
+def owned_key(owner: str) -> str:
+    """Sessions per API key (expiry-scored, refreshed at creation; pruned when counted)."""
+    return "lstm:owner:{" + owner + "}"
+
+
 class RedisStore:
     def __init__(
         self,
@@ -99,17 +104,29 @@ class RedisStore:
             self._on_expire(removed)
         return removed
 
-    async def create(self, record: SessionRecord, max_sessions: int) -> None:
+    async def create(self, record: SessionRecord, max_sessions: int, max_per_owner: int | None = None) -> None:
+        owned = owned_key(record.owner) if record.owner else None
+
         async def go() -> None:
             await self._prune()
             if await self._r.zcard(LIVE) >= max_sessions:
                 raise CapacityExceeded(
                     f"the service holds its maximum of {max_sessions} live sessions; delete idle sessions or retry later"
                 )
+            if owned and max_per_owner:
+                await self._r.zremrangebyscore(owned, "-inf", time.time())
+                if await self._r.zcard(owned) >= max_per_owner:
+                    raise CapacityExceeded(
+                        f"this API key holds its maximum of {max_per_owner} live sessions; delete some first"
+                    )
+            expiry = time.time() + self.ttl_s
             async with self._r.pipeline(transaction=False) as p:
                 p.hset(key(record.id), mapping={"rev": record.rev, "b": codec.encode(record)})
                 p.pexpire(key(record.id), self._ttl_ms())
-                p.zadd(LIVE, {record.id: time.time() + self.ttl_s})
+                p.zadd(LIVE, {record.id: expiry})
+                if owned:
+                    p.zadd(owned, {record.id: expiry})
+                    p.pexpire(owned, self._ttl_ms())
                 await p.execute()
 
         await self._call(go)
@@ -162,12 +179,14 @@ class RedisStore:
             res = await self._call(pipelined)
         return [bool(x) for x in res]
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
         async def go() -> bool:
             async with self._r.pipeline(transaction=False) as p:
                 p.delete(key(session_id))
                 p.zrem(LIVE, session_id)
-                n, _ = await p.execute()
+                if owner:
+                    p.zrem(owned_key(owner), session_id)
+                n, *_ = await p.execute()
             return bool(n)
 
         return bool(await self._call(go))

@@ -22,8 +22,9 @@ class SessionStore(Protocol):
     async def ping(self) -> bool:
         """True when the store can serve; readiness reports it."""
 
-    async def create(self, record: SessionRecord, max_sessions: int) -> None:
-        """Insert a new session; raise CapacityExceeded when ``max_sessions`` are live."""
+    async def create(self, record: SessionRecord, max_sessions: int, max_per_owner: int | None = None) -> None:
+        """Insert a new session; raise CapacityExceeded when ``max_sessions`` are live, or when
+        ``record.owner`` already holds ``max_per_owner``."""
 
     async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
         """Live records by id; None for unknown or expired ones. Does not refresh the TTL."""
@@ -34,6 +35,7 @@ class SessionStore(Protocol):
         False where the stored record is gone or has another ``rev`` (someone else wrote).
         """
 
-    async def delete(self, session_id: str) -> bool: ...
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        """Remove a session (``owner``: the key it belongs to, for per-key counts)."""
 
     async def count(self) -> int: ...

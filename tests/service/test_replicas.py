@@ -152,3 +152,46 @@ async def test_redis_outage_gives_503_then_recovers_without_corruption(offline):
                     offline.assert_outputs_close(first.json()["outputs"] + rest.json()["outputs"], want)
         finally:
             redis.stop()
+
+
+async def test_sigterm_drain_loses_nothing_while_clients_move_to_the_other_replica(shared_redis, offline):
+    rng = np.random.default_rng(5)
+    seqs = [random_steps(rng, 60) for _ in range(8)]
+    with running_server(redis_env(shared_redis.url)) as stays, running_server(redis_env(shared_redis.url)) as drains:
+        async with httpx.AsyncClient(timeout=30) as c:
+            ids = [
+                (await c.post(f"{drains.url}/v1/sessions", json={"model": "demand"})).json()["session_id"] for _ in seqs
+            ]
+            progress = [0] * 8
+            moved = [False] * 8
+
+            async def stream(k: int) -> list:
+                x, outs, t = seqs[k], [], 0
+                while t < len(x):
+                    n = min(1 + t % 4, len(x) - t)
+                    url = stays.url if moved[k] else drains.url
+                    try:
+                        r = await step(c, url, ids[k], x[t : t + n], t)
+                        if r.status_code == 503:
+                            moved[k] = True
+                            continue  # refused while draining: nothing applied, send it to the other replica
+                    except httpx.TransportError:
+                        moved[k] = True
+                        r = await step(c, stays.url, ids[k], x[t : t + n], t)
+                    assert r.status_code == 200, r.text
+                    outs += r.json()["outputs"]
+                    t += n
+                    progress[k] = t
+                return outs
+
+            tasks = [asyncio.ensure_future(stream(k)) for k in range(8)]
+            while sum(progress) < 8 * 20:
+                await asyncio.sleep(0.01)
+            drains.proc.send_signal(signal.SIGTERM)
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert await asyncio.to_thread(drains.proc.wait, 30) == 0
+            for k, outs in enumerate(results):
+                want, _ = offline.run(seqs[k])
+                offline.assert_outputs_close(outs, want)
+                assert (await c.get(f"{stays.url}/v1/sessions/{ids[k]}")).json()["step"] == 60
+            assert any(moved), "the streams moved to the remaining replica"

@@ -1,0 +1,84 @@
+"""Optional API keys (bearer tokens), checked before anything else sees a request.
+
+With keys configured (``LSTM_API_KEYS`` and/or ``LSTM_API_KEY_FILE``), every request but
+the open ones must carry ``Authorization: Bearer <key>``; a missing or unknown key is 401.
+The caller's identity -- a short hash of its key, never the key itself -- goes to
+``scope["state"]["owner"]``: sessions belong to the key that created them, and any other
+key gets the same 404 as for an unknown session. Keys are compared in constant time
+(every configured key is compared, whichever matches). Health and metrics routes are open
+unless ``LSTM_AUTH_HEALTH`` is set. Keys are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+OPEN_PATHS = ("/v2/health/", "/metrics")
+DOC_PATHS = ("/docs", "/openapi.json", "/redoc")
+
+
+def load_keys(keys: tuple[str, ...], key_file: Path | None) -> list[bytes]:
+    """Keys from the setting and from a file (one per line, ``#`` comments)."""
+    out = [k for k in keys if k]
+    if key_file is not None:
+        for line in key_file.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                out.append(line)
+    return [k.encode() for k in out]
+
+
+def owner_of(key: bytes) -> str:
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+class ApiKeyAuth:
+    def __init__(self, app: Any, keys: list[bytes], protect_health: bool) -> None:
+        self.app = app
+        self.keys = keys
+        self.owners = [owner_of(k) for k in keys]
+        self.protect_health = protect_health
+
+    def _match(self, presented: bytes) -> str | None:
+        found = None
+        for key, owner in zip(self.keys, self.owners, strict=True):
+            if hmac.compare_digest(key, presented):  # no early exit: time does not tell which key
+                found = owner
+        return found
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.startswith(DOC_PATHS) or (not self.protect_health and path.startswith(OPEN_PATHS)):
+            return await self.app(scope, receive, send)
+        token = b""
+        for k, v in scope.get("headers", ()):
+            if k == b"authorization" and v[:7].lower() == b"bearer ":
+                token = v[7:].strip()
+        owner = self._match(token) if token else None
+        if owner is None:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})
+                return
+            body = orjson.dumps({"error": "a valid API key is required: Authorization: Bearer <key>"})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"www-authenticate", b"Bearer"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        scope.setdefault("state", {})["owner"] = owner
+        await self.app(scope, receive, send)
