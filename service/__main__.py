@@ -7,12 +7,14 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
+from service.api.middleware import Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -28,9 +30,12 @@ class DrainingServer(uvicorn.Server):
     running batches finish (up to the drain timeout), then shut down and exit 0. A second
     signal exits at once."""
 
-    def __init__(self, config: uvicorn.Config, dataplane: DataPlane, drain_timeout: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, dataplane: DataPlane, lifecycle: Lifecycle, drain_timeout: float
+    ) -> None:
         super().__init__(config)
         self.dataplane = dataplane
+        self.lifecycle = lifecycle
         self.drain_timeout = drain_timeout
         self._draining = False
 
@@ -45,9 +50,13 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
+        deadline = time.monotonic() + self.drain_timeout
         finished = await self.dataplane.drain(self.drain_timeout)
-        if not finished:
-            log.warning("drain timeout: work still queued after %.0f s", self.drain_timeout)
+        # requests still being read or answered (not yet, or no longer, in a batcher)
+        while self.lifecycle.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not finished or self.lifecycle.in_flight:
+            log.warning("drain timeout: work still in flight after %.0f s", self.drain_timeout)
         self.should_exit = True
 
 
@@ -79,15 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", e)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    app = create_app(settings, dp)
     config = uvicorn.Config(
-        create_app(settings, dp),
+        app,
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    server = DrainingServer(config, dp, settings.drain_timeout_s)
+    server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s)
     server.run()
     return 0
 

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from service.api import errors, health, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
 from service.api.fastlane import StepFastLane
-from service.api.middleware import AccessLog, BodyLimit
+from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.metrics import Metrics
@@ -100,5 +100,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         app.add_middleware(ApiKeyAuth, keys=keys, protect_health=settings.auth_health)
     else:
         log.warning("no API keys configured (LSTM_API_KEYS): the API is open to anyone who can reach it")
-    app.add_middleware(AccessLog, metrics=metrics)  # outermost: logs and counts 401s and 413s too
+    app.state.lifecycle = lifecycle = Lifecycle()
+    dp.on_drain.append(lambda: setattr(lifecycle, "draining", True))
+    app.add_middleware(AccessLog, metrics=metrics, lifecycle=lifecycle)  # outermost: logs and counts 401s and 413s too
     return app

@@ -56,12 +56,23 @@ async def _error(send: Any, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class Lifecycle:
+    """What shutdown needs to see of the HTTP side: requests in flight, and whether the
+    service is draining (then every reply says ``Connection: close``, so that clients open
+    new connections -- to another replica -- instead of reusing one about to close)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+
+
 class AccessLog:
     """Request id, one info line per request, request count and latency by route template."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
+    def __init__(self, app: Any, metrics: Metrics, lifecycle: Lifecycle) -> None:
         self.app = app
         self.metrics = metrics
+        self.lifecycle = lifecycle
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -76,11 +87,15 @@ class AccessLog:
             if msg["type"] == "http.response.start":
                 status = msg["status"]
                 msg["headers"] = [*msg.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+                if self.lifecycle.draining:
+                    msg["headers"].append((b"connection", b"close"))
             await send(msg)
 
+        self.lifecycle.in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.lifecycle.in_flight -= 1
             dt = time.perf_counter() - t0
             path = scope.get("path", "")
             route = getattr(scope.get("route"), "path", None) or "unmatched"

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -59,6 +60,7 @@ class DataPlane:
         self.workers: dict[str, dict[str, ModelWorker]] = {}
         self._locks = KeyedLocks()
         self._draining = False
+        self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -85,6 +87,8 @@ class DataPlane:
     def start_drain(self) -> None:
         self._draining = True
         self.metrics.ready.set(0)
+        for hook in self.on_drain:
+            hook()
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new work and wait for queued and running batches; True if all finished."""
