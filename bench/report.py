@@ -96,6 +96,33 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+WHY_MISSED = {
+    "chunked": (
+        "**Chunked streams.** The ceiling is onnxruntime on one core (1.3 M row-steps/s at batch 64 × 64 steps). "
+        "The server spends its other core's time per request on HTTP parsing, JSON (192 numbers in, 64 out) and "
+        "batching, about 150-250 µs per request (`server CPU ms / 1000 req` above), and the load generator needs a "
+        "share of the same two cores: at ~5,400 req/s the server uses ~1.3 cores, of which onnxruntime ~0.3 "
+        "(py-spy: JSON parsing and the fast lane's parse were the top frames). What would fix it: "
+        "binary bodies for chunks (the v2 binary tensor extension or WebSocket binary frames skip JSON), and more "
+        "cores (onnxruntime and the event loop each want one; `LSTM_INFERENCE_WORKERS=2` needs a third). See "
+        "`docs/performance.md`."
+    ),
+    "hidden-512": (
+        "**Hidden-512 p99.** Throughput is far past the target; the tail comes from the two cores being shared by "
+        "the load generator, the event loop and onnxruntime (1.8 ms per batch of 64): a request that arrives just "
+        "after a batch left waits for it and the next. Python's garbage collector added 40-50 ms pauses until it "
+        "was tuned (`LSTM_GC_GEN0_THRESHOLD`, see `docs/performance.md`)."
+    ),
+    "WebSocket": (
+        "**WebSocket.** Measured with 32 readings in flight per stream (frames queued behind each other run as "
+        "one step). A WebSocket step costs the server ~25 ms of CPU per 1,000 against ~90 for REST (3.6× less), but "
+        "at ~50,000 steps/s the server (~1.2 cores) and the load generator (the rest) saturate the two cores "
+        "between them. Across full runs the ratio moved with the REST figure (4.77× when REST measured 11,200 "
+        "steps/s, 3.56× at 13,800). What would settle it: the load generator on cores of its own (or in C)."
+    ),
+}
+
+
 def plots(data: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -186,6 +213,12 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "|---|---|---|---|",
     ]
     lines += [f"| {t} | {m} | {n} | {'yes' if ok else '**no**'} |" for t, m, n, ok in targets(data)]
+    missed = [t for t, _, _, ok in targets(data) if not ok]
+    if missed:
+        lines += ["", "## Missed targets: why, and what would fix them", ""]
+        for key, why in WHY_MISSED.items():
+            if any(key in t for t in missed):
+                lines += [why, ""]
     lines += [
         "",
         "## All points",

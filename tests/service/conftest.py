@@ -122,3 +122,18 @@ def random_steps(rng: np.random.Generator, n: int, start: int | None = None) -> 
     dow = (t // 48) % 7
     demand = 28_000 + 6_000 * np.sin(2 * np.pi * (hour - 6) / 24) + rng.normal(0, 500, n)
     return np.stack([demand, hour, dow], axis=1).astype(np.float32)
+
+
+async def create(client: httpx.AsyncClient, **body) -> str:
+    """A new session of the default model; its id."""
+    r = await client.post("/v1/sessions", json={"model": "demand", **body})
+    assert r.status_code == 201, r.text
+    return r.json()["session_id"]
+
+
+async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.ndarray]:
+    """A session's step and state ``[2, L, H]`` from its snapshot."""
+    r = await client.get(f"/v1/sessions/{sid}/snapshot")
+    assert r.status_code == 200, r.text
+    s = r.json()
+    return s["step"], np.stack([np.asarray(s["h"], np.float32), np.asarray(s["c"], np.float32)])

@@ -8,22 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import random_steps
+from tests.service.conftest import create, random_steps, snapshot_state
 
 pytestmark = pytest.mark.integration
-
-
-async def create(client: httpx.AsyncClient, **body) -> str:
-    r = await client.post("/v1/sessions", json={"model": "demand", **body})
-    assert r.status_code == 201, r.text
-    return r.json()["session_id"]
-
-
-async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.ndarray]:
-    r = await client.get(f"/v1/sessions/{sid}/snapshot")
-    assert r.status_code == 200, r.text
-    s = r.json()
-    return s["step"], np.stack([np.asarray(s["h"], np.float32), np.asarray(s["c"], np.float32)])
 
 
 async def test_32_streams_in_random_chunks_equal_offline_runs(server, offline):

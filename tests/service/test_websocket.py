@@ -21,26 +21,13 @@ from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.metrics import Metrics
 from tests.conftest import ROOT
-from tests.service.conftest import random_steps, running_server
+from tests.service.conftest import create, random_steps, running_server, snapshot_state
 
 pytestmark = pytest.mark.integration
 
 
 def ws_url(server, path: str) -> str:
     return server.url.replace("http://", "ws://", 1) + path
-
-
-async def create(client: httpx.AsyncClient) -> str:
-    r = await client.post("/v1/sessions", json={"model": "demand"})
-    assert r.status_code == 201, r.text
-    return r.json()["session_id"]
-
-
-async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.ndarray]:
-    r = await client.get(f"/v1/sessions/{sid}/snapshot")
-    assert r.status_code == 200, r.text
-    s = r.json()
-    return s["step"], np.stack([np.asarray(s["h"], np.float32), np.asarray(s["c"], np.float32)])
 
 
 async def json_step(ws: ClientConnection, x: np.ndarray, **fields) -> dict:
