@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.redis_servers import free_port
+from tests.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = ROOT / "models" / "demand" / "1"
@@ -61,22 +60,7 @@ def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iter
     proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     p = Proc(f"http://127.0.0.1:{port}", proc)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{kind} server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-            try:
-                if httpx.get(p.url + health, timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind} server did not become ready")
-            time.sleep(0.1)
+        wait_ready(proc, p.url + health, 60, lambda: proc.stderr.read().decode() if proc.stderr else "")
         yield p
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)

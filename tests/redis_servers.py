@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -12,22 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port(bus: bool = False) -> int:
-    """A free loopback port; with ``bus``, one whose port + 10000 (a cluster's bus port) is free too."""
-    while True:
-        with socket.socket() as s, socket.socket() as b:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            if not bus:
-                return port
-            if port + 10000 > 65535:
-                continue
-            try:
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-            return port
+from tests.procs import free_port
 
 
 def _cli(port: int, *args: str, check: bool = True) -> str:
