@@ -136,28 +136,24 @@ class ModelWorker:
         outs = await self.infer(xs, states)
         now = time.time()
         commits: list[SessionRecord] = []
-        commit_idx: list[int] = []
+        commit_idx: list[tuple[int, np.ndarray]] = []  # (ticket, outputs) per commit
         for (i, rec), (y, state) in zip(owners, outs, strict=True):
             if rec is None:
                 results[i] = PredictResult(y, state)
             elif not tickets[i].claim():
                 results[i] = DeadlineExceeded("the request's deadline passed before its step was stored")
             else:
-                commits.append(rec.advanced(state[:, :, 0, :].copy(), y[0].copy(), tickets[i].payload.digest, now))
-                commit_idx.append(i)
+                outputs = y[0].copy()
+                commits.append(rec.advanced(state[:, :, 0, :].copy(), outputs, tickets[i].payload.digest, now))
+                commit_idx.append((i, outputs))
         if commits:
             oks = await self.store.commit_many(commits)
-            for i, ok, new in zip(commit_idx, oks, commits, strict=True):
+            for (i, outputs), ok, new in zip(commit_idx, oks, commits, strict=True):
                 if ok:
-                    results[i] = StepResult(new.id, y_of(new), new.step, replayed=False, state=new.state)
-                    self._steps.inc(new.step - new.last.from_step if new.last else 0)
+                    results[i] = StepResult(new.id, outputs, new.step, replayed=False, state=new.state)
+                    self._steps.inc(len(outputs))
                 else:
                     results[i] = StaleWrite(
                         "the session was advanced by another request at the same time; retry with its current step"
                     )
         return results
-
-
-def y_of(rec: SessionRecord) -> np.ndarray:
-    assert rec.last is not None
-    return rec.last.outputs

@@ -41,6 +41,29 @@ async def step(client: httpx.AsyncClient, url: str, sid: str, x: np.ndarray, exp
     return await client.post(f"{url}/v1/sessions/{sid}/step", json=body)
 
 
+async def stream_with_failover(
+    c: httpx.AsyncClient, primary: str, backup: str, sid: str, x: np.ndarray, chunk: int, progress: list, k: int
+) -> tuple[list, bool]:
+    """Stream ``x`` to ``primary``; when it dies or refuses while draining, resend the same request
+    (same ``expected_step``) to ``backup``: applied already -> the stored reply, not applied -> it runs.
+    Returns the outputs and whether the stream moved."""
+    outs, t, url = [], 0, primary
+    while t < len(x):
+        n = min(1 + t % chunk, len(x) - t)
+        try:
+            r = await step(c, url, sid, x[t : t + n], t)
+        except httpx.TransportError:
+            r = None
+        if url == primary and (r is None or r.status_code == 503):
+            url = backup
+            continue
+        assert r is not None and r.status_code == 200, r and r.text
+        outs += r.json()["outputs"]
+        t += n
+        progress[k] = t
+    return outs, url == backup
+
+
 async def test_a_stream_alternating_between_replicas_equals_offline(replicas, offline):
     a, b = replicas
     x = random_steps(np.random.default_rng(0), 60)
@@ -92,33 +115,18 @@ async def test_sigkill_of_a_replica_mid_stream_loses_nothing(shared_redis, offli
             ids = [
                 (await c.post(f"{victim.url}/v1/sessions", json={"model": "demand"})).json()["session_id"] for _ in seqs
             ]
-            killed = asyncio.Event()
             progress = [0] * 8
-
-            async def stream(k: int) -> list:
-                x, outs, t = seqs[k], [], 0
-                while t < len(x):
-                    n = min(1 + (t % 5), len(x) - t)
-                    url = survivor.url if killed.is_set() else victim.url
-                    try:
-                        r = await step(c, url, ids[k], x[t : t + n], t)
-                    except httpx.TransportError:
-                        # the replica died with this request in flight: retry it, same expected_step,
-                        # on the survivor. Applied already -> the stored reply; not applied -> it runs.
-                        r = await step(c, survivor.url, ids[k], x[t : t + n], t)
-                    assert r.status_code == 200, r.text
-                    outs += r.json()["outputs"]
-                    t += n
-                    progress[k] = t
-                return outs
-
-            tasks = [asyncio.ensure_future(stream(k)) for k in range(8)]
+            tasks = [
+                asyncio.ensure_future(
+                    stream_with_failover(c, victim.url, survivor.url, ids[k], seqs[k], 5, progress, k)
+                )
+                for k in range(8)
+            ]
             while sum(progress) < 8 * 30:
                 await asyncio.sleep(0.01)
             victim.proc.send_signal(signal.SIGKILL)
-            killed.set()
             results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
-            for k, outs in enumerate(results):
+            for k, (outs, _) in enumerate(results):
                 want, _ = offline.run(seqs[k])
                 offline.assert_outputs_close(outs, want)
                 info = (await c.get(f"{survivor.url}/v1/sessions/{ids[k]}")).json()
@@ -164,35 +172,17 @@ async def test_sigterm_drain_loses_nothing_while_clients_move_to_the_other_repli
                 (await c.post(f"{drains.url}/v1/sessions", json={"model": "demand"})).json()["session_id"] for _ in seqs
             ]
             progress = [0] * 8
-            moved = [False] * 8
-
-            async def stream(k: int) -> list:
-                x, outs, t = seqs[k], [], 0
-                while t < len(x):
-                    n = min(1 + t % 4, len(x) - t)
-                    url = stays.url if moved[k] else drains.url
-                    try:
-                        r = await step(c, url, ids[k], x[t : t + n], t)
-                        if r.status_code == 503:
-                            moved[k] = True
-                            continue  # refused while draining: nothing applied, send it to the other replica
-                    except httpx.TransportError:
-                        moved[k] = True
-                        r = await step(c, stays.url, ids[k], x[t : t + n], t)
-                    assert r.status_code == 200, r.text
-                    outs += r.json()["outputs"]
-                    t += n
-                    progress[k] = t
-                return outs
-
-            tasks = [asyncio.ensure_future(stream(k)) for k in range(8)]
+            tasks = [
+                asyncio.ensure_future(stream_with_failover(c, drains.url, stays.url, ids[k], seqs[k], 4, progress, k))
+                for k in range(8)
+            ]
             while sum(progress) < 8 * 20:
                 await asyncio.sleep(0.01)
             drains.proc.send_signal(signal.SIGTERM)
             results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
             assert await asyncio.to_thread(drains.proc.wait, 30) == 0
-            for k, outs in enumerate(results):
+            for k, (outs, _) in enumerate(results):
                 want, _ = offline.run(seqs[k])
                 offline.assert_outputs_close(outs, want)
                 assert (await c.get(f"{stays.url}/v1/sessions/{ids[k]}")).json()["step"] == 60
-            assert any(moved), "the streams moved to the remaining replica"
+            assert any(moved for _, moved in results), "the streams moved to the remaining replica"
