@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long to wait for queued and running work before exiting."""
 
+    drain_quiet_s: float = Field(0.5, ge=0)
+    """After SIGTERM, once the work in flight is done, keep answering new requests (503 with
+    ``Retry-After`` and ``Connection: close``) until none has arrived for this long, then close
+    the port: a client told to go elsewhere is never met by a closed socket instead."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -61,9 +62,23 @@ class Lifecycle:
     service is draining (then every reply says ``Connection: close``, so that clients open
     new connections -- to another replica -- instead of reusing one about to close)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_flight = 0
         self.draining = False
+        self.clock = clock
+        self.last_activity = clock()  # when a request last started or finished
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.last_activity = self.clock()
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        self.last_activity = self.clock()
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No request in flight, and none started or finished for ``seconds``."""
+        return self.in_flight == 0 and self.clock() - self.last_activity >= seconds
 
 
 class AccessLog:
@@ -91,11 +106,11 @@ class AccessLog:
                     msg["headers"].append((b"connection", b"close"))
             await send(msg)
 
-        self.lifecycle.in_flight += 1
+        self.lifecycle.started()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.lifecycle.in_flight -= 1
+            self.lifecycle.finished()
             dt = time.perf_counter() - t0
             path = scope.get("path", "")
             route = getattr(scope.get("route"), "path", None) or "unmatched"

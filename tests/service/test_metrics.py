@@ -36,7 +36,9 @@ def value(text: str, pattern: str) -> float:
 
 def test_metrics_pass_promtool_and_count_traffic(server):
     promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package 'prometheus') must be installed; .ci/run installs it"
+    assert promtool, (
+        "promtool (Debian package 'prometheus') must be installed; scripts/install-tools.sh (run by make test) installs it"
+    )
     with httpx.Client(base_url=server.url, timeout=30) as c:
         before = c.get("/metrics").text
         sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
