@@ -17,7 +17,7 @@ from service.api.middleware import Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
-from service.core.errors import ModelLoadError
+from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
 

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from service.api import errors, health, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
-from service.api.fastlane import StepFastLane
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -92,8 +91,6 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v1.build_router())
     app.include_router(stream.build_router())
     app.include_router(v2.build_router())
-    if settings.fast_lane:
-        app.add_middleware(StepFastLane, dataplane=dp)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     keys = load_keys(settings.api_keys, settings.api_key_file)
     if keys:

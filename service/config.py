@@ -48,10 +48,6 @@ class Settings(BaseSettings):
     the event loop, saving the hop to a worker thread; longer ones run in the thread pool.
     0 sends every batch to the pool."""
 
-    fast_lane: bool = True
-    """Serve well-formed ``POST /v1/sessions/{id}/step`` requests around FastAPI's routing and
-    validation (same replies, about half the CPU); anything unusual still goes to FastAPI."""
-
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
     session is left untouched."""
