@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, health, stream, v1, v2
+from service.api import docs, errors, health, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
@@ -82,11 +82,14 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         version="0.1.0",
         description="Stateful LSTM inference: server-side sessions keep each stream's (h, C).",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by docs.install: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dp
     errors.install(app)
+    docs.install(app)
     app.include_router(health.build_router())
     app.include_router(v1.build_router())
     app.include_router(stream.build_router())
