@@ -116,7 +116,7 @@ def points(full: bool) -> list[tuple[str, str, int, list[str]]]:
     """(server kind, scenario, concurrency, extra loadgen args) for the default model."""
     cs = [1, 4, 16, 64] if full else [1, 64]
     pts = [("naive", "naive", c, []) for c in cs] + [("service", "rest-step", c, []) for c in cs]
-    pts += [("service", s, 64, []) for s in ("predict", "v2-binary", "chunked")]
+    pts += [("service", s, 64, []) for s in ("predict", "v2-binary", "v2-json", "chunked")]
     pts += [("service", "ws", 64, ["--window", "32"])]  # pipelined: up to 32 readings in flight per stream
     return pts
 
