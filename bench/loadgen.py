@@ -239,7 +239,9 @@ def main() -> None:
         prog="python -m bench.loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--url", required=True)
-    p.add_argument("--scenario", required=True, choices=["naive", "predict", "rest-step", "v2-binary", "v2-json", "ws", "chunked"])
+    p.add_argument(
+        "--scenario", required=True, choices=["naive", "predict", "rest-step", "v2-binary", "v2-json", "ws", "chunked"]
+    )
     p.add_argument("-c", "--concurrency", type=int, default=1)
     p.add_argument("-d", "--duration", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=2.0)
