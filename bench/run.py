@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import raw_ort
+from bench import perf_analyzer, raw_ort
 from bench.servers import ROOT, Proc, serve
 
 BIG = ROOT / "bench" / ".models" / "demand512" / "1"
@@ -161,9 +161,11 @@ def run_all(full: bool) -> dict[str, Any]:
             check=True,
         ).stdout
     )
+    pa = perf_analyzer.measure(3000 if full else 1000)
     return {
         "results": results,
         "raw_ort": raw,
+        "perf_analyzer": pa,
         "memory": mem,
         "mode": "full" if full else "quick",
         "machine": machine(),
