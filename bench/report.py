@@ -212,7 +212,9 @@ def perf_analyzer_section(data: dict[str, Any]) -> list[str]:
         " `demand.stateless`: windows of 20 readings from a zero state), `--concurrency-range C`,"
         " `-s 100` (the first three windows: a 10 % criterion may never settle on a shared machine)."
         " Latencies in ms as perf_analyzer reports them; the server columns are the per-request"
-        " averages it computes from the statistics extension (`/v2/models/demand/stats`).",
+        " averages it computes from the statistics extension (`/v2/models/demand/stats`). Compute infer runs from"
+        " handing a batch to onnxruntime until its results are back on the event loop, so when the loop and the"
+        " load generator compete for the cores it includes that wait, not only onnxruntime's time.",
     ]
     if data.get("perf_analyzer_note"):
         lines += ["", data["perf_analyzer_note"]]
