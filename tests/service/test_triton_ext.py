@@ -3,14 +3,17 @@ against a live server with exactly the flags docs/clients.md gives."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from google.protobuf import json_format
 
 from tests.conftest import ROOT
 from tests.service.conftest import Server, random_steps, running_server
@@ -64,6 +67,29 @@ def test_model_config_has_triton_fields_from_the_real_settings(tserver, http):
     assert http.get("/v2/models/nope/config").status_code == 404
     assert http.get("/v2/models/demand/versions/9/config").status_code == 404
     c.close()
+
+
+def _model_config_proto():
+    """Triton's ModelConfig message, from the model_config.proto that tritonclient ships
+    (loaded by path: ``tritonclient.grpc``'s package would import grpcio)."""
+    spec = importlib.util.find_spec("tritonclient")
+    assert spec and spec.origin
+    path = Path(spec.origin).parent / "grpc" / "model_config_pb2.py"
+    mod_spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    assert mod_spec and mod_spec.loader
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return module.ModelConfig
+
+
+@pytest.mark.parametrize("model", ["demand", "demand.stateless"])
+def test_model_config_parses_as_tritons_model_config_proto(http, model):
+    config = http.get(f"/v2/models/{model}/config").json()
+    message = json_format.ParseDict(config, _model_config_proto()())  # unknown field names fail here
+    back = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    assert back["name"] == model and back["input"][0]["data_type"] == "TYPE_FP32"
+    assert back["instance_group"][0]["kind"] == "KIND_CPU"
+    assert ("sequence_batching" in back) != ("dynamic_batching" in back)
 
 
 def _infer(http: httpx.Client, model: str, x: np.ndarray, **params) -> httpx.Response:
