@@ -37,8 +37,13 @@ if [ -x "$binary" ] && [ -f "$cudart" ] && [ "$(cat "$home/VERSION" 2>/dev/null)
 fi
 
 if ! "$python" -m pip --version >/dev/null 2>&1; then
-  echo "perf_analyzer's install needs pip (for $python) to fetch the tritonclient and nvidia-cuda-runtime-cu12 wheels" >&2
-  exit 1
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null && [ "$python" = python3 ]; then
+    apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends python3-pip >/dev/null 2>&1 ||
+      { apt-get update -q -o DPkg::Lock::Timeout=300 && apt-get install -o DPkg::Lock::Timeout=300 -y -q --no-install-recommends python3-pip; }
+  else
+    echo "perf_analyzer's install needs pip (for $python) to fetch the tritonclient and nvidia-cuda-runtime-cu12 wheels" >&2
+    exit 1
+  fi
 fi
 
 work=$(mktemp -d)
