@@ -41,27 +41,28 @@ def view_name(card: ModelCard, stateless: bool) -> str:
     return card.name + STATELESS_SUFFIX if stateless else card.name
 
 
-def _tensor(card: ModelCard, kind: str, name: str) -> dict[str, Any]:
-    for t in card.raw.get(kind, []):
-        if t.get("name") == name:
-            return dict(t)
-    raise KeyError(f"{card.key}: model.json lists no {kind[:-1]} {name!r}")
+def _tensors(card: ModelCard) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``x`` and ``y`` as the ONNX contract fixes them (checked against the graph at load)."""
+    x = {"name": "x", "datatype": "FP32", "shape": [-1, -1, card.n_features]}
+    y = {"name": "y", "datatype": "FP32", "shape": [-1, -1, card.n_outputs]}
+    return x, y
 
 
 def model_metadata(card: ModelCard, versions: list[str], stateless: bool = False) -> dict[str, Any]:
     """Open Inference Protocol model metadata: ``x`` in, ``y`` out, batch dimension first."""
+    x, y = _tensors(card)
     return {
         "name": view_name(card, stateless),
         "versions": versions,
         "platform": "onnxruntime_onnx",
-        "inputs": [{k: _tensor(card, "inputs", "x")[k] for k in ("name", "datatype", "shape")}],
-        "outputs": [{k: _tensor(card, "outputs", "y")[k] for k in ("name", "datatype", "shape")}],
+        "inputs": [x],
+        "outputs": [y],
     }
 
 
-def _io(card: ModelCard, kind: str, name: str) -> dict[str, Any]:
-    t = _tensor(card, kind, name)
-    return {"name": name, "data_type": TRITON_TYPES[t["datatype"]], "dims": list(t["shape"][1:])}
+def _io(t: dict[str, Any]) -> dict[str, Any]:
+    # max_batch_size > 0: dims leave out the batch dimension
+    return {"name": t["name"], "data_type": TRITON_TYPES[t["datatype"]], "dims": t["shape"][1:]}
 
 
 def _state_dims(card: ModelCard) -> list[int]:
@@ -74,14 +75,15 @@ def model_config(card: ModelCard, settings: Settings, provider: str, stateless: 
     JSON numbers, as Triton's HTTP endpoint renders them)."""
     queue_delay_us = round(settings.max_queue_delay_ms * 1000)
     gpu = "CUDA" in provider or "Tensorrt" in provider
+    x, y = _tensors(card)
     config: dict[str, Any] = {
         "name": view_name(card, stateless),
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": settings.max_batch_size,
-        "input": [_io(card, "inputs", "x")],
-        "output": [_io(card, "outputs", "y")],
+        "input": [_io(x)],
+        "output": [_io(y)],
         "instance_group": [
             {
                 "name": f"{card.name}_0",
