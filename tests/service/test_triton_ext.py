@@ -241,3 +241,16 @@ def test_perf_analyzer_runs_unmodified_as_documented(tserver, http, index):
     after = _stats(http)
     assert after["inference_stats"]["fail"]["count"] == before["inference_stats"]["fail"]["count"]
     assert after["inference_stats"]["success"]["count"] - before["inference_stats"]["success"]["count"] >= client_count
+
+
+def test_instance_group_kind_follows_the_provider_in_use():
+    from service.api.model_config import model_config
+    from service.config import Settings
+    from service.runtime.repository import read_card
+
+    card = read_card(ROOT / "models" / "demand" / "1")
+    settings = Settings(inference_workers=3)
+    gpu = model_config(card, settings, "CUDAExecutionProvider")["instance_group"]
+    cpu = model_config(card, settings, "CPUExecutionProvider")["instance_group"]
+    assert gpu == [{"name": "demand_0", "kind": "KIND_GPU", "count": 3, "gpus": [0]}]
+    assert cpu[0]["kind"] == "KIND_CPU" and cpu[0]["gpus"] == []
