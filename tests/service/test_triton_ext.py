@@ -15,6 +15,9 @@ import pytest
 import tritonclient.http as httpclient
 from google.protobuf import json_format
 
+from service.api.model_config import model_config
+from service.config import Settings
+from service.runtime.repository import read_card
 from tests.conftest import ROOT
 from tests.service.conftest import Server, random_steps, running_server
 
@@ -244,10 +247,6 @@ def test_perf_analyzer_runs_unmodified_as_documented(tserver, http, index):
 
 
 def test_instance_group_kind_follows_the_provider_in_use():
-    from service.api.model_config import model_config
-    from service.config import Settings
-    from service.runtime.repository import read_card
-
     card = read_card(ROOT / "models" / "demand" / "1")
     settings = Settings(inference_workers=3)
     gpu = model_config(card, settings, "CUDAExecutionProvider")["instance_group"]
