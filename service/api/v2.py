@@ -121,7 +121,7 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
     else:
         w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
         outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
+    body, header_len = encode(InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id), req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(

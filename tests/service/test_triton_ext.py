@@ -126,7 +126,8 @@ def test_sequence_replies_carry_y_only_unless_the_state_is_asked_for(http, offli
     # the stateless view takes no sequences
     r = _infer(http, "demand.stateless", x[None, :1], sequence_id=9, sequence_start=True)
     assert r.status_code == 400 and "stateless view" in r.json()["error"]
-    assert _infer(http, "demand.stateless", np.stack([x, x])).status_code == 200
+    view = _infer(http, "demand.stateless", np.stack([x, x]))
+    assert view.status_code == 200 and view.json()["model_name"] == "demand.stateless"
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
