@@ -238,7 +238,6 @@ def build_router() -> APIRouter:
     infer_doc: dict[str, Any] = {
         "body": INFER_SCHEMA,
         "responses": {200: {"description": "Outputs (JSON, or a JSON header and binary tensors)"}, **V2_ERRORS},
-        "tags": ["open inference protocol v2"],
     }
 
     @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)

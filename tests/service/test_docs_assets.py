@@ -183,7 +183,7 @@ def test_page_renders_in_a_browser_with_no_network(server, page, operation):
             tab.wait_for_selector(operation, timeout=30_000)
             # one element per operation (ReDoc nests sections inside an operation's: count their ids)
             ids = tab.locator(operation).evaluate_all("els => els.map(e => e.dataset.sectionId || e.id || '')")
-            ops = {i for i in ids if re.search(r"operation/[^/]+$", i)}
+            ops = {m.group(1) for i in ids if (m := re.search(r"operation/([^/]+)$", i))}
             rendered = len(ops) if page == "/redoc" else len(ids)
             title = tab.title()
         finally:
