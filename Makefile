@@ -44,13 +44,13 @@ test: $(VENV)/.dev tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check service export tests bench
-	$(VENV)/bin/ruff format --check service export tests bench
+	$(VENV)/bin/ruff check service export tests bench harness
+	$(VENV)/bin/ruff format --check service export tests bench harness
 	$(VENV)/bin/mypy service export
 
 format: $(VENV)/.dev
-	$(VENV)/bin/ruff format service export tests bench
-	$(VENV)/bin/ruff check --fix service export tests bench
+	$(VENV)/bin/ruff format service export tests bench harness
+	$(VENV)/bin/ruff check --fix service export tests bench harness
 
 # benchmarks write docs/benchmarks.md and docs/bench/*.png (quick: under 5 minutes)
 bench: $(VENV)/.dev

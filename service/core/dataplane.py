@@ -168,7 +168,7 @@ class DataPlane:
     def _new_record(
         self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None, session_id: str | None = None
     ) -> SessionRecord:
-        now = time.time()
+        now = self.store.clock()
         c = w.card
         return SessionRecord(
             id=session_id or new_session_id(c.name, c.version),
@@ -304,7 +304,7 @@ class DataPlane:
             )
             self.metrics.sessions_created.inc()
             return
-        fresh = replace(rec, state=zeros, step=0, last=None, last_used=time.time(), rev=rec.rev + 1)
+        fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
         (ok,) = await self._store_call(self.store.commit_many([fresh]))
         if not ok:
             raise StaleWrite("the sequence was changed by another request while it was being restarted; retry")

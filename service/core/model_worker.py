@@ -189,7 +189,7 @@ class ModelWorker:
         phases[0] = time.perf_counter() - t0  # store read and admission
         outs = await self.infer(xs, states, phases)
         t_out = time.perf_counter()
-        now = time.time()
+        now = self.store.clock()
         commits: list[SessionRecord] = []
         commit_idx: list[tuple[int, np.ndarray]] = []  # (ticket, outputs) per commit
         for (i, rec), (y, state) in zip(owners, outs, strict=True):
