@@ -151,7 +151,8 @@ class _Opening:
 
     async def _open(self) -> AsyncSession:
         client, method, path, body, delete_on_exit = self._args
-        info = await client.request(method, path, body, session=method == "GET", resendable=method == "GET")
+        # retried like any call: a create whose reply was lost leaves an orphan session that expires after the TTL
+        info = await client.request(method, path, body, session=method == "GET")
         return AsyncSession(client, info, delete_on_exit)
 
     def __await__(self) -> Any:

@@ -145,7 +145,8 @@ class Client:
             body["h0"] = as_nested(h0)
         if c0 is not None:
             body["c0"] = as_nested(c0)
-        info = self.request("POST", "/v1/sessions", body, resendable=False)
+        # retried like any call: a create whose reply was lost leaves an orphan session that expires after the TTL
+        info = self.request("POST", "/v1/sessions", body)
         return Session(self, info, delete_on_exit)
 
     def resume(self, session_id: str, *, delete_on_exit: bool = False) -> Session:
@@ -154,7 +155,7 @@ class Client:
 
     def restore(self, snapshot: dict[str, Any], *, delete_on_exit: bool = True) -> Session:
         """A new session from ``Session.snapshot()`` (the served model must have the same checksum)."""
-        return Session(self, self.request("POST", "/v1/sessions/import", snapshot, resendable=False), delete_on_exit)
+        return Session(self, self.request("POST", "/v1/sessions/import", snapshot), delete_on_exit)
 
 
 class Session:
@@ -279,12 +280,14 @@ class Session:
 
     def _connect(self) -> ClientConnection:
         c = self.client
-        return connect(
+        connection = connect(
             c.endpoints.ws(f"/v1/sessions/{self.id}/stream"),
             additional_headers=headers(c.api_key),
             open_timeout=c.timeout,
             max_size=None,
         )
+        # entered as a context manager (closed in _close_ws): the form every websockets >= 13 supports
+        return connection.__enter__()
 
     def _close_ws(self) -> None:
         if self._ws is not None:

@@ -1,0 +1,198 @@
+"""The client under faults injected between requests: every stream still ends equal to the
+offline run, with its step count equal to its number of readings.
+
+* a proxy that resets sockets at random, both ways (a request lost, or a reply lost after the step ran)
+* the WebSocket cut mid-stream
+* a replica draining (503 + Retry-After, WebSocket close 1012) behind two urls and a shared Redis
+* a replica SIGKILLed behind two urls and a shared Redis
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from lstm_serving_client import AsyncClient, Client, RetryPolicy
+from tests.client.conftest import N_STREAMS, assert_exact, chunks, make_streams
+from tests.client.faults import ResetProxy
+from tests.redis_servers import redis_server
+from tests.service.conftest import running_server
+
+pytestmark = pytest.mark.integration
+
+FAST_RETRY = RetryPolicy(attempts=12, backoff_s=0.01, max_backoff_s=0.2, deadline_s=30)
+
+
+class Progress:
+    """Readings acknowledged across all streams; fires an event (thread-safe) at a threshold."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.count = 0
+        self.reached = threading.Event()
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.count += n
+            if self.count >= self.threshold:
+                self.reached.set()
+
+
+async def test_random_resets_with_the_async_client_and_stream(server, offline):
+    streams = make_streams(10)
+    replays = 0
+    with ResetProxy(int(server.url.rsplit(":", 1)[1]), p_request=0.04, p_reply=0.08, seed=1) as proxy:
+        async with AsyncClient(proxy.url, retry=FAST_RETRY) as client:
+
+            async def rest(k: int) -> tuple[list[list[float]], int]:
+                nonlocal replays
+                async with client.session("demand") as s:
+                    outs = []
+                    for part in chunks(streams[k], k):
+                        outs += await s.step(part)
+                        replays += s.replayed
+                    return outs, s.step_count
+
+            async def ws(k: int) -> tuple[list[list[float]], int]:
+                async with client.session("demand") as s:
+                    return [y async for y in s.stream(streams[k], max_chunk=5)], s.step_count
+
+            results = await asyncio.gather(*(rest(k) if k % 2 else ws(k) for k in range(N_STREAMS)))
+        assert proxy.resets["request"] > 0 and proxy.resets["reply"] > 0, proxy.resets
+    assert replays > 0, "some replies were lost after the step ran, and the retry got the stored reply"
+    for x, (outs, steps) in zip(streams, results, strict=True):
+        assert_exact(offline, x, outs, steps)
+
+
+def test_random_resets_with_the_sync_client(server, offline):
+    streams = make_streams(11)
+    with (
+        ResetProxy(int(server.url.rsplit(":", 1)[1]), p_request=0.04, p_reply=0.08, seed=2) as proxy,
+        Client(proxy.url, retry=FAST_RETRY) as client,
+    ):
+
+        def run(k: int) -> tuple[list[list[float]], int, int]:
+            with client.session("demand") as s:
+                outs, replays = [], 0
+                for part in chunks(streams[k], k):
+                    outs += s.step(part)
+                    replays += s.replayed
+                return outs, s.step_count, replays
+
+        with ThreadPoolExecutor(N_STREAMS) as pool:
+            results = list(pool.map(run, range(N_STREAMS)))
+        assert proxy.resets["reply"] > 0, proxy.resets
+    assert sum(r for *_, r in results) > 0
+    for x, (outs, steps, _) in zip(streams, results, strict=True):
+        assert_exact(offline, x, outs, steps)
+
+
+async def test_websocket_cut_mid_stream(server, offline):
+    """Every open connection is cut three times while 16 streams run; each resumes exactly."""
+    streams = make_streams(12, length=(120, 160))
+    progress = Progress(0)
+
+    async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
+        for row in x:
+            yield row
+            progress.add()
+            await asyncio.sleep(0)  # let other streams interleave
+
+    with ResetProxy(int(server.url.rsplit(":", 1)[1])) as proxy:
+        async with AsyncClient(proxy.url, retry=FAST_RETRY) as client:
+
+            async def run(k: int) -> tuple[list[list[float]], int]:
+                async with client.session("demand") as s:
+                    return [y async for y in s.stream(readings(streams[k]), max_chunk=4)], s.step_count
+
+            tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
+            total = sum(len(x) for x in streams)
+            cuts = 0
+            for fraction in (0.25, 0.5, 0.75):
+                progress.threshold = int(total * fraction)
+                progress.reached.clear()
+                await asyncio.to_thread(progress.reached.wait, 60)
+                cuts += proxy.cut_all()
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    assert cuts >= N_STREAMS, f"only {cuts} connections were cut"
+    for x, (outs, steps) in zip(streams, results, strict=True):
+        assert_exact(offline, x, outs, steps)
+
+
+def test_sync_websocket_cut_mid_stream(server, offline):
+    streams = make_streams(13, n=4, length=(100, 120))
+    progress = Progress(sum(len(x) for x in streams) // 2)
+
+    def readings(x: np.ndarray) -> Iterator[np.ndarray]:
+        for row in x:
+            yield row
+            progress.add()
+
+    with ResetProxy(int(server.url.rsplit(":", 1)[1])) as proxy, Client(proxy.url, retry=FAST_RETRY) as client:
+
+        def run(k: int) -> tuple[list[list[float]], int]:
+            with client.session("demand") as s:
+                return list(s.stream(readings(streams[k]), max_chunk=3)), s.step_count
+
+        with ThreadPoolExecutor(len(streams)) as pool:
+            futures = [pool.submit(run, k) for k in range(len(streams))]
+            assert progress.reached.wait(60)
+            cut = proxy.cut_all()
+            results = [f.result(60) for f in futures]
+    assert cut >= 1
+    for x, (outs, steps) in zip(streams, results, strict=True):
+        assert_exact(offline, x, outs, steps)
+
+
+@pytest.fixture(scope="module")
+def shared_redis():
+    with redis_server() as r:
+        yield r
+
+
+def redis_env(url: str) -> dict[str, str]:
+    return {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": url}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "sigkill"])
+async def test_a_replica_going_away_behind_two_urls(shared_redis, offline, sig):
+    """Half the streams step over REST, half stream over the WebSocket, all on the first url;
+    it drains (503s, then close 1012) or is killed; the client moves to the second url."""
+    streams = make_streams(14 + sig, length=(60, 90))
+    progress = Progress(sum(len(x) for x in streams) // 3)
+    env = redis_env(shared_redis.url)
+    with running_server(env) as leaving, running_server(env) as staying:
+        async with AsyncClient([leaving.url, staying.url], retry=FAST_RETRY) as client:
+
+            async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
+                for row in x:
+                    yield row
+                    progress.add()
+                    await asyncio.sleep(0)
+
+            async def run(k: int) -> tuple[list[list[float]], int]:
+                async with client.session("demand") as s:
+                    if k % 2:
+                        return [y async for y in s.stream(readings(streams[k]), max_chunk=3)], s.step_count
+                    outs = []
+                    for part in chunks(streams[k], k, most=3):
+                        outs += await s.step(part)
+                        progress.add(len(part))
+                    return outs, s.step_count
+
+            tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
+            await asyncio.to_thread(progress.reached.wait, 60)
+            leaving.proc.send_signal(sig)
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert client.endpoints.current == staying.url
+        if sig == signal.SIGTERM:
+            assert await asyncio.to_thread(leaving.proc.wait, 30) == 0
+    for x, (outs, steps) in zip(streams, results, strict=True):
+        assert_exact(offline, x, outs, steps)
