@@ -4,7 +4,9 @@ the page are the API's, and the demo's chart fills with the session's real forec
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
+from tests.conftest import DEFAULT_MODEL
 from tests.service.conftest import running_server
 
 pytestmark = pytest.mark.integration
@@ -31,8 +34,16 @@ KEY = "console-test-key"
 
 
 @pytest.fixture(scope="module")
-def keyed_server():
-    with running_server({"LSTM_API_KEYS": KEY}) as s:
+def keyed_server(tmp_path_factory):
+    """API keys on, and the default model with feature ranges in its card (the console shows them)."""
+    version_dir = tmp_path_factory.mktemp("repo") / "demand" / "1"
+    shutil.copytree(DEFAULT_MODEL, version_dir)
+    card = json.loads((version_dir / "model.json").read_text())
+    for f, (lo, hi) in zip(card["features"], [(19_000.0, 38_500.0), (0.0, 23.5), (0.0, 6.0)], strict=True):
+        f.setdefault("min", lo)
+        f.setdefault("max", hi)
+    (version_dir / "model.json").write_text(json.dumps(card))
+    with running_server({"LSTM_API_KEYS": KEY}, repo=version_dir.parent.parent) as s:
         yield s
 
 
@@ -83,9 +94,8 @@ def test_console_page_in_chromium(keyed_server, offline, tmp_path):
             )
             assert names == [f["name"] for f in card["features"]]
             for f in card["features"]:
-                if "min" in f and "max" in f:
-                    cell = page.text_content(f'[data-feature="{f["name"]}"] .range')
-                    assert cell == f"{f['min']:,.1f} – {f['max']:,.1f}"
+                cell = page.text_content(f'[data-feature="{f["name"]}"] .range')
+                assert cell == f"{f['min']:,.1f} – {f['max']:,.1f}"
 
             # the demo streams through a real session; the chart fills as the replies come
             page.click("#demo-start")
