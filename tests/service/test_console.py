@@ -4,6 +4,7 @@ the page are the API's, and the demo's chart fills with the session's real forec
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -13,6 +14,9 @@ import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from tests.conftest import DEFAULT_MODEL
 from tests.service.conftest import running_server
@@ -139,3 +143,24 @@ def test_console_page_in_chromium(keyed_server, offline, tmp_path):
     outside = [u for u in seen if not u.startswith((url + "/", ws_url + "/", "blob:", "data:"))]
     assert not outside, f"requests outside the server: {outside}"
     assert any(u.startswith(ws_url + "/v1/sessions/") for u in seen), "the demo streamed over the WebSocket"
+
+
+def test_a_browser_sends_its_key_as_a_websocket_subprotocol(keyed_server):
+    url = keyed_server.url
+    sid = httpx.post(f"{url}/v1/sessions", json={"model": "demand"}, headers={"Authorization": f"Bearer {KEY}"}).json()[
+        "session_id"
+    ]
+    ws_url = f"{url.replace('http://', 'ws://', 1)}/v1/sessions/{sid}/stream"
+
+    def protocols(key: str) -> list[Subprotocol]:
+        return [
+            Subprotocol("lstm-serving"),
+            Subprotocol("bearer." + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")),
+        ]
+
+    with connect(ws_url, subprotocols=protocols(KEY)) as ws:
+        assert ws.subprotocol == "lstm-serving"
+        ws.send(json.dumps({"inputs": [[30500.0, 8.0, 2.0]], "expected_step": 0}))
+        assert json.loads(ws.recv(timeout=10))["step"] == 1
+    with pytest.raises(InvalidStatus), connect(ws_url, subprotocols=protocols("not-the-key")):
+        pass
