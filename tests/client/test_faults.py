@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
@@ -152,47 +153,46 @@ def test_sync_websocket_cut_mid_stream(server, offline):
 
 
 @pytest.fixture(scope="module")
-def shared_redis():
-    with redis_server() as r:
-        yield r
-
-
-def redis_env(url: str) -> dict[str, str]:
-    return {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": url}
+def replicas():
+    """Three replicas sharing one Redis, started together: one stays, two are there to go away."""
+    with redis_server() as redis, ExitStack() as stack:
+        env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url}
+        with ThreadPoolExecutor(3) as pool:
+            servers = list(pool.map(lambda _: stack.enter_context(running_server(env)), range(3)))
+        yield {"staying": servers[0], signal.SIGTERM: servers[1], signal.SIGKILL: servers[2]}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "sigkill"])
-async def test_a_replica_going_away_behind_two_urls(shared_redis, offline, sig):
+async def test_a_replica_going_away_behind_two_urls(replicas, offline, sig):
     """Half the streams step over REST, half stream over the WebSocket, all on the first url;
     it drains (503s, then close 1012) or is killed; the client moves to the second url."""
-    streams = make_streams(14 + sig, length=(60, 90))
+    streams = make_streams(14 + sig, length=(40, 60))
     progress = Progress(sum(len(x) for x in streams) // 3)
-    env = redis_env(shared_redis.url)
-    with running_server(env) as leaving, running_server(env) as staying:
-        async with AsyncClient([leaving.url, staying.url], retry=FAST_RETRY) as client:
+    leaving, staying = replicas[sig], replicas["staying"]
+    async with AsyncClient([leaving.url, staying.url], retry=FAST_RETRY) as client:
 
-            async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
-                for row in x:
-                    yield row
-                    progress.add()
-                    await asyncio.sleep(0)
+        async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
+            for row in x:
+                yield row
+                progress.add()
+                await asyncio.sleep(0)
 
-            async def run(k: int) -> tuple[list[list[float]], int]:
-                async with client.session("demand") as s:
-                    if k % 2:
-                        return [y async for y in s.stream(readings(streams[k]), max_chunk=3)], s.step_count
-                    outs = []
-                    for part in chunks(streams[k], k, most=3):
-                        outs += await s.step(part)
-                        progress.add(len(part))
-                    return outs, s.step_count
+        async def run(k: int) -> tuple[list[list[float]], int]:
+            async with client.session("demand") as s:
+                if k % 2:
+                    return [y async for y in s.stream(readings(streams[k]), max_chunk=3)], s.step_count
+                outs = []
+                for part in chunks(streams[k], k, most=3):
+                    outs += await s.step(part)
+                    progress.add(len(part))
+                return outs, s.step_count
 
-            tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
-            await asyncio.to_thread(progress.reached.wait, 60)
-            leaving.proc.send_signal(sig)
-            results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
-            assert client.endpoints.current == staying.url
-        if sig == signal.SIGTERM:
-            assert await asyncio.to_thread(leaving.proc.wait, 30) == 0
+        tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
+        await asyncio.to_thread(progress.reached.wait, 60)
+        leaving.proc.send_signal(sig)
+        results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        assert client.endpoints.current == staying.url
+    if sig == signal.SIGTERM:
+        assert await asyncio.to_thread(leaving.proc.wait, 30) == 0
     for x, (outs, steps) in zip(streams, results, strict=True):
         assert_exact(offline, x, outs, steps)
