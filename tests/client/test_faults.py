@@ -19,7 +19,7 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 
-from lstm_serving_client import AsyncClient, Client, RetryPolicy
+from lstm_serving_client import AsyncClient, AsyncSession, Client, RetryPolicy, Session
 from tests.client.conftest import N_STREAMS, assert_exact, chunks, make_streams
 from tests.client.faults import ResetProxy
 from tests.redis_servers import redis_server
@@ -28,6 +28,19 @@ from tests.service.conftest import running_server
 pytestmark = pytest.mark.integration
 
 FAST_RETRY = RetryPolicy(attempts=12, backoff_s=0.01, max_backoff_s=0.2, deadline_s=30)
+
+
+def server_step(s: Session) -> int:
+    """The session's step as the server has it (equal to the client's count, or the test fails)."""
+    step = int(s.info()["step"])
+    assert step == s.step_count
+    return step
+
+
+async def async_server_step(s: AsyncSession) -> int:
+    step = int((await s.info())["step"])
+    assert step == s.step_count
+    return step
 
 
 class Progress:
@@ -59,11 +72,12 @@ async def test_random_resets_with_the_async_client_and_stream(server, offline):
                     for part in chunks(streams[k], k):
                         outs += await s.step(part)
                         replays += s.replayed
-                    return outs, s.step_count
+                    return outs, await async_server_step(s)
 
             async def ws(k: int) -> tuple[list[list[float]], int]:
                 async with client.session("demand") as s:
-                    return [y async for y in s.stream(streams[k], max_chunk=5)], s.step_count
+                    outs = [y async for y in s.stream(streams[k], max_chunk=5)]
+                    return outs, await async_server_step(s)
 
             results = await asyncio.gather(*(rest(k) if k % 2 else ws(k) for k in range(N_STREAMS)))
         assert proxy.resets["request"] > 0 and proxy.resets["reply"] > 0, proxy.resets
@@ -85,7 +99,7 @@ def test_random_resets_with_the_sync_client(server, offline):
                 for part in chunks(streams[k], k):
                     outs += s.step(part)
                     replays += s.replayed
-                return outs, s.step_count, replays
+                return outs, server_step(s), replays
 
         with ThreadPoolExecutor(N_STREAMS) as pool:
             results = list(pool.map(run, range(N_STREAMS)))
@@ -111,7 +125,8 @@ async def test_websocket_cut_mid_stream(server, offline):
 
             async def run(k: int) -> tuple[list[list[float]], int]:
                 async with client.session("demand") as s:
-                    return [y async for y in s.stream(readings(streams[k]), max_chunk=4)], s.step_count
+                    outs = [y async for y in s.stream(readings(streams[k]), max_chunk=4)]
+                    return outs, await async_server_step(s)
 
             tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
             total = sum(len(x) for x in streams)
@@ -140,7 +155,7 @@ def test_sync_websocket_cut_mid_stream(server, offline):
 
         def run(k: int) -> tuple[list[list[float]], int]:
             with client.session("demand") as s:
-                return list(s.stream(readings(streams[k]), max_chunk=3)), s.step_count
+                return list(s.stream(readings(streams[k]), max_chunk=3)), server_step(s)
 
         with ThreadPoolExecutor(len(streams)) as pool:
             futures = [pool.submit(run, k) for k in range(len(streams))]
@@ -180,12 +195,13 @@ async def test_a_replica_going_away_behind_two_urls(replicas, offline, sig):
         async def run(k: int) -> tuple[list[list[float]], int]:
             async with client.session("demand") as s:
                 if k % 2:
-                    return [y async for y in s.stream(readings(streams[k]), max_chunk=3)], s.step_count
+                    outs = [y async for y in s.stream(readings(streams[k]), max_chunk=3)]
+                    return outs, await async_server_step(s)
                 outs = []
                 for part in chunks(streams[k], k, most=3):
                     outs += await s.step(part)
                     progress.add(len(part))
-                return outs, s.step_count
+                return outs, await async_server_step(s)
 
         tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
         await asyncio.to_thread(progress.reached.wait, 60)
