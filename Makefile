@@ -6,7 +6,7 @@ MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve model verify test lint format bench bench-full clean
+.PHONY: setup setup-serve tools serve model verify test lint format bench bench-full clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.dev: pyproject.toml client/pyproject.toml constraints.txt | $(PY)
 setup-serve: $(VENV)/.serve
 setup: $(VENV)/.dev
 
+# system tools the tests start for real (redis-server, promtool, ...): installed when missing
+tools:
+	bash scripts/install-tools.sh
+
 serve: $(VENV)/.serve
 	$(PY) -m service --host $(HOST) --port $(PORT)
 
@@ -36,8 +40,8 @@ verify: $(VENV)/.dev
 	$(PY) -m export.verify $(MODEL)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a pass
-test: $(VENV)/.dev
-	$(PY) -m pytest -q
+test: $(VENV)/.dev tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check service export tests bench client

@@ -48,10 +48,6 @@ class Settings(BaseSettings):
     the event loop, saving the hop to a worker thread; longer ones run in the thread pool.
     0 sends every batch to the pool."""
 
-    fast_lane: bool = True
-    """Serve well-formed ``POST /v1/sessions/{id}/step`` requests around FastAPI's routing and
-    validation (same replies, about half the CPU); anything unusual still goes to FastAPI."""
-
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
     session is left untouched."""
@@ -113,6 +109,11 @@ class Settings(BaseSettings):
 
     drain_timeout_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long to wait for queued and running work before exiting."""
+
+    drain_quiet_s: float = Field(0.5, ge=0)
+    """After SIGTERM, once the work in flight is done, keep answering new requests (503 with
+    ``Retry-After`` and ``Connection: close``) until none has arrived for this long, then close
+    the port: a client told to go elsewhere is never met by a closed socket instead."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

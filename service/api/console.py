@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.auth import load_keys
 from service.api.responses import FastJSON
-from service.core.errors import ModelNotFound
+from service.errors import ModelNotFound
 
 PROTOCOL = "lstm-serving"
 KEY_PREFIX = "bearer."

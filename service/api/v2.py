@@ -13,10 +13,52 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from service.api.hot import errors, hot
 from service.api.v2_codec import InferReply, InferRequest, decode, encode
 from service.core.dataplane import DataPlane
-from service.core.errors import InvalidInput
 from service.core.model_worker import ModelWorker
+from service.errors import InvalidInput
+
+V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["FP32"]},
+        "data": {"type": "array", "description": "row-major numbers, flat or nested"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+    },
+}
+INFER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "sequence_id": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+                "sequence_start": {"type": "boolean"},
+                "sequence_end": {"type": "boolean"},
+                "binary_data_output": {"type": "boolean"},
+            },
+        },
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+    "example": {
+        "inputs": [{"name": "x", "shape": [1, 2, 3], "datatype": "FP32", "data": [30500, 8.0, 2, 31200, 8.5, 2]}]
+    },
+}
 
 SERVER = {"name": "lstm-serving", "version": "0.1.0", "extensions": ["binary_tensor_data", "sequence", "parameters"]}
 INPUTS = ("x", "h0", "c0")
@@ -27,7 +69,7 @@ def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
     card = w.card.raw
     return {
         "name": w.card.name,
-        "versions": sorted(dp.workers[w.card.name], key=int),
+        "versions": dp.models()[w.card.name],
         "platform": "onnxruntime_onnx",
         "inputs": [{k: i[k] for k in ("name", "datatype", "shape")} for i in card["inputs"] if i["name"] in INPUTS],
         "outputs": [{k: o[k] for k in ("name", "datatype", "shape")} for o in card["outputs"]],
@@ -63,6 +105,8 @@ def _check(req: InferRequest) -> None:
 
 
 async def infer(request: Request, model: str, version: str | None) -> Response:
+    """Content-Type is not looked at, as in Triton: the Inference-Header-Content-Length header
+    says whether binary tensors follow the JSON header."""
     dp: DataPlane = request.app.state.dataplane
     req = decode(await request.body(), request.headers.get("inference-header-content-length"))
     _check(req)
@@ -87,7 +131,7 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
         )
         outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
     else:
-        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
+        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
         outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
     body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
     if header_len is None:
@@ -104,12 +148,12 @@ def build_router() -> APIRouter:
     async def server_metadata() -> JSONResponse:
         return JSONResponse(SERVER)
 
-    @r.get("/models/{model}", summary="Model metadata (latest version)")
+    @r.get("/models/{model}", summary="Model metadata (latest version)", responses=errors(401, 404))
     async def model_metadata(request: Request, model: str) -> JSONResponse:
         dp = request.app.state.dataplane
         return JSONResponse(metadata(dp, dp.worker(model)))
 
-    @r.get("/models/{model}/versions/{version}", summary="Model version metadata")
+    @r.get("/models/{model}/versions/{version}", summary="Model version metadata", responses=errors(401, 404))
     async def version_metadata(request: Request, model: str, version: str) -> JSONResponse:
         dp = request.app.state.dataplane
         return JSONResponse(metadata(dp, dp.worker(model, version)))
@@ -120,20 +164,31 @@ def build_router() -> APIRouter:
         ok, reason = await dp.ready()
         return JSONResponse({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
-    @r.get("/models/{model}/ready", summary="Model readiness")
+    @r.get("/models/{model}/ready", summary="Model readiness", responses=errors(401, 404, 503))
     async def model_ready(request: Request, model: str) -> JSONResponse:
         return await _ready(request, model, None)
 
-    @r.get("/models/{model}/versions/{version}/ready", summary="Model version readiness")
+    @r.get(
+        "/models/{model}/versions/{version}/ready", summary="Model version readiness", responses=errors(401, 404, 503)
+    )
     async def version_ready(request: Request, model: str, version: str) -> JSONResponse:
         return await _ready(request, model, version)
 
-    @r.post("/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)")
-    async def infer_latest(request: Request, model: str) -> Response:
-        return await infer(request, model, None)
+    infer_doc: dict[str, Any] = {
+        "body": INFER_SCHEMA,
+        "responses": {200: {"description": "Outputs (JSON, or a JSON header and binary tensors)"}, **V2_ERRORS},
+        "tags": ["open inference protocol v2"],
+    }
 
-    @r.post("/models/{model}/versions/{version}/infer", summary="Inference on a version")
-    async def infer_version(request: Request, model: str, version: str) -> Response:
-        return await infer(request, model, version)
+    @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)
+    async def infer_latest(request: Request) -> Response:
+        """Open Inference Protocol v2 inference on the latest version; sequences via the parameters
+        ``sequence_id``, ``sequence_start``, ``sequence_end``."""
+        return await infer(request, request.path_params["model"], None)
+
+    @hot(r, "/models/{model}/versions/{version}/infer", summary="Inference on a version", **infer_doc)
+    async def infer_version(request: Request) -> Response:
+        """Open Inference Protocol v2 inference on a given version."""
+        return await infer(request, request.path_params["model"], request.path_params["version"])
 
     return r

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from service.core.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class Ticket:

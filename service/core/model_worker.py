@@ -19,8 +19,8 @@ import numpy as np
 from service.batching import collate
 from service.batching.batcher import Batcher, BatcherObserver, Ticket
 from service.config import Settings
-from service.core.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
+from service.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
 from service.sessions.record import SessionRecord

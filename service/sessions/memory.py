@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from service.core.errors import CapacityExceeded
+from service.errors import CapacityExceeded
 from service.sessions.record import SessionRecord
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.core.errors import CapacityExceeded, StoreUnavailable
+from service.errors import CapacityExceeded, StoreUnavailable
 from service.sessions import codec
 from service.sessions.record import SessionRecord
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from service.batching.batcher import Batcher
-from service.core.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class Gate:

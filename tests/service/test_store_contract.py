@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from service.core.errors import CapacityExceeded
+from service.errors import CapacityExceeded
 from service.sessions.memory import MemoryStore
 from service.sessions.record import LastStep, SessionRecord, new_session_id
 from service.sessions.redis_store import RedisStore
