@@ -179,35 +179,55 @@ def replicas():
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["drain", "sigkill"])
 async def test_a_replica_going_away_behind_two_urls(replicas, offline, sig):
-    """Half the streams step over REST, half stream over the WebSocket, all on the first url;
-    it drains (503s, then close 1012) or is killed; the client moves to the second url."""
+    """16 streams on the first url -- four each through the async client's step() and stream(),
+    the sync client's step() and stream() (in threads) -- while it drains (503s, then close 1012)
+    or is killed; both clients move to the second url."""
     streams = make_streams(14 + sig, length=(40, 60))
     progress = Progress(sum(len(x) for x in streams) // 3)
     leaving, staying = replicas[sig], replicas["staying"]
-    async with AsyncClient([leaving.url, staying.url], retry=FAST_RETRY) as client:
+    urls = [leaving.url, staying.url]
 
-        async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
-            for row in x:
-                yield row
-                progress.add()
-                await asyncio.sleep(0)
+    def paced(x: np.ndarray) -> Iterator[np.ndarray]:
+        for row in x:
+            yield row
+            progress.add()
 
-        async def run(k: int) -> tuple[list[list[float]], int]:
-            async with client.session("demand") as s:
-                if k % 2:
-                    outs = [y async for y in s.stream(readings(streams[k]), max_chunk=3)]
+    def sync_run(client: Client, k: int) -> tuple[list[list[float]], int]:
+        with client.session("demand") as s:
+            if k % 4 == 3:
+                return list(s.stream(paced(streams[k]), max_chunk=3)), server_step(s)
+            outs = []
+            for part in chunks(streams[k], k, most=3):
+                outs += s.step(part)
+                progress.add(len(part))
+            return outs, server_step(s)
+
+    async with AsyncClient(urls, retry=FAST_RETRY) as client:
+        with Client(urls, retry=FAST_RETRY) as sync_client:
+
+            async def readings(x: np.ndarray) -> AsyncIterator[np.ndarray]:
+                for row in paced(x):
+                    yield row
+                    await asyncio.sleep(0)
+
+            async def run(k: int) -> tuple[list[list[float]], int]:
+                if k % 4 >= 2:
+                    return await asyncio.to_thread(sync_run, sync_client, k)
+                async with client.session("demand") as s:
+                    if k % 4 == 1:
+                        outs = [y async for y in s.stream(readings(streams[k]), max_chunk=3)]
+                        return outs, await async_server_step(s)
+                    outs = []
+                    for part in chunks(streams[k], k, most=3):
+                        outs += await s.step(part)
+                        progress.add(len(part))
                     return outs, await async_server_step(s)
-                outs = []
-                for part in chunks(streams[k], k, most=3):
-                    outs += await s.step(part)
-                    progress.add(len(part))
-                return outs, await async_server_step(s)
 
-        tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
-        await asyncio.to_thread(progress.reached.wait, 60)
-        leaving.proc.send_signal(sig)
-        results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        assert client.endpoints.current == staying.url
+            tasks = [asyncio.ensure_future(run(k)) for k in range(N_STREAMS)]
+            await asyncio.to_thread(progress.reached.wait, 60)
+            leaving.proc.send_signal(sig)
+            results = await asyncio.wait_for(asyncio.gather(*tasks), 60)
+            assert client.endpoints.current == sync_client.endpoints.current == staying.url
     if sig == signal.SIGTERM:
         assert await asyncio.to_thread(leaving.proc.wait, 30) == 0
     for x, (outs, steps) in zip(streams, results, strict=True):
