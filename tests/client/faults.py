@@ -65,6 +65,10 @@ class ResetProxy:
         for pair in list(self._open):
             for w in pair:
                 _reset(w)
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in handlers:
+            t.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     def cut_all(self) -> int:
         """Reset every open connection now; returns how many were cut."""
