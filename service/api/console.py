@@ -164,16 +164,15 @@ def build_router() -> APIRouter:
 
 
 class BrowserKeyProtocol:
-    """ASGI middleware, outside the API-key check: a WebSocket handshake offering the
-    subprotocols ``lstm-serving`` and ``bearer.<base64url key>`` gets the key as its
-    ``Authorization`` header, and the ``lstm-serving`` subprotocol in the reply."""
+    """ASGI middleware, outside the API-key check (installed only when keys are): a WebSocket
+    handshake offering the subprotocols ``lstm-serving`` and ``bearer.<base64url key>`` gets the
+    key as its ``Authorization`` header, and the ``lstm-serving`` subprotocol in the reply."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        offered = scope.get("subprotocols") or []
-        if scope["type"] != "websocket" or PROTOCOL not in offered:
+        if scope["type"] != "websocket" or PROTOCOL not in (offered := scope.get("subprotocols") or []):
             return await self.app(scope, receive, send)
         key = next((p[len(KEY_PREFIX) :] for p in offered if p.startswith(KEY_PREFIX)), None)
         scope = {**scope, "subprotocols": [p for p in offered if not p.startswith(KEY_PREFIX)]}
