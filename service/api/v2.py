@@ -14,10 +14,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from service.api.hot import errors, hot
+from service.api.model_config import model_config, model_metadata, split_view, view_name
 from service.api.v2_codec import InferReply, InferRequest, decode, encode
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
 from service.errors import InvalidInput
+from service.stats import model_statistics
 
 V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
 _TENSOR = {
@@ -60,19 +62,42 @@ INFER_SCHEMA: dict[str, Any] = {
     },
 }
 
-SERVER = {"name": "lstm-serving", "version": "0.1.0", "extensions": ["binary_tensor_data", "sequence", "parameters"]}
+SERVER = {
+    "name": "lstm-serving",
+    "version": "0.1.0",
+    "extensions": ["binary_tensor_data", "sequence", "parameters", "model_configuration", "statistics"],
+}
 INPUTS = ("x", "h0", "c0")
 OUTPUTS = ("y", "hn", "cn")
 
 
-def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
-    card = w.card.raw
+def resolve(dp: DataPlane, model: str, version: str | None) -> tuple[ModelWorker, bool]:
+    """The worker behind a model name or its stateless view (``<model>.stateless``)."""
+    name, stateless = split_view(model)
+    return dp.worker(name, version), stateless
+
+
+def metadata(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
+    w, stateless = resolve(dp, model, version)
+    return model_metadata(w.card, dp.models()[w.card.name], stateless)
+
+
+def config(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
+    w, stateless = resolve(dp, model, version)
+    return model_config(w.card, dp.settings, w.model.provider, stateless)
+
+
+def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[str, Any]:
+    """Triton's statistics extension: every version of every model, of one model, or one version."""
+    if model is None:
+        workers = [(w, False) for w in dp.all_workers()]
+    elif version is None:
+        w, stateless = resolve(dp, model, None)
+        workers = [(v, stateless) for v in dp.workers[w.card.name].values()]
+    else:
+        workers = [resolve(dp, model, version)]
     return {
-        "name": w.card.name,
-        "versions": dp.models()[w.card.name],
-        "platform": "onnxruntime_onnx",
-        "inputs": [{k: i[k] for k in ("name", "datatype", "shape")} for i in card["inputs"] if i["name"] in INPUTS],
-        "outputs": [{k: o[k] for k in ("name", "datatype", "shape")} for o in card["outputs"]],
+        "model_stats": [model_statistics(dp.metrics, w.card, view_name(w.card, stateless)) for w, stateless in workers]
     }
 
 
@@ -113,6 +138,9 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
     owner = getattr(request.state, "owner", None)
     x = req.inputs["x"]
     seq = _sequence_id(req.parameters)
+    name, stateless = split_view(model)
+    if seq is not None and stateless:
+        raise InvalidInput(f"{model!r} is the stateless view of {name!r}: send sequences to {name!r}")
     if seq is not None:
         if x.ndim != 3 or x.shape[0] != 1:
             raise InvalidInput(
@@ -121,7 +149,7 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
         if "h0" in req.inputs or "c0" in req.inputs:
             raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
         w, res = await dp.sequence_step(
-            model,
+            name,
             version,
             seq,
             x[0],
@@ -129,11 +157,15 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
             end=bool(req.parameters.get("sequence_end")),
             owner=owner,
         )
-        outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
+        # the state stays on the server (Triton's implicit state): y only unless asked for
+        outputs = {"y": res.outputs[None]}
+        asked = {n for n, _ in req.outputs or []}
+        if "hn" in asked or "cn" in asked:
+            outputs |= {"hn": res.state[0][:, None], "cn": res.state[1][:, None]}
     else:
-        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
+        w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
         outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
+    body, header_len = encode(InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id), req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(
@@ -148,19 +180,48 @@ def build_router() -> APIRouter:
     async def server_metadata() -> JSONResponse:
         return JSONResponse(SERVER)
 
+    # before /models/{model}: "stats" is not a model name here
+    @r.get("/models/stats", summary="Statistics of every model version (statistics extension)", responses=errors(401))
+    async def all_stats(request: Request) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, None, None))
+
     @r.get("/models/{model}", summary="Model metadata (latest version)", responses=errors(401, 404))
-    async def model_metadata(request: Request, model: str) -> JSONResponse:
-        dp = request.app.state.dataplane
-        return JSONResponse(metadata(dp, dp.worker(model)))
+    async def model_metadata_route(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(metadata(request.app.state.dataplane, model, None))
 
     @r.get("/models/{model}/versions/{version}", summary="Model version metadata", responses=errors(401, 404))
     async def version_metadata(request: Request, model: str, version: str) -> JSONResponse:
-        dp = request.app.state.dataplane
-        return JSONResponse(metadata(dp, dp.worker(model, version)))
+        return JSONResponse(metadata(request.app.state.dataplane, model, version))
+
+    @r.get(
+        "/models/{model}/config",
+        summary="Triton model configuration (model configuration extension)",
+        responses=errors(401, 404),
+    )
+    async def model_config_route(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(config(request.app.state.dataplane, model, None))
+
+    @r.get(
+        "/models/{model}/versions/{version}/config",
+        summary="Triton model configuration of a version",
+        responses=errors(401, 404),
+    )
+    async def version_config(request: Request, model: str, version: str) -> JSONResponse:
+        return JSONResponse(config(request.app.state.dataplane, model, version))
+
+    @r.get("/models/{model}/stats", summary="Statistics of every version of a model", responses=errors(401, 404))
+    async def model_stats(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, model, None))
+
+    @r.get(
+        "/models/{model}/versions/{version}/stats", summary="Statistics of a model version", responses=errors(401, 404)
+    )
+    async def version_stats(request: Request, model: str, version: str) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, model, version))
 
     async def _ready(request: Request, model: str, version: str | None) -> JSONResponse:
         dp = request.app.state.dataplane
-        dp.worker(model, version)  # 404 when unknown
+        resolve(dp, model, version)  # 404 when unknown
         ok, reason = await dp.ready()
         return JSONResponse({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
@@ -177,7 +238,6 @@ def build_router() -> APIRouter:
     infer_doc: dict[str, Any] = {
         "body": INFER_SCHEMA,
         "responses": {200: {"description": "Outputs (JSON, or a JSON header and binary tensors)"}, **V2_ERRORS},
-        "tags": ["open inference protocol v2"],
     }
 
     @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)

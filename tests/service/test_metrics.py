@@ -25,6 +25,13 @@ FAMILIES = [
     "lstm_steps_total",
     "lstm_model_info",
     "lstm_session_state_bytes",
+    "lstm_inference_requests_total",
+    "lstm_inference_request_seconds_total",
+    "lstm_inference_phase_requests_total",
+    "lstm_inference_phase_seconds_total",
+    "lstm_executions_total",
+    "lstm_execution_seconds_total",
+    "lstm_last_inference_timestamp_seconds",
 ]
 
 
