@@ -18,8 +18,8 @@ $(VENV)/.serve: pyproject.toml constraints.txt | $(PY)
 	touch $@
 
 # runtime + training + tests
-$(VENV)/.dev: pyproject.toml constraints.txt | $(PY)
-	$(PIP) install -q -c constraints.txt -e '.[train,dev]'
+$(VENV)/.dev: pyproject.toml client/pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -q -c constraints.txt -e '.[train,dev]' -e ./client
 	touch $@ $(VENV)/.serve
 
 setup-serve: $(VENV)/.serve
@@ -44,13 +44,14 @@ test: $(VENV)/.dev tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
 
 lint: $(VENV)/.dev
-	$(VENV)/bin/ruff check service export tests bench harness
-	$(VENV)/bin/ruff format --check service export tests bench harness
+	$(VENV)/bin/ruff check service export tests bench harness client
+	$(VENV)/bin/ruff format --check service export tests bench harness client
 	$(VENV)/bin/mypy service export
+	$(VENV)/bin/mypy --strict client/lstm_serving_client
 
 format: $(VENV)/.dev
-	$(VENV)/bin/ruff format service export tests bench harness
-	$(VENV)/bin/ruff check --fix service export tests bench harness
+	$(VENV)/bin/ruff format service export tests bench harness client
+	$(VENV)/bin/ruff check --fix service export tests bench harness client
 
 # benchmarks write docs/benchmarks.md and docs/bench/*.png (quick: under 5 minutes)
 bench: $(VENV)/.dev

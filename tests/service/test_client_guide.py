@@ -14,8 +14,9 @@ pytestmark = pytest.mark.integration
 
 
 def python_blocks() -> list[str]:
+    """The guide's examples but those of lstm_serving_client (run by tests/client/test_docs_examples.py)."""
     text = (ROOT / "docs" / "clients.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+    return [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "lstm_serving_client" not in b]
 
 
 def test_the_guide_has_examples():
