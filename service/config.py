@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -154,3 +154,17 @@ def settings_table() -> str:
 
 if __name__ == "__main__":  # python -m service.config: print the table for the README
     print(settings_table())
+
+
+class BatchingOverrides(BaseModel):
+    """What a model version's card may set for itself under ``"batching"`` in ``model.json``;
+    the global settings are the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
+    inline_compute_us: float | None = Field(None, ge=0)
+
+    def apply(self, settings: Settings) -> Settings:
+        return settings.model_copy(update=self.model_dump(exclude_none=True))

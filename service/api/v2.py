@@ -84,7 +84,7 @@ def metadata(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
 
 def config(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
     w, stateless = resolve(dp, model, version)
-    return model_config(w.card, dp.settings, w.model.provider, stateless)
+    return model_config(w.card, w.settings, w.model.provider, stateless)
 
 
 def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[str, Any]:

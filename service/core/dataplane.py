@@ -16,14 +16,16 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from service.config import Settings
+from service.config import BatchingOverrides, Settings
 from service.core import inputs
 from service.core.locks import KeyedLocks
 from service.core.model_worker import ModelWorker, unknown_session
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
 from service.errors import (
     InvalidInput,
+    ModelLoadError,
     ModelNotFound,
     NotReady,
     SessionNotFound,
@@ -58,15 +60,25 @@ class DataPlane:
         """Load, check and warm up every model version; raises ModelLoadError. Synchronous."""
         cards = scan(self.settings.model_repository)
         for card in cards:
-            model = OnnxModel(card, self.settings)
-            model.warm_up(self.settings.max_batch_size)
+            settings = self.settings_for(card)
+            model = OnnxModel(card, settings)
+            model.warm_up(settings.max_batch_size)
             self.workers.setdefault(card.name, {})[card.version] = ModelWorker(
-                model, self.store, self.settings, self.metrics
+                model, self.store, settings, self.metrics
             )
             self.metrics.model_info.labels(card.name, card.version, model.provider).set(1)
             self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
             log.info("loaded model %s (%s) on %s", card.key, card.onnx_path, model.provider)
         return cards
+
+    def settings_for(self, card: ModelCard) -> Settings:
+        """The settings a model version runs with: the global ones, with the batching
+        settings its card overrides (``"batching"`` in ``model.json``)."""
+        try:
+            overrides = BatchingOverrides.model_validate(card.raw.get("batching") or {})
+        except ValidationError as e:
+            raise ModelLoadError(f"{card.path / 'model.json'}: invalid 'batching': {e}") from None
+        return overrides.apply(self.settings)
 
     async def start(self) -> None:
         await self.store.start()

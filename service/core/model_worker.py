@@ -68,6 +68,7 @@ class ModelWorker:
     def __init__(self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
         self.model = model
         self.card = model.card
+        self.settings = settings  # this version's: the global settings with its card's batching overrides
         self.store = store
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
