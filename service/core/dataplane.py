@@ -16,26 +16,23 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from service.config import BatchingOverrides, Settings
+from service.config import Settings
 from service.core import inputs
 from service.core.locks import KeyedLocks
 from service.core.model_worker import ModelWorker, unknown_session
+from service.core.registry import ModelRegistry
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
 from service.errors import (
     InvalidInput,
-    ModelLoadError,
-    ModelNotFound,
     NotReady,
     SessionNotFound,
     SnapshotMismatch,
     StoreUnavailable,
 )
 from service.metrics import Metrics
-from service.runtime.onnx_model import OnnxModel
-from service.runtime.repository import ModelCard, scan
-from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id
+from service.runtime.repository import ModelCard
+from service.sessions.record import SessionRecord, digest, new_session_id, visible
 from service.sessions.store import SessionStore
 
 log = logging.getLogger("service.dataplane")
@@ -49,7 +46,7 @@ class DataPlane:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.workers: dict[str, dict[str, ModelWorker]] = {}
+        self.registry = ModelRegistry(settings, store, metrics)
         self._locks = KeyedLocks()
         self._draining = False
         self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts
@@ -58,27 +55,11 @@ class DataPlane:
     # -- lifecycle -----------------------------------------------------------------------
     def load_models(self) -> list[ModelCard]:
         """Load, check and warm up every model version; raises ModelLoadError. Synchronous."""
-        cards = scan(self.settings.model_repository)
-        for card in cards:
-            settings = self.settings_for(card)
-            model = OnnxModel(card, settings)
-            model.warm_up(settings.max_batch_size)
-            self.workers.setdefault(card.name, {})[card.version] = ModelWorker(
-                model, self.store, settings, self.metrics
-            )
-            self.metrics.model_info.labels(card.name, card.version, model.provider).set(1)
-            self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
-            log.info("loaded model %s (%s) on %s", card.key, card.onnx_path, model.provider)
-        return cards
+        return self.registry.load(self.settings.model_repository)
 
-    def settings_for(self, card: ModelCard) -> Settings:
-        """The settings a model version runs with: the global ones, with the batching
-        settings its card overrides (``"batching"`` in ``model.json``)."""
-        try:
-            overrides = BatchingOverrides.model_validate(card.raw.get("batching") or {})
-        except ValidationError as e:
-            raise ModelLoadError(f"{card.path / 'model.json'}: invalid 'batching': {e}") from None
-        return overrides.apply(self.settings)
+    @property
+    def workers(self) -> dict[str, dict[str, ModelWorker]]:
+        return self.registry.workers
 
     async def start(self) -> None:
         await self.store.start()
@@ -108,7 +89,7 @@ class DataPlane:
         await self.store.close()
 
     def all_workers(self) -> list[ModelWorker]:
-        return [w for versions in self.workers.values() for w in versions.values()]
+        return self.registry.all_workers()
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
@@ -127,20 +108,12 @@ class DataPlane:
 
     # -- models --------------------------------------------------------------------------
     def worker(self, name: str, version: str | None = None) -> ModelWorker:
-        versions = self.workers.get(name)
-        if not versions:
-            raise ModelNotFound(f"model {name!r} is not served; served models: {sorted(self.workers)}")
-        if version is None:
-            version = max(versions, key=int)
-        w = versions.get(version)
-        if w is None:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {sorted(versions, key=int)}")
-        return w
+        return self.registry.worker(name, version)
 
     # -- the face transports use --------------------------------------------------------
     def models(self) -> dict[str, list[str]]:
         """Served model names and their versions, oldest first."""
-        return {name: sorted(versions, key=int) for name, versions in sorted(self.workers.items())}
+        return self.registry.models()
 
     @property
     def session_ttl_s(self) -> float:
@@ -211,15 +184,10 @@ class DataPlane:
         if h0 is not None and c0 is not None:
             state[0] = inputs.check_state(c, h0, None, "h0")
             state[1] = inputs.check_state(c, c0, None, "c0")
-        rec = self._new_record(w, state, 0, owner)
-        await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
-        self.metrics.sessions_created.inc()
-        return rec
+        return await self._create(self._new_record(w, state, 0, owner))
 
     def _session_worker(self, session_id: str) -> ModelWorker:
-        parsed = parse_session_id(session_id)
-        versions = self.workers.get(parsed[0]) if parsed else None
-        w = versions.get(parsed[1]) if versions and parsed else None
+        w = self.registry.session_worker(session_id)
         if w is None:
             raise unknown_session(session_id, self.store.ttl_s)
         return w
@@ -304,17 +272,10 @@ class DataPlane:
         c = w.card
         zeros = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
         (rec,) = await self._store_call(self.store.get_many([sid]))
-        if rec is None or (rec.owner is not None and rec.owner != owner):
+        if not visible(rec, owner):
             if rec is not None:
                 raise unknown_session(sid, self.store.ttl_s)
-            await self._store_call(
-                self.store.create(
-                    self._new_record(w, zeros, 0, owner, sid),
-                    self.settings.max_sessions,
-                    self.settings.max_sessions_per_key,
-                )
-            )
-            self.metrics.sessions_created.inc()
+            await self._create(self._new_record(w, zeros, 0, owner, sid))
             return
         fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
         (ok,) = await self._store_call(self.store.commit_many([fresh]))
@@ -324,8 +285,9 @@ class DataPlane:
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRecord:
         self._admit()
         (rec,) = await self._store_call(self.store.get_many([session_id]))
-        if rec is None or (rec.owner is not None and rec.owner != owner):
+        if not visible(rec, owner):
             raise unknown_session(session_id, self.store.ttl_s)
+        assert rec is not None
         return rec
 
     async def delete_session(self, session_id: str, owner: str | None = None) -> None:
@@ -363,7 +325,10 @@ class DataPlane:
         if not isinstance(h, np.ndarray) or not isinstance(c, np.ndarray):
             raise InvalidInput("snapshot h and c must be arrays [layers, hidden]")
         state = np.stack([inputs.check_state(w.card, h, None, "h"), inputs.check_state(w.card, c, None, "c")])
-        rec = self._new_record(w, state, step, owner)
+        return await self._create(self._new_record(w, state, step, owner))
+
+    async def _create(self, rec: SessionRecord) -> SessionRecord:
+        """Store a new session within the capacity limits, and count it."""
         await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
         self.metrics.sessions_created.inc()
         return rec

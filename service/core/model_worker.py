@@ -23,7 +23,7 @@ from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResu
 from service.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
-from service.sessions.record import SessionRecord
+from service.sessions.record import SessionRecord, visible
 from service.sessions.store import SessionStore
 
 # the phases of Triton's statistics, in the order the handler measures them
@@ -144,8 +144,9 @@ class ModelWorker:
 
     def _admit(self, work: StepWork, rec: SessionRecord | None) -> SessionRecord | StepResult:
         """The stored record to step from, or the stored reply of a retried request."""
-        if rec is None or (rec.owner is not None and rec.owner != work.owner):
+        if not visible(rec, work.owner):
             raise unknown_session(work.session_id, self.store.ttl_s)
+        assert rec is not None
         e = work.expected_step
         if e is None or e == rec.step:
             return rec
