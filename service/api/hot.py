@@ -48,6 +48,38 @@ class HotRoute(APIRoute):
         return endpoint
 
 
+class HotDispatch:
+    """Finds a hot route before the framework's router does.
+
+    The router matches a request against every route in turn, with bookkeeping per
+    candidate (about a fifth of a hot request's CPU when profiled); hot routes are few and
+    known, so their compiled path patterns are tried first and the matching route's own ASGI
+    app serves the request -- the same route object the router would have picked, with the
+    same exception handling. Everything else goes to the router unchanged."""
+
+    def __init__(self, app: Any, routes: list[HotRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for route in self.routes:
+                m = route.path_regex.match(path)
+                if m is not None:
+                    scope["path_params"] = {**scope.get("path_params", {}), **m.groupdict()}
+                    scope["route"] = route
+                    scope["endpoint"] = route.endpoint
+                    return await route.app(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def install(app: Any, *routers: APIRouter) -> None:
+    """Serve the hot routes of ``routers`` (already included in ``app``) through HotDispatch."""
+    routes = [r for router in routers for r in router.routes if isinstance(r, HotRoute)]
+    app.router.middleware_stack = HotDispatch(app.router.middleware_stack, routes)
+
+
 def hot(
     router: APIRouter,
     path: str,

@@ -6,8 +6,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from service.errors import ModelLoadError
 
@@ -32,6 +35,13 @@ class ModelCard:
     feature_units: tuple[str, ...] = ()
     # each feature's valid [min, max] from the card (None: the card gives none, as old cards)
     feature_ranges: tuple[tuple[float, float] | None, ...] = ()
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature lower and upper bounds as float32 arrays (-inf/inf where none)."""
+        lo = np.array([r[0] if r else -np.inf for r in self.feature_ranges] or [-np.inf], np.float32)
+        hi = np.array([r[1] if r else np.inf for r in self.feature_ranges] or [np.inf], np.float32)
+        return lo, hi
 
     @property
     def key(self) -> str:
