@@ -74,8 +74,8 @@ def test_probes_use_the_health_routes(overlay):
 
 def test_resources_and_security(overlay):
     _, objs = overlay
-    for dep_name in ("lstm-serving", "lstm-redis"):
-        pod = objs["Deployment", dep_name]["spec"]["template"]["spec"]
+    for kind, name in (("Deployment", "lstm-serving"), ("StatefulSet", "lstm-redis")):
+        pod = objs[kind, name]["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True
         for c in pod["containers"]:
@@ -136,3 +136,35 @@ def test_gpu_overlay_and_only_it_asks_for_a_gpu(overlay):
         assert providers == "cpu"
         assert gpu_requests == {"requests": None, "limits": None}
         assert not tolerations
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    """``redis-server --a 1 --b 2`` -> ``{"a": "1", "b": "2"}``."""
+    assert args[0] == "redis-server"
+    return {args[i].removeprefix("--"): args[i + 1] for i in range(1, len(args), 2)}
+
+
+def test_redis_is_a_statefulset_with_a_volume_and_an_append_only_file(overlay):
+    _, objs = overlay
+    assert ("Deployment", "lstm-redis") not in objs
+    sts = objs["StatefulSet", "lstm-redis"]["spec"]
+    assert sts["replicas"] == 1
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    headless = objs["Service", sts["serviceName"]]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["selector"] == sts["selector"]["matchLabels"] == objs["Service", "lstm-redis"]["spec"]["selector"]
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
+    pod = sts["template"]["spec"]
+    assert not any(v["name"] == claim["metadata"]["name"] for v in pod.get("volumes", [])), "the claim, not a volume"
+    (c,) = pod["containers"]
+    args = flags(c["args"])
+    assert {"name": claim["metadata"]["name"], "mountPath": args["dir"]} in c["volumeMounts"]
+    assert args["appendonly"] == "yes" and args["appendfsync"] == "everysec"
+    assert args["save"] == "", "the append-only file is the only persistence"
+    assert args["maxmemory-policy"] == "noeviction"
+    assert int(args["maxmemory"].removesuffix("mb")) * 2**20 < 2**30 == 1024 * 2**20
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    assert "redis-cli ping" in " ".join(c["readinessProbe"]["exec"]["command"]), "not ready while the file loads"
+    assert pod["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"], "the volume is writable"
