@@ -13,38 +13,12 @@ import pytest
 
 from service.sessions import state_file
 from tests.service.conftest import random_steps, running_server
+from tests.service.streams import Clients
 
 pytestmark = pytest.mark.integration
 
 SESSIONS = 100
 STEPS = 12
-
-
-class Clients:
-    """What the streaming clients share: the server's address, how far each stream is
-    acknowledged, and how many are parked waiting for the server to come back."""
-
-    def __init__(self, n: int) -> None:
-        self.url = ""
-        self.acked = [0] * n
-        self.parked = 0
-        self.done = 0
-        self.changed = asyncio.Condition()
-
-    async def until(self, predicate) -> None:
-        async with self.changed:
-            await self.changed.wait_for(predicate)
-
-    async def update(self, change) -> None:
-        async with self.changed:
-            change()
-            self.changed.notify_all()
-
-    async def park(self, here: str) -> None:
-        """Wait for the server to move away from ``here``."""
-        await self.update(lambda: setattr(self, "parked", self.parked + 1))
-        await self.until(lambda: self.url != here)
-        await self.update(lambda: setattr(self, "parked", self.parked - 1))
 
 
 async def stream(c: httpx.AsyncClient, clients: Clients, sid: str, x: np.ndarray, k: int) -> list:
@@ -62,15 +36,15 @@ async def stream(c: httpx.AsyncClient, clients: Clients, sid: str, x: np.ndarray
         except httpx.TransportError:
             r = None
         if r is None or r.status_code == 503:
-            await clients.park(here)
+            await clients.park()
             continue
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["step"] == t + n
         outs += body["outputs"]
         t += n
-        await clients.update(lambda t=t: clients.acked.__setitem__(k, t))
-    await clients.update(lambda: setattr(clients, "done", clients.done + 1))
+        await clients.ack(k, t)
+    await clients.finished()
     return outs
 
 
@@ -96,7 +70,7 @@ async def test_sigterm_mid_run_then_restart_continues_100_sessions_exactly(tmp_p
             assert await asyncio.to_thread(first.proc.wait, 30) == 0
             assert "saved 100 session(s)" in first.log()
             # every client has its last reply (or its refusal) in hand: none is between the two
-            await asyncio.wait_for(clients.until(lambda: clients.parked + clients.done == SESSIONS), 30)
+            await asyncio.wait_for(clients.settled(), 30)
             at_stop = list(clients.acked)
         assert (tmp_path / state_file.FILE_NAME).exists()
         assert clients.done < SESSIONS and 0 < sum(at_stop) < SESSIONS * STEPS, "the stop came mid-run"
@@ -107,7 +81,7 @@ async def test_sigterm_mid_run_then_restart_continues_100_sessions_exactly(tmp_p
             # no step applied that its client was not told of
             steps = await asyncio.gather(*(c.get(f"{second.url}/v1/sessions/{sid}") for sid in ids))
             assert [s.json()["step"] for s in steps] == at_stop
-            await clients.update(lambda: setattr(clients, "url", second.url))
+            await clients.resume(second.url)
             results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
             for k, outs in enumerate(results):
                 want, _ = offline.run(seqs[k])
