@@ -23,6 +23,7 @@ IMAGE="${IMAGE:-lstm-serving:0.1.0}"
 REDIS_IMAGE="${REDIS_IMAGE:-localhost/lstm-redis:7}"
 CUDA_IMAGE="${CUDA_IMAGE:-lstm-serving-cuda:0.1.0}"
 
+command -v podman >/dev/null || { echo "images.sh: podman is missing (scripts/tools/containers.sh installs it)" >&2; exit 1; }
 mkdir -p "$CACHE"
 export CONTAINERS_CONF="$CACHE/containers.conf"
 cat >"$CONTAINERS_CONF.new" <<'CONF'
@@ -52,11 +53,10 @@ pip_index() {
 debootstrap_base() {
   local dir
   dir="$(mktemp -d)"
-  trap 'rm -rf "$dir"' RETURN
   say "no registry base: building $LOCAL_BASE with debootstrap (about a minute)"
   debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
     bookworm "$dir" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1 ||
-    { tail -20 "$CACHE/debootstrap.log" >&2; return 1; }
+    { tail -20 "$CACHE/debootstrap.log" >&2; rm -rf "$dir"; return 1; }
   local cert index
   cert="$(pip_cert || true)"
   index="$(pip_index || true)"
@@ -71,6 +71,7 @@ debootstrap_base() {
   rm -rf "$dir"/var/cache/apt/* "$dir"/var/lib/apt/lists/* "$dir"/usr/share/doc/* "$dir"/usr/share/man/* \
     "$dir"/usr/share/locale/* "$dir"/var/log/*
   tar -C "$dir" -c . | podman import --change 'CMD ["python3"]' - "$LOCAL_BASE" >/dev/null
+  rm -rf "$dir"
 }
 
 base() {

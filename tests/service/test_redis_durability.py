@@ -16,11 +16,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import yaml
 
-from tests.conftest import ROOT
 from tests.procs import free_port
-from tests.redis_servers import RedisServer, require_redis
+from tests.redis_servers import RedisServer, manifest_args, require_redis
 from tests.service.conftest import random_steps, running_server
 from tests.service.streams import Clients
 
@@ -29,17 +27,6 @@ pytestmark = pytest.mark.integration
 STREAMS = 8
 STEPS = 60
 EVERYSEC_WINDOW_S = 2.0  # Redis: one fsync a second, a write postponed up to 2 s while a slow fsync runs
-
-
-def manifest_args(appendfsync: str) -> list[str]:
-    """The Redis flags of k8s/base/redis.yaml, with ``appendfsync`` set, minus its data directory."""
-    docs = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "redis.yaml").read_text()))
-    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
-    args = sts["spec"]["template"]["spec"]["containers"][0]["args"][1:]
-    flags = dict(zip(args[::2], args[1::2], strict=True))
-    flags["--appendfsync"] = appendfsync
-    flags.pop("--dir")
-    return [x for kv in flags.items() for x in kv]
 
 
 async def stream(c: httpx.AsyncClient, clients: Clients, sid: str, x: np.ndarray, k: int) -> list:
