@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +66,38 @@ async def closed_loop(url: str, streams: int, seconds: float) -> dict:
     }
 
 
+def redis_alone(policy: str, clients: int, base: Path) -> float:
+    """SETs per second of one session-sized value (1100 bytes) with redis-benchmark: Redis and
+    the disk alone, without the service in front."""
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        redis = RedisServer(free_port(), Path(d), POLICIES[policy])
+        redis.start()
+        try:
+            out = subprocess.run(
+                [
+                    "redis-benchmark",
+                    "-p",
+                    str(redis.port),
+                    "-t",
+                    "set",
+                    "-n",
+                    "20000",
+                    "-c",
+                    str(clients),
+                    "-d",
+                    "1100",
+                    "-q",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            ).stdout
+            return float(re.search(r"SET: ([0-9.]+) requests per second", out.replace("\r", "\n")).group(1))  # type: ignore[union-attr]
+        finally:
+            redis.stop()
+
+
 def run_one(policy: str, streams: int, seconds: float, base: Path) -> dict:
     with tempfile.TemporaryDirectory(dir=base) as d:
         redis = RedisServer(free_port(), Path(d), POLICIES[policy])
@@ -87,7 +121,12 @@ def main() -> None:
     args = p.parse_args()
     require_redis()
     results: dict[str, dict[int, list[dict]]] = {pol: {} for pol in POLICIES}
+    alone: dict[str, dict[int, list[float]]] = {pol: {} for pol in POLICIES}
     for _ in range(args.rounds):
+        for n in (1, 16):
+            for pol in POLICIES:
+                alone[pol].setdefault(n, []).append(redis_alone(pol, n, args.dir))
+                print(f"redis-benchmark {pol:9s} clients={n:3d} {alone[pol][n][-1]:8.0f} SET/s")
         for n in (int(x) for x in args.streams.split(",")):
             for pol in POLICIES:
                 r = run_one(pol, n, args.seconds, args.dir)
@@ -100,8 +139,12 @@ def main() -> None:
         for n, rs in by_n.items():
             med = {k: statistics.median(r[k] for r in rs) for k in ("steps_per_s", "p50_ms", "p99_ms")}
             print(f"| {pol} | {n} | {med['steps_per_s']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} |")
+    print("\n| appendfsync | redis-benchmark clients | SET/s of 1100 B (median) |\n|---|---:|---:|")
+    for pol, by_n in alone.items():
+        for n, xs in by_n.items():
+            print(f"| {pol} | {n} | {statistics.median(xs):.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    args.out.write_text(json.dumps({"service": results, "redis_alone": alone}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

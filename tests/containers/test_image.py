@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -157,3 +158,25 @@ async def test_sigterm_mid_stream_drains_and_exits_0_within_the_grace_period(ima
             assert 0 < len(outs) < 400, "the stop came mid-stream"
             want, _ = offline.run(seqs[k][: len(outs)])
             offline.assert_outputs_close(outs, want)
+
+
+def test_memory_store_sessions_survive_a_container_replaced_on_the_same_volume(image, offline):
+    """LSTM_STATE_DIR on a named volume: `podman stop` (SIGTERM) saves, a new container loads."""
+    volume = f"lstm-state-{uuid.uuid4().hex[:8]}"
+    env = ["-v", f"{volume}:/var/lib/lstm", "-e", "LSTM_STATE_DIR=/var/lib/lstm"]
+    x = random_steps(np.random.default_rng(14), 20)
+    try:
+        with service_container(image, *env) as c, httpx.Client(base_url=c.url, timeout=30) as client:
+            sid = client.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
+            first = client.post(f"/v1/sessions/{sid}/step", json={"inputs": x[:12].tolist(), "expected_step": 0})
+            assert first.status_code == 200, first.text
+            podman("stop", "-t", "30", c.name)
+            assert "saved 1 session(s)" in c.logs()
+        with service_container(image, *env) as c, httpx.Client(base_url=c.url, timeout=30) as client:
+            assert "restored 1 session(s)" in c.logs()
+            rest = client.post(f"/v1/sessions/{sid}/step", json={"inputs": x[12:].tolist(), "expected_step": 12})
+            assert rest.status_code == 200, rest.text
+        want, _ = offline.run(x)
+        offline.assert_outputs_close(first.json()["outputs"] + rest.json()["outputs"], want)
+    finally:
+        podman("volume", "rm", "-f", volume, check=False)

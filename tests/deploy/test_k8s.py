@@ -168,3 +168,25 @@ def test_redis_is_a_statefulset_with_a_volume_and_an_append_only_file(overlay):
     assert c["resources"]["limits"]["memory"] == "1Gi"
     assert "redis-cli ping" in " ".join(c["readinessProbe"]["exec"]["command"]), "not ready while the file loads"
     assert pod["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"], "the volume is writable"
+
+
+def test_single_overlay_keeps_memory_sessions_on_a_volume():
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "single")], check=True, capture_output=True, text=True
+    ).stdout
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
+    for obj in objs.values():
+        kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+    assert {kind for kind, _ in objs} == {"ServiceAccount", "ConfigMap", "Service", "PersistentVolumeClaim", "Deployment"}
+    data = config(objs)["data"]
+    assert data["LSTM_SESSION_STORE"] == "memory"
+    dep, c = serving(objs)
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    (state,) = [v for v in pod["volumes"] if v["name"] == "state"]
+    claim = objs["PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert {"name": "state", "mountPath": data["LSTM_STATE_DIR"]} in c["volumeMounts"]
+    assert pod["securityContext"]["fsGroup"] == 10001, "the volume is writable by the service"
+    # the drain (then the save) fits in the grace period, after the preStop pause
+    assert pod["terminationGracePeriodSeconds"] > 5 + float(data["LSTM_DRAIN_TIMEOUT_S"])
