@@ -6,7 +6,7 @@ MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve serve model verify test lint format bench bench-full clean image image-test compose-test
+.PHONY: setup setup-serve serve model verify test lint format bench bench-full clean image image-test compose-test image-cuda
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -58,6 +58,10 @@ image:
 
 image-test: image $(VENV)/.dev
 	IMAGE=$(IMAGE) $(PY) -m pytest -q -m containers tests/containers/test_image.py
+
+# the CUDA image (where no CUDA base can be pulled, the Debian base stands in: see docs/deployment.md)
+image-cuda:
+	scripts/images.sh build cuda
 
 compose-test: image $(VENV)/.dev
 	scripts/images.sh build redis

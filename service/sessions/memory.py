@@ -73,9 +73,12 @@ class MemoryStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._state_dir is not None:
-            served = self._served()
-            size = state_file.save(self._state_dir, self.records(), served)
-            log.info("saved %d session(s) to %s (%d bytes)", len(self._data), self._state_dir, size)
+            try:
+                size = state_file.save(self._state_dir, self.records(), self._served())
+            except OSError as e:  # a full or read-only volume: the sessions end, the shutdown goes on
+                log.error("could not save %d session(s) to %s: %s", len(self._data), self._state_dir, e)
+            else:
+                log.info("saved %d session(s) to %s (%d bytes)", len(self._data), self._state_dir, size)
 
     def _load_state(self, directory: Path) -> None:
         report = state_file.load(directory, self._served(), self.ttl_s, self._clock())

@@ -83,7 +83,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             wait_ready(c)
         yield Stack(project, a, b, f"{project}_redis_1")
     finally:
-        compose(project, override, ports, "down", "-t", "5")
+        compose(project, override, ports, "down", "-v", "-t", "5")
 
 
 def test_every_container_passes_its_compose_healthcheck(stack):

@@ -177,7 +177,13 @@ def test_single_overlay_keeps_memory_sessions_on_a_volume():
     objs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
     for obj in objs.values():
         kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
-    assert {kind for kind, _ in objs} == {"ServiceAccount", "ConfigMap", "Service", "PersistentVolumeClaim", "Deployment"}
+    assert {kind for kind, _ in objs} == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
     data = config(objs)["data"]
     assert data["LSTM_SESSION_STORE"] == "memory"
     dep, c = serving(objs)

@@ -18,7 +18,7 @@ from tests.service.streams import Clients
 pytestmark = pytest.mark.integration
 
 SESSIONS = 100
-STEPS = 12
+STEPS = 8
 
 
 async def stream(c: httpx.AsyncClient, clients: Clients, sid: str, x: np.ndarray, k: int) -> list:

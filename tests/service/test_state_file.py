@@ -129,3 +129,13 @@ async def test_memory_store_saves_on_close_and_restores_on_start_with_expiry_con
         assert again.sweep() == 2 and await again.count() == 0
     finally:
         await again.close()
+
+
+async def test_a_failed_save_is_logged_and_the_shutdown_goes_on(tmp_path: Path, caplog):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    store = MemoryStore(ttl_s=100)
+    store.keep_state_in(blocker, lambda: SERVED)
+    await store.create(record(0, last_used=0.0), max_sessions=10)
+    await store.close()
+    assert "could not save 1 session(s)" in caplog.text
