@@ -27,8 +27,8 @@ import orjson
 
 from bench.loadgen import Conn, reading
 from bench.servers import DEFAULT_MODEL_DIR, serve
-from tests.procs import free_port
-from tests.redis_servers import RedisServer, manifest_args, require_redis
+from harness.procs import free_port
+from harness.redis import RedisServer, manifest_args, require_redis
 
 POLICIES = {
     "none": ["--appendonly", "no"],

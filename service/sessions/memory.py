@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from service.core.errors import CapacityExceeded
+from service.errors import CapacityExceeded
 from service.sessions import state_file
 from service.sessions.record import SessionRecord
 
@@ -37,7 +37,7 @@ class MemoryStore:
         self.ttl_s = ttl_s
         self._sweep_interval = sweep_interval_s
         self._on_expire = on_expire or (lambda n: None)
-        self._clock = clock
+        self.clock = clock
         self._data: dict[str, SessionRecord] = {}
         self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
@@ -81,7 +81,7 @@ class MemoryStore:
                 log.info("saved %d session(s) to %s (%d bytes)", len(self._data), self._state_dir, size)
 
     def _load_state(self, directory: Path) -> None:
-        report = state_file.load(directory, self._served(), self.ttl_s, self._clock())
+        report = state_file.load(directory, self._served(), self.ttl_s, self.clock())
         if report.error:
             log.error(
                 "refused the session state file in %s: %s; kept it as %s.corrupt and started with no saved sessions",
@@ -143,11 +143,11 @@ class MemoryStore:
             self._owned[owner] = self._owned.get(owner, 0) + 1
 
     async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
-        now = self._clock()
+        now = self.clock()
         return [self._live(self._data.get(i), now) for i in ids]
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
-        now = self._clock()
+        now = self.clock()
         ok = []
         for rec in records:
             cur = self._live(self._data.get(rec.id), now)
@@ -174,10 +174,12 @@ class MemoryStore:
                 self._owned.pop(rec.owner, None)
 
     async def count(self) -> int:
+        """Live sessions (expired ones are swept first, as the Redis store prunes)."""
+        self.sweep()
         return len(self._data)
 
     def sweep(self) -> int:
-        now = self._clock()
+        now = self.clock()
         dead = []
         for k, r in self._data.items():
             if now - r.last_used <= self.ttl_s:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.conftest import ROOT
-from tests.procs import free_port
+from harness.paths import ROOT
+from harness.procs import free_port
 
 SCRIPT = ROOT / "scripts" / "images.sh"
 IMAGE = os.environ.get("IMAGE", "lstm-serving:0.1.0")  # what `make image` built

@@ -19,7 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from harness.paths import ROOT
+from harness.procs import free_port
+from harness.reference import random_steps
 from tests.containers.podman import (
     IMAGE,
     REDIS_IMAGE,
@@ -30,8 +32,6 @@ from tests.containers.podman import (
     require_podman,
     wait_ready,
 )
-from tests.procs import free_port
-from tests.service.conftest import random_steps
 
 pytestmark = pytest.mark.containers
 

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.reference import random_steps
 from tests.containers.podman import IMAGE, Container, image_exists, inspect, podman, require_podman, service_container
-from tests.service.conftest import random_steps
 
 pytestmark = pytest.mark.containers
 

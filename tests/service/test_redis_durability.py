@@ -17,9 +17,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.procs import free_port
-from tests.redis_servers import RedisServer, manifest_args, require_redis
-from tests.service.conftest import random_steps, running_server
+from harness.procs import free_port
+from harness.redis import RedisServer, manifest_args, require_redis
+from harness.reference import random_steps
+from harness.server import running_server
 from tests.service.streams import Clients
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,9 @@ import httpx
 import numpy as np
 import pytest
 
+from harness.reference import random_steps
+from harness.server import running_server
 from service.sessions import state_file
-from tests.service.conftest import random_steps, running_server
 from tests.service.streams import Clients
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
-from tests.procs import free_port
+from harness.paths import ROOT
+from harness.procs import free_port
 
 
 def _cli(port: int, *args: str, check: bool = True) -> str:
