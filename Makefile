@@ -6,7 +6,7 @@ MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve tools serve model verify test lint format bench bench-full clean
+.PHONY: setup setup-serve tools serve model verify test lint format bench bench-full clean image image-test compose-test image-cuda
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -52,6 +52,26 @@ lint: $(VENV)/.dev
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff format service export tests bench harness client
 	$(VENV)/bin/ruff check --fix service export tests bench harness client
+
+# the CPU image with podman (scripts/images.sh: a local Debian base when no registry answers;
+# `docker build -f deploy/Dockerfile .` is the way for users with Docker), then its tests:
+# hardened run, health, exact streams, HEALTHCHECK, SIGTERM. compose-test: two replicas and
+# Redis under podman-compose, one replica killed mid-stream.
+IMAGE ?= lstm-serving:0.1.0
+image:
+	bash scripts/tools/containers.sh
+	IMAGE=$(IMAGE) scripts/images.sh build cpu
+
+image-test: image $(VENV)/.dev
+	IMAGE=$(IMAGE) $(PY) -m pytest -q -m containers tests/containers/test_image.py
+
+# the CUDA image (where no CUDA base can be pulled, the Debian base stands in: see docs/deployment.md)
+image-cuda:
+	scripts/images.sh build cuda
+
+compose-test: image $(VENV)/.dev
+	scripts/images.sh build redis
+	IMAGE=$(IMAGE) $(PY) -m pytest -q -m containers tests/containers/test_compose.py
 
 # benchmarks write docs/benchmarks.md and docs/bench/*.png (quick: under 5 minutes)
 bench: $(VENV)/.dev

@@ -16,6 +16,7 @@ from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.metrics import Metrics
+from service.sessions import state_file
 from service.sessions.store import SessionStore
 
 log = logging.getLogger("service")
@@ -60,6 +61,10 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     settings = settings or Settings()
     metrics = dataplane.metrics if dataplane else Metrics()
     dp = dataplane or DataPlane(settings, make_store(settings, metrics), metrics)
+    if settings.state_dir is not None:
+        state_file.attach(
+            dp.store, settings.state_dir, lambda: {w.card.key: w.card.sha256 for w in dp.all_workers()}, metrics
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

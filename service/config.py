@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     session_store: Literal["memory", "redis"] = "memory"
     """Where session state lives: this process (``memory``) or a shared Redis (``redis``)."""
 
+    state_dir: Path | None = None
+    """Memory store only: a directory where the sessions are saved on a graceful shutdown
+    (after the last step) and loaded back at start (before the service is ready), so a
+    restart, rolling upgrade or config change keeps them. Nothing is saved on a crash (use
+    Redis for that). Unset: sessions end with the process."""
+
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis (or Redis Cluster node) URL when ``session_store`` is ``redis``."""
 

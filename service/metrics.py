@@ -38,6 +38,16 @@ class Metrics:
         self.sessions_created = Counter("lstm_sessions_created", "Sessions created", registry=r)
         self.sessions_expired = Counter("lstm_sessions_expired", "Sessions removed after their idle TTL", registry=r)
         self.sessions_deleted = Counter("lstm_sessions_deleted", "Sessions deleted by clients", registry=r)
+        self.sessions_restored = Counter(
+            "lstm_sessions_restored", "Sessions loaded from the state file at start (LSTM_STATE_DIR)", registry=r
+        )
+        self.sessions_refused = Counter(
+            "lstm_sessions_refused",
+            "Sessions of the state file refused at start: model (version not served), checksum (model changed), "
+            "expired, file (the whole file was damaged: counts 1)",
+            ["reason"],
+            registry=r,
+        )
         self.steps = Counter("lstm_steps", "Time steps consumed by sessions", ["model"], registry=r)
         self.state_bytes = Gauge("lstm_session_state_bytes", "Bytes of (h, C) state per session", ["model"], registry=r)
         self.model_info = Gauge(

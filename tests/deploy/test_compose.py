@@ -66,8 +66,9 @@ def metric_names(expr: str) -> set[str]:
 
 def test_services_and_replicas():
     services = compose()["services"]
-    assert set(services) == {*REPLICAS, "redis", "prometheus", "grafana"}
-    assert [services[r]["ports"] for r in REPLICAS] == [["8001:8000"], ["8002:8000"]]
+    assert set(services) == {*REPLICAS, "lstm-single", "redis", "prometheus", "grafana"}
+    # host ports 8001 and 8002 unless LSTM_A_PORT / LSTM_B_PORT say otherwise (the compose test picks free ones)
+    assert [services[r]["ports"] for r in REPLICAS] == [["${LSTM_A_PORT:-8001}:8000"], ["${LSTM_B_PORT:-8002}:8000"]]
     for r in REPLICAS:
         s = services[r]
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -80,6 +81,20 @@ def test_services_and_replicas():
     assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
 
 
+def test_the_single_replica_keeps_sessions_in_a_volume_and_starts_only_on_request():
+    c = compose()
+    single = c["services"]["lstm-single"]
+    assert single["profiles"] == ["single"] and single["depends_on"] == []
+    env = single["environment"]
+    assert env["LSTM_SESSION_STORE"] == "memory"
+    (volume,) = single["volumes"]
+    name, path = volume.split(":")
+    assert name in c["volumes"] and env["LSTM_STATE_DIR"] == path == "/var/lib/lstm"
+    assert "chown 10001:10001 /var/lib/lstm" in (DEPLOY / "Dockerfile").read_text(), "a new volume is writable"
+    # SIGTERM saves the sessions: the grace period must cover the drain
+    assert int(single["stop_grace_period"].removesuffix("s")) > float(env["LSTM_DRAIN_TIMEOUT_S"])
+
+
 def test_every_referenced_path_exists():
     mounts: dict[str, Path] = {}  # container path -> host path
     for name, s in compose()["services"].items():
@@ -88,6 +103,8 @@ def test_every_referenced_path_exists():
             assert (context / s["build"]["dockerfile"]).is_file(), name
         for volume in s.get("volumes", []):
             host, container = volume.split(":")[:2]
+            if host in compose().get("volumes", {}):  # a named volume
+                continue
             assert host.startswith("./"), f"{name}: {volume} is not a bind mount of a repository path"
             assert (ROOT / host).exists(), f"{name}: {host} does not exist"
             mounts[container] = ROOT / host
