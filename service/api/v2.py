@@ -1,9 +1,8 @@
 """Open Inference Protocol v2 (KServe / Triton REST), with the sequence and binary tensor
 extensions. Health routes live in :mod:`service.api.health`.
 
-Sequences (Triton's sequence extension): request ``parameters`` ``sequence_id`` (uint64 or
-string; 0 or "" means none), ``sequence_start``, ``sequence_end``. A sequence is a session
-underneath: same store, ordering, expiry, batching and metrics.
+The transport-neutral part (checks, sequences, the call into the data plane) is
+:func:`service.api.inference.run_infer`, shared with the gRPC service.
 """
 
 from __future__ import annotations
@@ -13,14 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from service.api.v2_codec import InferReply, InferRequest, decode, encode
+from service.api.inference import INPUTS, run_infer
+from service.api.v2_codec import decode, encode
 from service.core.dataplane import DataPlane
-from service.core.errors import InvalidInput
 from service.core.model_worker import ModelWorker
 
 SERVER = {"name": "lstm-serving", "version": "0.1.0", "extensions": ["binary_tensor_data", "sequence", "parameters"]}
-INPUTS = ("x", "h0", "c0")
-OUTPUTS = ("y", "hn", "cn")
 
 
 def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
@@ -34,62 +31,10 @@ def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
     }
 
 
-def _sequence_id(params: dict[str, Any]) -> int | str | None:
-    sid = params.get("sequence_id", 0)
-    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
-        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
-    for flag in ("sequence_start", "sequence_end"):
-        if not isinstance(params.get(flag, False), bool):
-            raise InvalidInput(f"parameter {flag} must be a boolean")
-    if sid in (0, ""):
-        if params.get("sequence_start") or params.get("sequence_end"):
-            raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
-        return None
-    return sid
-
-
-def _check(req: InferRequest) -> None:
-    unknown = sorted(set(req.inputs) - set(INPUTS))
-    if unknown:
-        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
-    if "x" not in req.inputs:
-        raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
-    for name, arr in req.inputs.items():
-        if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
-            raise InvalidInput(f"input {name!r} must have datatype FP32")
-    for name, _ in req.outputs or []:
-        if name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
-
-
 async def infer(request: Request, model: str, version: str | None) -> Response:
-    dp: DataPlane = request.app.state.dataplane
     req = decode(await request.body(), request.headers.get("inference-header-content-length"))
-    _check(req)
-    owner = getattr(request.state, "owner", None)
-    x = req.inputs["x"]
-    seq = _sequence_id(req.parameters)
-    if seq is not None:
-        if x.ndim != 3 or x.shape[0] != 1:
-            raise InvalidInput(
-                f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
-            )
-        if "h0" in req.inputs or "c0" in req.inputs:
-            raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
-        w, res = await dp.sequence_step(
-            model,
-            version,
-            seq,
-            x[0],
-            start=bool(req.parameters.get("sequence_start")),
-            end=bool(req.parameters.get("sequence_end")),
-            owner=owner,
-        )
-        outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
-    else:
-        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
-        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
+    reply = await run_infer(request.app.state.dataplane, model, version, req, getattr(request.state, "owner", None))
+    body, header_len = encode(reply, req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(
