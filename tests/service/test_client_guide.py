@@ -24,7 +24,8 @@ def test_the_guide_has_examples():
 
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_example_runs(server, index):
-    code = python_blocks()[index].replace('URL = "localhost:8000"', f'URL = "{server.url.removeprefix("http://")}"')
+    code = python_blocks()[index].replace('GRPC_URL = "localhost:8001"', f'GRPC_URL = "{server.grpc}"')
+    code = code.replace('URL = "localhost:8000"', f'URL = "{server.url.removeprefix("http://")}"')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip()
