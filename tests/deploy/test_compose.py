@@ -67,7 +67,7 @@ def metric_names(expr: str) -> set[str]:
 def test_services_and_replicas():
     services = compose()["services"]
     assert set(services) == {*REPLICAS, "redis", "prometheus", "grafana"}
-    assert [services[r]["ports"] for r in REPLICAS] == [["8001:8000"], ["8002:8000"]]
+    assert [services[r]["ports"] for r in REPLICAS] == [["8000:8000", "8001:8001"], ["8100:8000", "8101:8001"]]
     for r in REPLICAS:
         s = services[r]
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -140,8 +140,9 @@ def test_dockerfile(name):
     final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert json.loads(dict(final)["CMD"]) == ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
-    assert dict(final)["EXPOSE"] == "8000"
+    cmd = ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8001"]
+    assert json.loads(dict(final)["CMD"]) == cmd
+    assert dict(final)["EXPOSE"] == "8000 8001"
     assert "/v2/health/live" in dict(final)["HEALTHCHECK"]
     env = " ".join(arg for op, arg in final if op == "ENV")
     assert "LSTM_MODEL_REPOSITORY=/app/models" in env
