@@ -198,7 +198,11 @@ def plots(data: dict[str, Any], out: Path) -> list[str]:
     return names
 
 
+GRPC_BEGIN, GRPC_END = "<!-- grpc:begin -->", "<!-- grpc:end -->"  # bench.grpc_compare's section
+
+
 def write_report(data: dict[str, Any], out: Path) -> None:
+    old = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
     pics = plots(data, out)
     lines = [
         "# Benchmarks",
@@ -267,4 +271,6 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
         "",
     ]
+    if GRPC_BEGIN in old and GRPC_END in old:  # measured separately: keep it
+        lines += [old[old.index(GRPC_BEGIN) : old.index(GRPC_END) + len(GRPC_END)], ""]
     (out / "benchmarks.md").write_text("\n".join(lines) + "\n")
