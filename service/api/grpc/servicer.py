@@ -45,8 +45,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.stream_window = stream_window
         self.streams: set[StreamCall] = set()  # open ModelStreamInfer calls, told to leave on drain
         self.draining = False
-        m = dp.metrics
-        self._requests, self._duration = m.requests, m.request_duration
+        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}  # labelled metrics, looked up once
 
     # -- plumbing ------------------------------------------------------------------------
     def owner(self, context: grpc.aio.ServicerContext, rpc: str) -> str | None:
@@ -60,9 +59,13 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return owner
 
     def count(self, rpc: str, code: grpc.StatusCode, seconds: float) -> None:
-        route = f"/{SERVICE}/{rpc}"
-        self._requests.labels(route, "GRPC", code.name).inc()
-        self._duration.labels(route, "GRPC").observe(seconds)
+        children = self._children.get((rpc, code))
+        if children is None:
+            route, m = f"/{SERVICE}/{rpc}", self.dp.metrics
+            children = m.requests.labels(route, "GRPC", code.name), m.request_duration.labels(route, "GRPC")
+            self._children[rpc, code] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, fn: Callable[[str | None], Awaitable[R]]) -> R:
         t0 = time.perf_counter()
