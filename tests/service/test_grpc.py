@@ -272,3 +272,13 @@ def test_a_stream_stops_reading_while_its_client_does_not_read(server):
         assert pulled < n, pulled
         ids = [int(first.infer_response.id)] + [int(r.infer_response.id) for r in responses if not r.error_message]
     assert sorted(ids) == list(range(n))
+
+
+def test_a_message_over_the_body_limit_is_resource_exhausted(server):
+    req = service_pb2.ModelInferRequest(model_name="demand")
+    n = 8 * 1024 * 1024 // 12 + 1  # steps: just over LSTM_MAX_BODY_BYTES (8 MiB) of raw input
+    req.inputs.add(name="x", datatype="FP32", shape=[1, n, 3])
+    req.raw_input_contents.append(b"\0" * (12 * n))
+    with grpc.insecure_channel(server.grpc) as ch, pytest.raises(grpc.RpcError) as e:
+        service_pb2_grpc.GRPCInferenceServiceStub(ch).ModelInfer(req, timeout=10)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
