@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT
+from tests.procs import free_port
 from tests.service.conftest import Offline, random_steps, running_server
 
 pytestmark = pytest.mark.integration
@@ -124,3 +126,22 @@ def test_drain_answers_what_was_read_then_sends_streams_elsewhere(offline: Offli
         assert e.value.status() in ("StatusCode.UNAVAILABLE", None), e.value
         assert s.proc.wait(30) == 0
         c.stop_stream()
+
+
+def test_grpc_can_be_turned_off_and_a_taken_port_stops_start_up():
+    with running_server({"LSTM_GRPC_ENABLED": "false"}) as s:
+        host, port = s.grpc.split(":")
+        with pytest.raises(ConnectionRefusedError), socket.create_connection((host, int(port)), timeout=10):
+            pass
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = subprocess.run(
+            [sys.executable, "-m", "service", "--port", str(free_port()), "--grpc-port", str(taken.getsockname()[1])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert out.returncode == 2 and "cannot start gRPC" in out.stderr, out.stderr[-2000:]

@@ -52,6 +52,14 @@ class Health(health_aio.HealthServicer):
             return health_pb2.HealthCheckResponse(status=SERVING if ok else NOT_SERVING)
         return await super().Check(request, context)
 
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        try:
+            self.servicer.owner(context, "ServerReady")
+        except ServiceError as e:
+            code, details, md = to_status(e)
+            await context.abort(code, details, trailing_metadata=md)
+        await super().Watch(request, context)
+
 
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
