@@ -10,6 +10,7 @@ Scenarios (one time step per request unless said):
   predict    stateless POST /v1/models/{m}/predict
   rest-step  one session per connection, POST /v1/sessions/{id}/step
   v2-binary  one sequence per connection, v2 infer with binary tensors
+  v2-json    one sequence per connection, v2 infer with JSON tensors, naming no outputs
   ws         one session per connection over WebSocket binary frames, --window in flight
   chunked    one session per connection, --steps steps per request
   grpc-unary one sequence per gRPC channel, ModelInfer with raw tensors (--url is host:port of gRPC)
@@ -72,12 +73,14 @@ class Stats:
         self.lat: list[float] = []
         self.codes: Counter[int] = Counter()
         self.steps = 0
+        self.reply_bytes = 0
         self.recording = False
 
-    def add(self, dt: float, status: int, steps: int) -> None:
+    def add(self, dt: float, status: int, steps: int, reply_bytes: int = 0) -> None:
         if self.recording:
             self.lat.append(dt)
             self.codes[status] += 1
+            self.reply_bytes += reply_bytes
             if status == 200:
                 self.steps += steps
 
@@ -107,6 +110,13 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
             st, _, body = await c.request("POST", f"/v1/models/{m}/predict", orjson.dumps({"inputs": [xs]}))
         elif args.scenario in ("rest-step", "chunked"):
             st, _, body = await c.request("POST", f"/v1/sessions/{sid}/step", orjson.dumps({"inputs": xs}))
+        elif args.scenario == "v2-json":
+            req = {
+                "inputs": [{"name": "x", "shape": [1, steps, FEATURES], "datatype": "FP32", "data": xs}],
+                "parameters": {"sequence_id": seq_id, "sequence_start": first},
+            }
+            st, _, body = await c.request("POST", f"/v2/models/{m}/infer", orjson.dumps(req))
+            first = False
         else:  # v2-binary
             head = orjson.dumps(
                 {
@@ -130,7 +140,7 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
                 {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
             )
             first = False
-        stats.add(time.perf_counter() - t0, st, steps)
+        stats.add(time.perf_counter() - t0, st, steps, len(body))
         t += steps
     c.close()
 
@@ -280,6 +290,7 @@ async def run(args: argparse.Namespace) -> dict:
         "p50_ms": float(np.percentile(lat, 50)),
         "p90_ms": float(np.percentile(lat, 90)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "reply_bytes_mean": stats.reply_bytes / max(1, sum(stats.codes.values())),
         "client_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
     }
 
@@ -292,7 +303,7 @@ def main() -> None:
     p.add_argument(
         "--scenario",
         required=True,
-        choices=["naive", "predict", "rest-step", "v2-binary", "ws", "chunked", "grpc-unary", "grpc-stream"],
+        choices=["naive", "predict", "rest-step", "v2-binary", "v2-json", "ws", "chunked", "grpc-unary", "grpc-stream"],
     )
     p.add_argument("-c", "--concurrency", type=int, default=1)
     p.add_argument("-d", "--duration", type=float, default=15.0)

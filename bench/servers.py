@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.procs import free_port, stop, wait_ready
+from harness.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = ROOT / "models" / "demand" / "1"

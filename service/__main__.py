@@ -20,7 +20,7 @@ from service.api.middleware import Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
-from service.core.errors import ModelLoadError
+from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
 
@@ -29,8 +29,8 @@ log = logging.getLogger("service")
 
 class DrainingServer(uvicorn.Server):
     """On the first SIGTERM/SIGINT: turn not-ready, refuse new work with 503, let queued and
-    running batches finish (up to the drain timeout), then shut down and exit 0. A second
-    signal exits at once."""
+    running batches finish (up to the drain timeout), keep answering until requests stop
+    arriving, then shut down and exit 0. A second signal exits at once."""
 
     def __init__(
         self,
@@ -38,12 +38,14 @@ class DrainingServer(uvicorn.Server):
         dataplane: DataPlane,
         lifecycle: Lifecycle,
         drain_timeout: float,
+        drain_quiet: float,
         grpc: GrpcServer | None = None,
     ) -> None:
         super().__init__(config)
         self.dataplane = dataplane
         self.lifecycle = lifecycle
         self.drain_timeout = drain_timeout
+        self.drain_quiet = drain_quiet
         self.grpc = grpc
         self.failed = False
         self._draining = False
@@ -79,9 +81,11 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_timeout
         finished = await self.dataplane.drain(self.drain_timeout)
-        # requests still being read or answered (not yet, or no longer, in a batcher)
-        while self.lifecycle.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        # Requests still being read or answered, and stragglers that arrive now: each gets its
+        # reply (503 + Connection: close once draining) before the port closes. Closing it while
+        # requests still come would meet them with a reset socket instead.
+        while not self.lifecycle.quiet_for(self.drain_quiet) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         if self.grpc is not None:  # new calls UNAVAILABLE, calls in flight finish
             await self.grpc.stop(max(0.0, deadline - time.monotonic()))
         if not finished or self.lifecycle.in_flight:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
     grpc = GrpcServer(settings, dp, args.host) if settings.grpc_enabled else None
-    server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, grpc)
+    server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s, grpc)
     server.run()
     return 2 if server.failed else 0
 

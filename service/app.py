@@ -10,9 +10,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, health, stream, v1, v2
+from service.api import console, docs, errors, health, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
-from service.api.fastlane import StepFastLane
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -83,21 +82,24 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         version="0.1.0",
         description="Stateful LSTM inference: server-side sessions keep each stream's (h, C).",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by docs.install: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dp
     errors.install(app)
+    docs.install(app)
     app.include_router(health.build_router())
     app.include_router(v1.build_router())
     app.include_router(stream.build_router())
     app.include_router(v2.build_router())
-    if settings.fast_lane:
-        app.add_middleware(StepFastLane, dataplane=dp)
+    app.include_router(console.build_router())
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     keys = load_keys(settings.api_keys, settings.api_key_file)
     if keys:
         app.add_middleware(ApiKeyAuth, keys=keys, protect_health=settings.auth_health)
+        app.add_middleware(console.BrowserKeyProtocol)  # outside the key check: browsers send the key as a subprotocol
     else:
         log.warning("no API keys configured (LSTM_API_KEYS): the API is open to anyone who can reach it")
     app.state.lifecycle = lifecycle = Lifecycle()

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.api.model_config import split_view, view_name
 from service.api.v2_codec import InferReply, InferRequest
 from service.core.dataplane import DataPlane
-from service.core.errors import InvalidInput
+from service.errors import InvalidInput
 
 INPUTS = ("x", "h0", "c0")
 OUTPUTS = ("y", "hn", "cn")
@@ -58,6 +59,9 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
     check(req)
     x = req.inputs["x"]
     seq = sequence_id(req.parameters)
+    name, stateless = split_view(model)
+    if seq is not None and stateless:
+        raise InvalidInput(f"{model!r} is the stateless view of {name!r}: send sequences to {name!r}")
     if seq is not None:
         if x.ndim != 3 or x.shape[0] != 1:
             raise InvalidInput(
@@ -66,7 +70,7 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
         if "h0" in req.inputs or "c0" in req.inputs:
             raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
         w, res = await dp.sequence_step(
-            model,
+            name,
             version,
             seq,
             x[0],
@@ -74,8 +78,12 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
             end=bool(req.parameters.get("sequence_end")),
             owner=owner,
         )
-        outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
+        # the state stays on the server (Triton's implicit state): y only unless asked for
+        outputs = {"y": res.outputs[None]}
+        asked = {n for n, _ in req.outputs or []}
+        if "hn" in asked or "cn" in asked:
+            outputs |= {"hn": res.state[0][:, None], "cn": res.state[1][:, None]}
     else:
-        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
+        w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
         outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    return InferReply(w.card.name, w.card.version, outputs, id=req.id)
+    return InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id)

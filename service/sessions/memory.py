@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from service.core.errors import CapacityExceeded
+from service.errors import CapacityExceeded
 from service.sessions.record import SessionRecord
 
 
@@ -28,7 +28,7 @@ class MemoryStore:
         self.ttl_s = ttl_s
         self._sweep_interval = sweep_interval_s
         self._on_expire = on_expire or (lambda n: None)
-        self._clock = clock
+        self.clock = clock
         self._data: dict[str, SessionRecord] = {}
         self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
@@ -69,11 +69,11 @@ class MemoryStore:
             self._owned[owner] = self._owned.get(owner, 0) + 1
 
     async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
-        now = self._clock()
+        now = self.clock()
         return [self._live(self._data.get(i), now) for i in ids]
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
-        now = self._clock()
+        now = self.clock()
         ok = []
         for rec in records:
             cur = self._live(self._data.get(rec.id), now)
@@ -100,10 +100,12 @@ class MemoryStore:
                 self._owned.pop(rec.owner, None)
 
     async def count(self) -> int:
+        """Live sessions (expired ones are swept first, as the Redis store prunes)."""
+        self.sweep()
         return len(self._data)
 
     def sweep(self) -> int:
-        now = self._clock()
+        now = self.clock()
         dead = []
         for k, r in self._data.items():
             if now - r.last_used <= self.ttl_s:

@@ -107,7 +107,10 @@ def test_prometheus_scrapes_both_replicas():
     assert targets == {f"{r}:8000" for r in REPLICAS}
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (apt-get install prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (scripts/install-tools.sh, run by make test, installs it)",
+)
 def test_promtool_accepts_the_config_and_every_dashboard_query(tmp_path):
     subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], check=True)
     rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(dashboard_exprs())]

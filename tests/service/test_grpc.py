@@ -57,7 +57,10 @@ def test_metadata_config_and_readiness(server, client):
     assert {k: got[k] for k in ("name", "versions", "platform", "inputs", "outputs")} == rest
     cfg = client.get_model_config("demand", as_json=True)["config"]
     assert cfg["name"] == "demand" and cfg["platform"] == "onnxruntime_onnx"
-    assert [i["name"] for i in cfg["input"]] == ["x", "h0", "c0"]
+    rest_cfg = httpx.get(server.url + "/v2/models/demand/config").json()
+    assert cfg["name"] == rest_cfg["name"] and [i["name"] for i in cfg["input"]] == [
+        i["name"] for i in rest_cfg["input"]
+    ]
     assert [(s["input_name"], s["output_name"]) for s in cfg["sequence_batching"]["state"]] == [
         ("h0", "hn"),
         ("c0", "cn"),
@@ -118,7 +121,11 @@ def test_16_interleaved_sequences_over_unary_calls_from_threads(client, offline:
             for sid in mine:
                 if k < len(plans[sid]):
                     last = k == len(plans[sid]) - 1
-                    res = client.infer("demand", [x_input(plans[sid][k][None])], sequence_id=sid, sequence_start=k == 0)
+                    # a sequence returns y; the state only when asked for (Triton's implicit state)
+                    outs = [grpcclient.InferRequestedOutput(n) for n in ("y", "hn", "cn")] if last else None
+                    res = client.infer(
+                        "demand", [x_input(plans[sid][k][None])], sequence_id=sid, sequence_start=k == 0, outputs=outs
+                    )
                     got[sid].append(res.as_numpy("y")[0])
                     if last:
                         state[sid] = (res.as_numpy("hn")[:, 0], res.as_numpy("cn")[:, 0])

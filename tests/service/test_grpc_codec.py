@@ -10,7 +10,7 @@ from service.api.grpc.codec import decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
 from service.api.v2_codec import InferReply
-from service.core.errors import (
+from service.errors import (
     CapacityExceeded,
     DeadlineExceeded,
     InvalidInput,

@@ -16,8 +16,8 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from harness.procs import free_port
 from tests.conftest import ROOT
-from tests.procs import free_port
 from tests.service.conftest import Offline, random_steps, running_server
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import numpy as np
 
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.v2_codec import DTYPES, InferReply, InferRequest
-from service.core.errors import InvalidInput
+from service.errors import InvalidInput
 
 CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents"}
 

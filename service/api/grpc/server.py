@@ -28,7 +28,7 @@ from service.api.grpc.servicer import SERVICE, Servicer
 from service.api.grpc.status import to_status
 from service.config import Settings
 from service.core.dataplane import DataPlane
-from service.core.errors import ServiceError
+from service.errors import ServiceError
 
 log = logging.getLogger("service.grpc")
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING

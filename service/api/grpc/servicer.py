@@ -4,8 +4,9 @@ Every RPC goes through :meth:`Servicer._call`: API key from the ``authorization`
 (``Bearer <key>``, as on REST; ``ServerLive``/``ServerReady`` are open unless
 ``LSTM_AUTH_HEALTH``), domain errors mapped by :mod:`service.api.grpc.status`, and the
 request counted in ``lstm_requests_total{route="/inference.GRPCInferenceService/<rpc>",
-method="GRPC", status="<code>"}``. RPCs not listed here (repository, shared memory, trace,
-log settings, statistics) answer UNIMPLEMENTED.
+method="GRPC", status="<code>"}``. Metadata, configuration and statistics are REST's
+documents (:mod:`service.api.v2`) as protobuf. RPCs not listed here (repository, shared
+memory, trace, log settings) answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import Unauthenticated, to_status
 from service.api.grpc.streaming import StreamCall
 from service.api.inference import run_infer
-from service.api.model_config import model_config
-from service.api.v2 import SERVER, metadata
+from service.api.v2 import SERVER, config, metadata, statistics
 from service.core.dataplane import DataPlane
-from service.core.errors import NotReady, ServiceError
+from service.errors import NotReady, ServiceError
 
 log = logging.getLogger("service.grpc")
 SERVICE = "inference.GRPCInferenceService"
 OPEN = ("ServerLive", "ServerReady")  # like /v2/health/*: open unless LSTM_AUTH_HEALTH
-EXTENSIONS = [*SERVER["extensions"], "model_configuration"]
 R = TypeVar("R")
 
 
@@ -70,7 +69,10 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, fn: Callable[[str | None], Awaitable[R]]) -> R:
         t0 = time.perf_counter()
         try:
-            result = await fn(self.owner(context, rpc))
+            owner = self.owner(context, rpc)
+            if self.draining and rpc not in OPEN:  # calls in flight finish; new ones go elsewhere
+                raise self._leave_error()
+            result = await fn(owner)
         except ServiceError as e:
             code, details, md = to_status(e)
         except Exception:
@@ -108,24 +110,32 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
         async def run(owner: str | None) -> pb.ServerMetadataResponse:
-            return pb.ServerMetadataResponse(name=SERVER["name"], version=SERVER["version"], extensions=EXTENSIONS)
+            return pb.ServerMetadataResponse(
+                name=str(SERVER["name"]), version=str(SERVER["version"]), extensions=list(SERVER["extensions"])
+            )
 
         return await self._call("ServerMetadata", context, run)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         async def run(owner: str | None) -> pb.ModelMetadataResponse:
-            w = self.dp.worker(request.name, request.version or None)
-            return json_format.ParseDict(metadata(self.dp, w), pb.ModelMetadataResponse())
+            doc = metadata(self.dp, request.name, request.version or None)
+            return json_format.ParseDict(doc, pb.ModelMetadataResponse())
 
         return await self._call("ModelMetadata", context, run)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         async def run(owner: str | None) -> pb.ModelConfigResponse:
-            w = self.dp.worker(request.name, request.version or None)
-            cfg = json_format.ParseDict(model_config(w, self.dp.settings), model_config_pb2.ModelConfig())
-            return pb.ModelConfigResponse(config=cfg)
+            doc = config(self.dp, request.name, request.version or None)
+            return pb.ModelConfigResponse(config=json_format.ParseDict(doc, model_config_pb2.ModelConfig()))
 
         return await self._call("ModelConfig", context, run)
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        async def run(owner: str | None) -> pb.ModelStatisticsResponse:
+            doc = statistics(self.dp, request.name or None, request.version or None)
+            return json_format.ParseDict(doc, pb.ModelStatisticsResponse())
+
+        return await self._call("ModelStatistics", context, run)
 
     # -- inference -----------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import grpc
 
-from service.core.errors import ServiceError, StepConflict
+from service.errors import ServiceError, StepConflict
 
 CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

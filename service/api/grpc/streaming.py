@@ -4,10 +4,10 @@
   run one after the other and their responses are written in request order; requests of
   different sequences (and stateless ones) run concurrently, so they batch together.
 * **Queued steps run together.** Requests of one sequence already waiting behind each other
-  run as one longer step (exact: the outputs do not depend on the chunking) when each asks
-  only for ``y`` and nothing sets them apart (a ``sequence_start`` after the first, a bad
-  tensor); each still gets its own response. The state after each request is not computed
-  in a merged step, so a request that asks for ``hn``/``cn`` (or for every output) runs alone.
+  run as one longer step (exact: the outputs do not depend on the chunking) when nothing sets
+  them apart (a ``sequence_start`` after the first, a bad tensor); each still gets its own
+  response. The state after each request is not computed in a merged step, so a request
+  that asks for ``hn``/``cn`` runs alone.
 * **Errors do not end the stream.** A bad or failed request gets a response with
   ``error_message`` (and ``infer_response.id`` / ``model_name`` of the request), and the
   stream and every sequence's state go on: a failed step changes no state.
@@ -35,7 +35,7 @@ from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
 from service.api.inference import run_infer
 from service.api.v2_codec import InferReply, InferRequest
-from service.core.errors import ServiceError
+from service.errors import ServiceError
 
 if TYPE_CHECKING:
     from service.api.grpc.servicer import Servicer
@@ -135,8 +135,9 @@ class StreamCall:
 
     @staticmethod
     def _mergeable(d: InferRequest | ServiceError) -> bool:
-        """Only ``y`` asked for, ``x`` alone, one sequence of finite FP32 steps."""
-        if isinstance(d, ServiceError) or d.outputs is None or [n for n, _ in d.outputs] != ["y"]:
+        """``y`` only (what a sequence returns unless ``hn``/``cn`` are asked for), ``x`` alone,
+        one sequence of finite FP32 steps."""
+        if isinstance(d, ServiceError) or (d.outputs is not None and [n for n, _ in d.outputs] != ["y"]):
             return False
         x = d.inputs.get("x")
         return (

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import free_port
+from harness.procs import free_port
 
 
 def _cli(port: int, *args: str, check: bool = True) -> str:
