@@ -65,6 +65,9 @@ def test_metadata_config_and_readiness(server, client):
         ("h0", "hn"),
         ("c0", "cn"),
     ]
+    stats = client.get_inference_statistics("demand", as_json=True)["model_stats"]
+    rest_stats = httpx.get(server.url + "/v2/models/demand/stats").json()["model_stats"]
+    assert [(s["name"], s["version"]) for s in stats] == [(s["name"], s["version"]) for s in rest_stats]
     with pytest.raises(InferenceServerException) as e:
         client.get_model_metadata("nope")
     assert e.value.status() == "StatusCode.NOT_FOUND"
