@@ -198,6 +198,9 @@ def plots(data: dict[str, Any], out: Path) -> list[str]:
     return names
 
 
+GRPC_BEGIN, GRPC_END = "<!-- grpc:begin -->", "<!-- grpc:end -->"  # bench.grpc_compare's section
+
+
 def perf_analyzer_section(data: dict[str, Any]) -> list[str]:
     """Triton's perf_analyzer against the service (``bench/perf_analyzer.py``)."""
     rows = data.get("perf_analyzer")
@@ -233,6 +236,7 @@ def perf_analyzer_section(data: dict[str, Any]) -> list[str]:
 
 
 def write_report(data: dict[str, Any], out: Path) -> None:
+    old = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
     pics = plots(data, out)
     lines = [
         "# Benchmarks",
@@ -302,4 +306,6 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
         "",
     ]
+    if GRPC_BEGIN in old and GRPC_END in old:  # measured separately: keep it
+        lines += [old[old.index(GRPC_BEGIN) : old.index(GRPC_END) + len(GRPC_END)], ""]
     (out / "benchmarks.md").write_text("\n".join(lines) + "\n")

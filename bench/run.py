@@ -73,7 +73,7 @@ def load(
             "-m",
             "bench.loadgen",
             "--url",
-            p.url,
+            p.grpc if scenario.startswith("grpc") else p.url,
             "--scenario",
             scenario,
             "-c",

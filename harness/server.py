@@ -20,6 +20,7 @@ class Server:
     url: str
     proc: subprocess.Popen
     log_path: Path
+    grpc: str = ""  # host:port of the gRPC service
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -34,10 +35,16 @@ def running_server(
     args = [sys.executable, "-m", "service", "--port", str(port)]
     if repo is not None:
         args += ["--model-repository", str(repo)]
-    full_env = {**os.environ, "LSTM_MODEL_REPOSITORY": str(ROOT / "models"), **(env or {})}
+    # every server gets its own gRPC port (the default, 8001, would collide)
+    full_env = {
+        **os.environ,
+        "LSTM_MODEL_REPOSITORY": str(ROOT / "models"),
+        "LSTM_GRPC_PORT": str(free_port()),
+        **(env or {}),
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    server = Server(f"http://127.0.0.1:{port}", proc, log, f"127.0.0.1:{full_env['LSTM_GRPC_PORT']}")
     try:
         wait_ready(proc, server.url + "/v2/health/ready", timeout, server.log)
         yield server

@@ -121,6 +121,17 @@ class Settings(BaseSettings):
     ``Retry-After`` and ``Connection: close``) until none has arrived for this long, then close
     the port: a client told to go elsewhere is never met by a closed socket instead."""
 
+    grpc_enabled: bool = True
+    """Serve the Open Inference Protocol's gRPC service (``inference.GRPCInferenceService``,
+    with ``ModelStreamInfer``) and ``grpc.health.v1`` beside HTTP, on ``grpc_port``."""
+
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """gRPC port (``--grpc-port``); 0 picks a free one. It listens on the HTTP host."""
+
+    grpc_stream_window: int = Field(64, ge=1)
+    """Requests of one ``ModelStreamInfer`` stream accepted but not yet answered; past it the
+    server stops reading the stream until the client reads replies (bounds a slow reader's memory)."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> tuple[str, ...]:

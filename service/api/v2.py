@@ -1,9 +1,9 @@
 """Open Inference Protocol v2 (KServe / Triton REST), with the sequence and binary tensor
 extensions. Health routes live in :mod:`service.api.health`.
 
-Sequences (Triton's sequence extension): request ``parameters`` ``sequence_id`` (uint64 or
-string; 0 or "" means none), ``sequence_start``, ``sequence_end``. A sequence is a session
-underneath: same store, ordering, expiry, batching and metrics.
+The transport-neutral part of inference (checks, sequences, the call into the data plane)
+is :func:`service.api.inference.run_infer`, shared with the gRPC service; the metadata,
+config and statistics documents below are shared with it too.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from service.api.hot import errors, hot
+from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
-from service.api.v2_codec import InferReply, InferRequest, decode, encode
+from service.api.v2_codec import decode, encode
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
-from service.errors import InvalidInput
 from service.stats import model_statistics
 
 V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
@@ -67,8 +67,6 @@ SERVER = {
     "version": "0.1.0",
     "extensions": ["binary_tensor_data", "sequence", "parameters", "model_configuration", "statistics"],
 }
-INPUTS = ("x", "h0", "c0")
-OUTPUTS = ("y", "hn", "cn")
 
 
 def resolve(dp: DataPlane, model: str, version: str | None) -> tuple[ModelWorker, bool]:
@@ -101,71 +99,12 @@ def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[st
     }
 
 
-def _sequence_id(params: dict[str, Any]) -> int | str | None:
-    sid = params.get("sequence_id", 0)
-    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
-        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
-    for flag in ("sequence_start", "sequence_end"):
-        if not isinstance(params.get(flag, False), bool):
-            raise InvalidInput(f"parameter {flag} must be a boolean")
-    if sid in (0, ""):
-        if params.get("sequence_start") or params.get("sequence_end"):
-            raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
-        return None
-    return sid
-
-
-def _check(req: InferRequest) -> None:
-    unknown = sorted(set(req.inputs) - set(INPUTS))
-    if unknown:
-        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
-    if "x" not in req.inputs:
-        raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
-    for name, arr in req.inputs.items():
-        if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
-            raise InvalidInput(f"input {name!r} must have datatype FP32")
-    for name, _ in req.outputs or []:
-        if name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
-
-
 async def infer(request: Request, model: str, version: str | None) -> Response:
     """Content-Type is not looked at, as in Triton: the Inference-Header-Content-Length header
     says whether binary tensors follow the JSON header."""
-    dp: DataPlane = request.app.state.dataplane
     req = decode(await request.body(), request.headers.get("inference-header-content-length"))
-    _check(req)
-    owner = getattr(request.state, "owner", None)
-    x = req.inputs["x"]
-    seq = _sequence_id(req.parameters)
-    name, stateless = split_view(model)
-    if seq is not None and stateless:
-        raise InvalidInput(f"{model!r} is the stateless view of {name!r}: send sequences to {name!r}")
-    if seq is not None:
-        if x.ndim != 3 or x.shape[0] != 1:
-            raise InvalidInput(
-                f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
-            )
-        if "h0" in req.inputs or "c0" in req.inputs:
-            raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
-        w, res = await dp.sequence_step(
-            name,
-            version,
-            seq,
-            x[0],
-            start=bool(req.parameters.get("sequence_start")),
-            end=bool(req.parameters.get("sequence_end")),
-            owner=owner,
-        )
-        # the state stays on the server (Triton's implicit state): y only unless asked for
-        outputs = {"y": res.outputs[None]}
-        asked = {n for n, _ in req.outputs or []}
-        if "hn" in asked or "cn" in asked:
-            outputs |= {"hn": res.state[0][:, None], "cn": res.state[1][:, None]}
-    else:
-        w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
-        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    body, header_len = encode(InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id), req)
+    reply = await run_infer(request.app.state.dataplane, model, version, req, getattr(request.state, "owner", None))
+    body, header_len = encode(reply, req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(

@@ -74,7 +74,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         f"services:\n  lstm-a:\n    image: {IMAGE}\n  lstm-b:\n    image: {IMAGE}\n  redis:\n    image: {REDIS_IMAGE}\n"
     )
     project = f"lstmtest{uuid.uuid4().hex[:6]}"
-    ports = {"LSTM_A_PORT": str(free_port()), "LSTM_B_PORT": str(free_port())}
+    ports = {k: str(free_port()) for k in ("LSTM_A_PORT", "LSTM_B_PORT", "LSTM_A_GRPC_PORT", "LSTM_B_GRPC_PORT")}
     try:
         compose(project, override, ports, "up", "-d", "--no-build", "redis", "lstm-a", "lstm-b")
         a = Container(f"{project}_lstm-a_1", f"http://127.0.0.1:{ports['LSTM_A_PORT']}")

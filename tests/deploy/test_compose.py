@@ -67,8 +67,11 @@ def metric_names(expr: str) -> set[str]:
 def test_services_and_replicas():
     services = compose()["services"]
     assert set(services) == {*REPLICAS, "lstm-single", "redis", "prometheus", "grafana"}
-    # host ports 8001 and 8002 unless LSTM_A_PORT / LSTM_B_PORT say otherwise (the compose test picks free ones)
-    assert [services[r]["ports"] for r in REPLICAS] == [["${LSTM_A_PORT:-8001}:8000"], ["${LSTM_B_PORT:-8002}:8000"]]
+    # HTTP on 8000/8100 and gRPC on 8001/8101 unless the *_PORT variables say otherwise (the compose test picks free ones)
+    assert [services[r]["ports"] for r in REPLICAS] == [
+        ["${LSTM_A_PORT:-8000}:8000", "${LSTM_A_GRPC_PORT:-8001}:8001"],
+        ["${LSTM_B_PORT:-8100}:8000", "${LSTM_B_GRPC_PORT:-8101}:8001"],
+    ]
     for r in REPLICAS:
         s = services[r]
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -160,8 +163,9 @@ def test_dockerfile(name):
     final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert json.loads(dict(final)["CMD"]) == ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
-    assert dict(final)["EXPOSE"] == "8000"
+    cmd = ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8001"]
+    assert json.loads(dict(final)["CMD"]) == cmd
+    assert dict(final)["EXPOSE"] == "8000 8001"
     assert "/v2/health/live" in dict(final)["HEALTHCHECK"]
     env = " ".join(arg for op, arg in final if op == "ENV")
     assert "LSTM_MODEL_REPOSITORY=/app/models" in env

@@ -58,7 +58,10 @@ def test_every_object_validates(overlay, version):
 def test_probes_use_the_health_routes(overlay):
     _, objs = overlay
     dep, c = serving(objs)
-    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+    ]
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["startupProbe"]["httpGet"]["path"].startswith("/v2/health/")
@@ -72,6 +75,13 @@ def test_probes_use_the_health_routes(overlay):
         "port": 80,
         "targetPort": "http",
         "protocol": "TCP",
+    }
+    assert objs["Service", "lstm-serving"]["spec"]["ports"][1] == {
+        "name": "grpc",
+        "port": 8001,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
     }
 
 

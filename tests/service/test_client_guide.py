@@ -32,7 +32,8 @@ def examples(text: str | None = None) -> list[tuple[str, str]]:
     return [(c, o) for c, o in EXAMPLE.findall(text) if "lstm_serving_client" not in c]
 
 
-def run(code: str, url: str) -> str:
+def run(code: str, url: str, grpc_url: str = "") -> str:
+    code = code.replace('GRPC_URL = "localhost:8001"', f'GRPC_URL = "{grpc_url}"')
     code = code.replace('URL = "localhost:8000"', f'URL = "{url.removeprefix("http://")}"')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
@@ -60,7 +61,7 @@ def test_the_guide_has_examples_with_their_output():
 @pytest.mark.parametrize("index", range(len(examples())))
 def test_example_prints_what_the_guide_shows(server, index):
     code, shown = examples()[index]
-    got = run(code, server.url)
+    got = run(code, server.url, server.grpc)
     assert same(got, shown), f"the guide shows:\n{shown}\nthe example printed:\n{got}"
 
 
@@ -79,7 +80,7 @@ def update() -> None:
             code = m.group(1)
             if "lstm_serving_client" in code:
                 return m.group(0)
-            return f"```python\n{code}```\n\nOutput:\n\n```text\n{run(code, server.url)}```"
+            return f"```python\n{code}```\n\nOutput:\n\n```text\n{run(code, server.url, server.grpc)}```"
 
         text = EXAMPLE.sub(fill, text)
     GUIDE.write_text(text)
