@@ -20,6 +20,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from harness.redis import redis_server
 from harness.repository import add_version
 from service.config import Settings
 from tests.service.conftest import in_process, random_steps, running_server
@@ -284,3 +285,30 @@ async def test_mode_none_lists_but_never_changes(default_model_dir):
         assert r.status_code == 400 and "unknown parameter(s) ['force']" in r.json()["error"]
         meta = (await c.get("/v2")).json()
         assert {"model_repository", "model_repository(unload_dependents)"} <= set(meta["extensions"])
+
+
+async def test_with_redis_sessions_a_forced_unload_of_the_whole_model_and_back(tmp_path: Path):
+    """The Redis store counts and removes a version's sessions for the registry; unloading every
+    version leaves the service not ready until a model is loaded again."""
+    add_version(tmp_path, "demand", 1)
+    add_version(tmp_path, "demand", 2)
+    with redis_server() as redis:
+        settings = Settings(
+            model_repository=tmp_path, model_control_mode="explicit", session_store="redis", redis_url=redis.url
+        )
+        async with in_process(settings) as c:
+            for version in ("1", "2", "2"):
+                assert (await c.post("/v1/sessions", json={"model": "demand", "version": version})).status_code == 201
+            r = await c.post("/v2/repository/models/demand/unload")
+            assert r.status_code == 409, r.text
+            assert "demand/1 has 1 live session(s), demand/2 has 2 live session(s)" in r.json()["error"]
+            r = await c.post("/v2/repository/models/demand/unload", json={"parameters": {"unload_dependents": True}})
+            assert r.json() == {"name": "demand", "unloaded": ["1", "2"], "sessions_ended": 3, "versions": []}
+            assert (await c.get("/metrics")).text.count("lstm_sessions_live 0.0") == 1
+            r = await c.get("/v2/health/ready")
+            assert r.status_code == 503 and r.json()["reason"] == "no model is loaded"
+            assert (await c.post("/v1/sessions", json={"model": "demand"})).status_code == 404
+            r = await c.post("/v2/repository/models/demand/load")
+            assert r.json() == {"name": "demand", "loaded": ["1", "2"], "versions": ["1", "2"]}
+            assert (await c.get("/v2/health/ready")).status_code == 200
+            assert (await new_session(c, "demand"))[1] == "2"
