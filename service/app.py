@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import console, docs, errors, health, hot, stream, v1, v2
+from service.api import console, docs, errors, health, hot, repository, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v1_routes)
     app.include_router(stream.build_router())
     app.include_router(v2_routes)
+    app.include_router(repository.build_router())
     app.include_router(console.build_router())
     hot.install(app, v1_routes, v2_routes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -17,6 +17,18 @@ class Settings(BaseSettings):
     model_repository: Path = Path("models")
     """Root of the model repository: ``<name>/<version>/model.onnx`` + ``model.json``."""
 
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    """How the set of served model versions may change after start-up, as Triton's
+    ``--model-control-mode``. Every mode loads the whole repository at start. ``none``: it
+    never changes (load and unload requests are refused with 400). ``explicit``: only through
+    ``POST /v2/repository/models/{m}/load`` and ``/unload``. ``poll``: the server watches the
+    repository every ``repository_poll_interval_s``, loads new versions and unloads removed
+    ones (a removed version with live sessions stays until they end); load and unload
+    requests are refused."""
+
+    repository_poll_interval_s: float = Field(5.0, gt=0)
+    """With ``model_control_mode=poll``, how often the repository directory is scanned."""
+
     providers: Annotated[tuple[str, ...], NoDecode] = ("cpu",)
     """onnxruntime execution providers in order of preference, comma separated: ``cpu`` or
     ``cuda,cpu``. CUDA is used only when onnxruntime has it; CPU is a fallback only when listed."""

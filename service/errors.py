@@ -39,6 +39,19 @@ class SessionNotFound(ServiceError):
     status = 404
 
 
+class ModelControlError(ServiceError):
+    """A load or unload request that cannot be carried out (a broken version, a mode that
+    allows none); nothing was changed."""
+
+    status = 400
+
+
+class ModelInUse(ServiceError):
+    """An unload refused because sessions still live on the version."""
+
+    status = 409
+
+
 class StepConflict(ServiceError):
     """The client's expected step does not match the session (and it is not a retry)."""
 

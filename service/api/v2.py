@@ -65,7 +65,15 @@ INFER_SCHEMA: dict[str, Any] = {
 SERVER = {
     "name": "lstm-serving",
     "version": "0.1.0",
-    "extensions": ["binary_tensor_data", "sequence", "parameters", "model_configuration", "statistics"],
+    "extensions": [
+        "binary_tensor_data",
+        "sequence",
+        "parameters",
+        "model_configuration",
+        "statistics",
+        "model_repository",
+        "model_repository(unload_dependents)",
+    ],
 }
 
 

@@ -32,7 +32,7 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
-from service.sessions.record import SessionRecord, digest, new_session_id, visible
+from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id, visible
 from service.sessions.store import SessionStore
 
 log = logging.getLogger("service.dataplane")
@@ -63,8 +63,7 @@ class DataPlane:
 
     async def start(self) -> None:
         await self.store.start()
-        for w in self.all_workers():
-            w.batcher.start()
+        await self.registry.start()
         self._started = True
 
     def start_drain(self) -> None:
@@ -83,9 +82,7 @@ class DataPlane:
         return ok
 
     async def stop(self) -> None:
-        for w in self.all_workers():
-            await w.batcher.stop()
-            w.shutdown()
+        await self.registry.stop()
         await self.store.close()
 
     def all_workers(self) -> list[ModelWorker]:
@@ -96,6 +93,8 @@ class DataPlane:
             return False, "models are loading"
         if self._draining:
             return False, "the service is shutting down"
+        if not self.registry.workers:
+            return False, "no model is loaded"
         if not await self.store.ping():
             return False, "the session store is unreachable"
         return True, "ready"
@@ -114,6 +113,19 @@ class DataPlane:
     def models(self) -> dict[str, list[str]]:
         """Served model names and their versions, oldest first."""
         return self.registry.models()
+
+    # -- the model repository extension (routes and RPCs call these) ----------------------
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model version in the repository or served, with its state and why."""
+        return self.registry.index(ready_only)
+
+    async def load_model(self, name: str, version: str | None = None) -> list[str]:
+        """Load a model's versions that are not served yet (explicit mode); see ModelRegistry."""
+        return await self.registry.load_model(name, version)
+
+    async def unload_model(self, name: str, version: str | None = None, force: bool = False) -> dict[str, int]:
+        """Unload a model's versions (explicit mode); ``force`` ends their sessions."""
+        return await self.registry.unload_model(name, version, force)
 
     @property
     def session_ttl_s(self) -> float:
@@ -188,9 +200,19 @@ class DataPlane:
 
     def _session_worker(self, session_id: str) -> ModelWorker:
         w = self.registry.session_worker(session_id)
-        if w is None:
-            raise unknown_session(session_id, self.store.ttl_s)
+        if w is None or w.retired:
+            raise self._no_worker(session_id)
         return w
+
+    def _no_worker(self, session_id: str) -> SessionNotFound:
+        parsed = parse_session_id(session_id)
+        reason = self.registry.unavailable(*parsed) if parsed else None
+        if parsed and reason and reason.startswith("unloaded"):
+            return SessionNotFound(
+                f"session {session_id!r} ran on version {parsed[1]!r} of model {parsed[0]!r}, which was {reason}: "
+                "its state is gone; create a new session"
+            )
+        return unknown_session(session_id, self.store.ttl_s)
 
     async def step(
         self,
@@ -215,6 +237,8 @@ class DataPlane:
         """Run a step; the caller holds the session's lock."""
         deadline = time.monotonic() + self.settings.request_timeout_s
         for attempt in range(STALE_RETRIES):
+            if w.retired:  # unloaded (forced) while this request waited for its session's lock
+                raise self._no_worker(work.session_id)
             try:
                 return await self._store_call(
                     w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
@@ -247,7 +271,7 @@ class DataPlane:
         """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
         releases it after replying. Otherwise exactly a session step."""
         self._admit()
-        w = self.worker(name, version)
+        w = await self._sequence_worker(name, version, sequence_id, owner, start)
         arr = x
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
@@ -267,6 +291,31 @@ class DataPlane:
             if end and await self._store_call(self.store.delete(sid, owner)):
                 self.metrics.sessions_deleted.inc()
         return w, result
+
+    async def _sequence_worker(
+        self, name: str, version: str | None, sequence_id: int | str, owner: str | None, start: bool
+    ) -> ModelWorker:
+        """The version a sequence runs on. Named in the request: that one. Otherwise a new
+        sequence (``start``) goes to the newest version, and a continuing one stays on the
+        version it started on: its id carries no version, so the served versions are looked
+        up, newest first, in one store read (only while more than one version is served)."""
+        if version is not None:
+            return self.worker(name, version)
+        newest = self.worker(name)
+        served = self.registry.served_newest_first(name)
+        if len(served) == 1:
+            return newest
+        ids = [self.sequence_session_id(v, sequence_id, owner) for v in served]
+        records = await self._store_call(self.store.get_many(ids))
+        if start:  # a restart on a newer version ends the sequence where it ran before
+            for v, sid, rec in zip(served, ids, records, strict=True):
+                if v is not newest and visible(rec, owner) and await self._store_call(self.store.delete(sid, owner)):
+                    self.metrics.sessions_deleted.inc()
+            return newest
+        for v, rec in zip(served, records, strict=True):
+            if visible(rec, owner):
+                return v
+        return newest
 
     async def _reset_sequence(self, w: ModelWorker, sid: str, owner: str | None) -> None:
         c = w.card

@@ -71,6 +71,7 @@ class ModelWorker:
         self.settings = settings  # this version's: the global settings with its card's batching overrides
         self.store = store
         self.metrics = metrics
+        self.retired = False  # set when the version is unloaded: its batcher stops taking work
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
         self._inline_s = settings.inline_compute_us / 1e6
         self._inference = metrics.inference.labels(self.card.key)

@@ -132,3 +132,27 @@ def scan(root: Path) -> list[ModelCard]:
     if not cards:
         raise ModelLoadError(f"model repository {root} holds no model (expected <name>/<version>/model.json)")
     return cards
+
+
+def listing(root: Path) -> dict[tuple[str, str], Path]:
+    """Every ``(name, version)`` directory under ``root`` that looks like a model version,
+    without reading or checking it (loading does that): what a running server compares with
+    what it serves. Entries that are not model versions are left out, never an error."""
+    found: dict[tuple[str, str], Path] = {}
+    if not root.is_dir():
+        return found
+    for model_dir in root.iterdir():
+        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+            continue
+        for v in model_dir.iterdir():
+            if v.is_dir() and v.name.isdigit() and int(v.name) >= 1:
+                found[(model_dir.name, v.name)] = v
+    return found
+
+
+def signature(version_dir: Path) -> tuple[tuple[str, int, int], ...]:
+    """The names, sizes and modification times of a version's files: a version that failed to
+    load is tried again only once this changes (its files were being copied, or were fixed)."""
+    return tuple(
+        sorted((p.name, st.st_size, st.st_mtime_ns) for p in version_dir.iterdir() if p.is_file() for st in [p.stat()])
+    )

@@ -178,6 +178,20 @@ class MemoryStore:
         self.sweep()
         return len(self._data)
 
+    def _of_version(self, model: str, version: str) -> list[str]:
+        self.sweep()
+        prefix = f"{model}.{version}."
+        return [k for k in self._data if k.startswith(prefix)]
+
+    async def count_version(self, model: str, version: str) -> int:
+        return len(self._of_version(model, version))
+
+    async def delete_version(self, model: str, version: str) -> int:
+        ids = self._of_version(model, version)
+        for k in ids:
+            self._disown(self._data.pop(k))
+        return len(ids)
+
     def sweep(self) -> int:
         now = self.clock()
         dead = []

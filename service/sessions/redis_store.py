@@ -13,6 +13,10 @@ prunes expired entries (counting them as expired) and refuses at ``max_sessions`
 set is updated beside each write, not atomically with it; across replicas capacity can
 overshoot by the number of concurrent creations.
 
+Sessions of one model version (to count or remove them when the version is unloaded) are
+found by scanning ``lstm:live`` for ids starting with ``<model>.<version>.``: no index is
+kept on the hot path for an operation that runs when an operator unloads a version.
+
 Faults: any Redis error becomes :class:`StoreUnavailable` (503, nothing changed).
 Connections are re-established by the client on the next call.
 """
@@ -20,6 +24,7 @@ Connections are re-established by the client on the next call.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -196,5 +201,37 @@ class RedisStore:
         async def go() -> int:
             await self._prune()
             return int(await self._r.zcard(LIVE))
+
+        return int(await self._call(go))
+
+    async def _version_ids(self, model: str, version: str) -> list[str]:
+        """Live ids of one model version (pruned first), by a ZSCAN of the live set."""
+        await self._prune()
+        pattern = re.sub(r"([\\*?\[\]])", r"\\\1", f"{model}.{version}.") + "*"
+        ids = []
+        async for member, _ in self._r.zscan_iter(LIVE, match=pattern, count=1000):
+            ids.append(member.decode() if isinstance(member, bytes) else str(member))
+        return ids
+
+    async def count_version(self, model: str, version: str) -> int:
+        return len(await self._call(lambda: self._version_ids(model, version)))
+
+    async def delete_version(self, model: str, version: str) -> int:
+        async def go() -> int:
+            ids = await self._version_ids(model, version)
+            removed = 0
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                records = await self.get_many(chunk)  # for their owners' per-key sets
+                async with self._r.pipeline(transaction=False) as p:
+                    for i, rec in zip(chunk, records, strict=True):
+                        p.zrem(LIVE, i)
+                        if rec is not None and rec.owner:
+                            p.zrem(owned_key(rec.owner), i)
+                    for i in chunk:
+                        p.delete(key(i))
+                    done = await p.execute()
+                removed += sum(int(n) for n in done[-len(chunk) :])
+            return removed
 
         return int(await self._call(go))

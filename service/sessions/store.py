@@ -43,3 +43,10 @@ class SessionStore(Protocol):
         """Remove a session (``owner``: the key it belongs to, for per-key counts)."""
 
     async def count(self) -> int: ...
+
+    async def count_version(self, model: str, version: str) -> int:
+        """Live sessions (sequences included) of one model version: those whose id starts with
+        ``<model>.<version>.``. For unloading a version, not for the hot path: it may scan."""
+
+    async def delete_version(self, model: str, version: str) -> int:
+        """Remove every session of one model version (a forced unload); returns how many."""

@@ -5,6 +5,10 @@ Each example is followed in the guide by an "Output:" block. Words must match ex
 numbers to 4 significant digits (the printed forecasts; a retrained model changes them, and
 the guide with it: ``python -m tests.service.test_client_guide`` rewrites the blocks from a
 live server).
+
+The guide's server runs in explicit model control mode over a copy of the repository (the
+model-lifecycle example adds and removes a version): ``REPO = Path("models")`` in an example
+is pointed at that copy, as ``URL`` is pointed at the server.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
+from harness.repository import add_version
 from harness.server import running_server
 from tests.conftest import ROOT
 
@@ -32,9 +41,26 @@ def examples(text: str | None = None) -> list[tuple[str, str]]:
     return [(c, o) for c, o in EXAMPLE.findall(text) if "lstm_serving_client" not in c]
 
 
-def run(code: str, url: str, grpc_url: str = "") -> str:
+@contextmanager
+def guide_server() -> Iterator[tuple[str, str, Path]]:
+    """A server as the guide's examples expect it, and its (copied) model repository."""
+    with tempfile.TemporaryDirectory(prefix="guide-models-") as d:
+        repo = Path(d)
+        add_version(repo, "demand", 1)
+        with running_server({"LSTM_MODEL_CONTROL_MODE": "explicit"}, repo=repo) as server:
+            yield server.url, server.grpc, repo
+
+
+@pytest.fixture(scope="module")
+def guide() -> Iterator[tuple[str, str, Path]]:
+    with guide_server() as s:
+        yield s
+
+
+def run(code: str, url: str, grpc_url: str, repo: Path) -> str:
     code = code.replace('GRPC_URL = "localhost:8001"', f'GRPC_URL = "{grpc_url}"')
     code = code.replace('URL = "localhost:8000"', f'URL = "{url.removeprefix("http://")}"')
+    code = code.replace('REPO = Path("models")', f"REPO = Path({str(repo)!r})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -59,9 +85,9 @@ def test_the_guide_has_examples_with_their_output():
 
 
 @pytest.mark.parametrize("index", range(len(examples())))
-def test_example_prints_what_the_guide_shows(server, index):
+def test_example_prints_what_the_guide_shows(guide, index):
     code, shown = examples()[index]
-    got = run(code, server.url, server.grpc)
+    got = run(code, *guide)
     assert same(got, shown), f"the guide shows:\n{shown}\nthe example printed:\n{got}"
 
 
@@ -74,13 +100,13 @@ def test_the_comparison_can_fail():
 def update() -> None:
     """Rewrite each example's Output block from a live server."""
     text = GUIDE.read_text()
-    with running_server() as server:
+    with guide_server() as (url, grpc_url, repo):
 
         def fill(m: re.Match) -> str:
             code = m.group(1)
             if "lstm_serving_client" in code:
                 return m.group(0)
-            return f"```python\n{code}```\n\nOutput:\n\n```text\n{run(code, server.url, server.grpc)}```"
+            return f"```python\n{code}```\n\nOutput:\n\n```text\n{run(code, url, grpc_url, repo)}```"
 
         text = EXAMPLE.sub(fill, text)
     GUIDE.write_text(text)

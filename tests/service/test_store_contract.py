@@ -182,3 +182,21 @@ async def test_delete(make_store):
     assert await store.delete(r.id) is False
     assert await store.get_many([r.id]) == [None]
     assert await store.count() == 0
+
+
+async def test_sessions_of_a_version_are_counted_and_removed(make_store):
+    """What unloading a model version relies on: its sessions (sequence ids included) are
+    counted, and a forced unload removes them, freeing their capacity and their key's."""
+    store = await make_store()
+    v1 = [record(), record(last=True), replace(record(), id="demand.1.~iMTA")]  # a sequence's id
+    v2 = [replace(record(), id=new_session_id("demand", "2"), version="2")]
+    other = [replace(record(), id=new_session_id("demand", "12"), version="12")]  # "demand.1" is not its prefix
+    for r in v1 + v2 + other:
+        await store.create(r, 10, max_per_owner=1)
+    assert [await store.count_version("demand", v) for v in ("1", "2", "12", "3")] == [3, 1, 1, 0]
+    assert await store.delete_version("demand", "1") == 3
+    assert await store.count_version("demand", "1") == 0
+    assert await store.get_many([r.id for r in v1]) == [None, None, None]
+    assert await store.count() == 2
+    assert await store.delete_version("demand", "1") == 0
+    await store.create(record(last=True), 10, max_per_owner=1)  # key-1's removed session no longer counts

@@ -1,0 +1,108 @@
+"""Triton's model repository extension over REST: ``POST /v2/repository/index``,
+``/v2/repository/models/{m}/load`` and ``/unload``. Thin: the registry does the work (the
+data plane's ``repository_index``, ``load_model``, ``unload_model``), so gRPC can share it.
+
+Request bodies are optional (tritonclient sends an empty index request). Parameters:
+
+* load: ``version`` (string) loads only that version; otherwise every version of the model
+  in the repository that is not served yet. Triton's ``config`` (a model configuration to
+  load with) is refused: a version's settings come from its ``model.json``.
+* unload: ``version`` unloads only that version; otherwise every version of the model.
+  ``unload_dependents`` (boolean): a model version's dependents here are its sessions;
+  ``true`` unloads it even while sessions live on it, ending them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse
+
+from service.api.decode import json_object, only_fields
+from service.api.hot import errors
+from service.core.dataplane import DataPlane
+from service.errors import InvalidInput
+
+
+def _body(raw: bytes, fields: frozenset[str]) -> dict[str, Any]:
+    body = json_object(raw) if raw.strip() else {}
+    only_fields(body, fields)
+    return body
+
+
+def _parameters(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    params = _body(raw, frozenset({"parameters"})).get("parameters", {})
+    if not isinstance(params, dict):
+        raise InvalidInput("parameters must be a JSON object")
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown parameter(s) {unknown}; this request takes {sorted(allowed)}")
+    return params
+
+
+def _version(params: dict[str, Any]) -> str | None:
+    v = params.get("version")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdigit():
+        raise InvalidInput(f'parameter version must be a version number such as "2", got {v!r}')
+    return str(v)
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    v = params.get(name, False)
+    if not isinstance(v, bool):
+        raise InvalidInput(f"parameter {name} must be a boolean, got {v!r}")
+    return v
+
+
+def build_router() -> APIRouter:
+    r = APIRouter(prefix="/v2/repository", tags=["model repository"])
+
+    @r.post("/index", summary="Model versions in the repository and their state", responses=errors(400, 401))
+    async def index(request: Request) -> JSONResponse:
+        """Every model version in the repository or served: ``name``, ``version``, ``state``
+        (``READY``, ``UNLOADING``, ``UNAVAILABLE``) and ``reason``. ``{"ready": true}`` lists
+        only the ready ones."""
+        body = _body(await request.body(), frozenset({"ready"}))
+        ready = _flag(body, "ready")
+        dp: DataPlane = request.app.state.dataplane
+        return JSONResponse(dp.repository_index(ready))
+
+    @r.post(
+        "/models/{model}/load",
+        summary="Load a model's new versions (explicit mode)",
+        responses=errors(400, 401),
+    )
+    async def load(request: Request, model: str) -> JSONResponse:
+        """Check, warm up and serve the versions of the model in the repository that are not
+        served yet (or ``parameters.version`` only). A version that fails its checks is refused
+        with 400 saying why, and the served versions keep serving."""
+        params = _parameters(await request.body(), frozenset({"version"}))
+        dp: DataPlane = request.app.state.dataplane
+        loaded = await dp.load_model(model, _version(params))
+        return JSONResponse({"name": model, "loaded": loaded, "versions": dp.models().get(model, [])})
+
+    @r.post(
+        "/models/{model}/unload",
+        summary="Unload a model's versions (explicit mode)",
+        responses=errors(400, 401, 404, 409),
+    )
+    async def unload(request: Request, model: str) -> JSONResponse:
+        """Stop new work on the model's versions (or ``parameters.version`` only), finish the
+        work in flight, and unload them. 409 while sessions live on one, unless
+        ``parameters.unload_dependents`` is true: then those sessions end."""
+        params = _parameters(await request.body(), frozenset({"version", "unload_dependents"}))
+        dp: DataPlane = request.app.state.dataplane
+        ended = await dp.unload_model(model, _version(params), force=_flag(params, "unload_dependents"))
+        return JSONResponse(
+            {
+                "name": model,
+                "unloaded": list(ended),
+                "sessions_ended": sum(ended.values()),
+                "versions": dp.models().get(model, []),
+            }
+        )
+
+    return r
