@@ -35,13 +35,17 @@ def _parameters(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
     params = _body(raw, frozenset({"parameters"})).get("parameters", {})
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be a JSON object")
+    return only_parameters(params, allowed)
+
+
+def only_parameters(params: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidInput(f"unknown parameter(s) {unknown}; this request takes {sorted(allowed)}")
     return params
 
 
-def _version(params: dict[str, Any]) -> str | None:
+def version_param(params: dict[str, Any]) -> str | None:
     v = params.get("version")
     if v is None:
         return None
@@ -50,7 +54,7 @@ def _version(params: dict[str, Any]) -> str | None:
     return str(v)
 
 
-def _flag(params: dict[str, Any], name: str) -> bool:
+def flag_param(params: dict[str, Any], name: str) -> bool:
     v = params.get(name, False)
     if not isinstance(v, bool):
         raise InvalidInput(f"parameter {name} must be a boolean, got {v!r}")
@@ -66,7 +70,7 @@ def build_router() -> APIRouter:
         (``READY``, ``UNLOADING``, ``UNAVAILABLE``) and ``reason``. ``{"ready": true}`` lists
         only the ready ones."""
         body = _body(await request.body(), frozenset({"ready"}))
-        ready = _flag(body, "ready")
+        ready = flag_param(body, "ready")
         dp: DataPlane = request.app.state.dataplane
         return JSONResponse(dp.repository_index(ready))
 
@@ -81,7 +85,7 @@ def build_router() -> APIRouter:
         with 400 saying why, and the served versions keep serving."""
         params = _parameters(await request.body(), frozenset({"version"}))
         dp: DataPlane = request.app.state.dataplane
-        loaded = await dp.load_model(model, _version(params))
+        loaded = await dp.load_model(model, version_param(params))
         return JSONResponse({"name": model, "loaded": loaded, "versions": dp.models().get(model, [])})
 
     @r.post(
@@ -95,7 +99,7 @@ def build_router() -> APIRouter:
         ``parameters.unload_dependents`` is true: then those sessions end."""
         params = _parameters(await request.body(), frozenset({"version", "unload_dependents"}))
         dp: DataPlane = request.app.state.dataplane
-        ended = await dp.unload_model(model, _version(params), force=_flag(params, "unload_dependents"))
+        ended = await dp.unload_model(model, version_param(params), force=flag_param(params, "unload_dependents"))
         return JSONResponse(
             {
                 "name": model,

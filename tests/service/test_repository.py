@@ -312,3 +312,30 @@ async def test_with_redis_sessions_a_forced_unload_of_the_whole_model_and_back(t
             assert r.json() == {"name": "demand", "loaded": ["1", "2"], "versions": ["1", "2"]}
             assert (await c.get("/v2/health/ready")).status_code == 200
             assert (await new_session(c, "demand"))[1] == "2"
+
+
+def test_the_repository_rpcs_over_grpc(tmp_path: Path, offline):
+    """The gRPC repository RPCs make the same registry calls as REST (the real tritonclient.grpc)."""
+    import tritonclient.grpc as grpcclient
+
+    add_version(tmp_path, "demand", 1)
+    with running_server({"LSTM_MODEL_CONTROL_MODE": "explicit"}, repo=tmp_path) as s:
+        client = grpcclient.InferenceServerClient(s.grpc)
+        try:
+            assert [(m.name, m.version, m.state) for m in client.get_model_repository_index().models] == [
+                ("demand", "1", "READY")
+            ]
+            add_version(tmp_path, "demand", 2)
+            client.load_model("demand")
+            assert client.get_model_metadata("demand").versions == ["1", "2"]
+            sid = httpx.post(s.url + "/v1/sessions", json={"model": "demand", "version": "2"}).json()["session_id"]
+            with pytest.raises(InferenceServerException, match="live session"):
+                client.unload_model("demand", unload_dependents=False)
+            client.unload_model("demand", unload_dependents=True)
+            r = httpx.post(s.url + f"/v1/sessions/{sid}/step", json={"inputs": [[30500.0, 8.0, 2.0]]})
+            assert r.status_code == 404 and "unloaded" in r.json()["error"]
+            assert {m.state for m in client.get_model_repository_index().models} <= {"UNAVAILABLE"}
+            with pytest.raises(InferenceServerException, match="parameter"):
+                client.load_model("demand", config='{"max_batch_size": 2}')
+        finally:
+            client.close()

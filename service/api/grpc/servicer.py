@@ -5,8 +5,8 @@ Every RPC goes through :meth:`Servicer._call`: API key from the ``authorization`
 ``LSTM_AUTH_HEALTH``), domain errors mapped by :mod:`service.api.grpc.status`, and the
 request counted in ``lstm_requests_total{route="/inference.GRPCInferenceService/<rpc>",
 method="GRPC", status="<code>"}``. Metadata, configuration and statistics are REST's
-documents (:mod:`service.api.v2`) as protobuf. RPCs not listed here (repository, shared
-memory, trace, log settings) answer UNIMPLEMENTED.
+documents (:mod:`service.api.v2`) as protobuf; the repository RPCs make REST's registry
+calls. RPCs not listed here (shared memory, trace, log settings) answer UNIMPLEMENTED.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import Unauthenticated, to_status
 from service.api.grpc.streaming import StreamCall
 from service.api.inference import run_infer
+from service.api.repository import flag_param, only_parameters, version_param
 from service.api.v2 import SERVER, config, metadata, statistics
 from service.core.dataplane import DataPlane
 from service.errors import NotReady, ServiceError
@@ -34,6 +35,11 @@ log = logging.getLogger("service.grpc")
 SERVICE = "inference.GRPCInferenceService"
 OPEN = ("ServerLive", "ServerReady")  # like /v2/health/*: open unless LSTM_AUTH_HEALTH
 R = TypeVar("R")
+
+
+def _parameters(params: Any) -> dict[str, Any]:
+    """A ``map<string, ModelRepositoryParameter>`` as plain values."""
+    return {k: getattr(v, v.WhichOneof("parameter_choice") or "string_param") for k, v in params.items()}
 
 
 class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -136,6 +142,35 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             return json_format.ParseDict(doc, pb.ModelStatisticsResponse())
 
         return await self._call("ModelStatistics", context, run)
+
+    # -- model repository (the same registry calls as REST's /v2/repository) ------------------
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        async def run(owner: str | None) -> pb.RepositoryIndexResponse:
+            rows = self.dp.repository_index(request.ready)
+            return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+        return await self._call("RepositoryIndex", context, run)
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        async def run(owner: str | None) -> pb.RepositoryModelLoadResponse:
+            params = only_parameters(_parameters(request.parameters), frozenset({"version"}))
+            await self.dp.load_model(request.model_name, version_param(params))
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._call("RepositoryModelLoad", context, run)
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        async def run(owner: str | None) -> pb.RepositoryModelUnloadResponse:
+            params = only_parameters(_parameters(request.parameters), frozenset({"version", "unload_dependents"}))
+            force = flag_param(params, "unload_dependents")
+            await self.dp.unload_model(request.model_name, version_param(params), force=force)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._call("RepositoryModelUnload", context, run)
 
     # -- inference -----------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
