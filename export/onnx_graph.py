@@ -8,7 +8,8 @@ contract of the service:
   "every row is ``seq`` long");
 * outputs ``y`` float32 ``[batch, seq, 1]``, ``hn``/``cn`` shaped like ``h0``;
 * ``batch`` and ``seq`` dynamic on every input and output;
-* demand scaling and the calendar encoding inside the graph (real units in and out);
+* demand scaling, the calendar encoding (sin/cos harmonics of hour and day) and the
+  output scaling inside the graph (real units in and out);
 * one ONNX ``LSTM`` node per layer, with ``lengths`` wired into its ``sequence_lens``, so
   rows of different lengths in one padded batch each get their own exact final state.
   Outputs at padded positions (``t >= lengths[row]``) are meaningless and must be ignored.
@@ -19,8 +20,6 @@ clipped to ``seq``.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import onnx
@@ -54,8 +53,11 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
 
     mean = const("scale.mean", np.array(sd["pre.mean"], f32))
     std = const("scale.std", np.array(sd["pre.std"], f32))
-    hour_k = const("cal.hour_k", np.array(2 * math.pi / 24.0, f32))
-    day_k = const("cal.day_k", np.array(2 * math.pi / 7.0, f32))
+    hour_k = const("cal.hour_k", sd["pre.hour_k"].astype(f32))  # [K] angular frequencies
+    day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))
+    skip = const("head.skip", np.array(sd["skip"], f32))
+    offset = const("head.offset", np.array(sd["offset"], f32))
+    out_scale = const("head.scale", np.array(sd["out_scale"], f32))
     split3 = const("split3", np.array([1, 1, 1], np.int64))
     const("head.W", sd["head.weight"].T.astype(f32))
     const("head.b", sd["head.bias"].astype(f32))
@@ -77,14 +79,14 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
         N("Sub", ["demand", mean], ["demand_c"]),
         N("Div", ["demand_c", std], ["demand_z"]),
-        N("Mul", ["hour", hour_k], ["hour_a"]),
+        N("Mul", ["hour", hour_k], ["hour_a"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
         N("Mul", ["day", day_k], ["day_a"]),
         N("Sin", ["hour_a"], ["hour_sin"]),
         N("Cos", ["hour_a"], ["hour_cos"]),
         N("Sin", ["day_a"], ["day_sin"]),
         N("Cos", ["day_a"], ["day_cos"]),
         N("Concat", ["demand_z", "hour_sin", "hour_cos", "day_sin", "day_cos"], ["feat"], axis=2),
-        N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, 5]
+        N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, features]
         # per-row lengths: broadcast to [batch], clip to seq
         N("Shape", ["x"], ["x_shape"]),
         N("Slice", ["x_shape", "idx0", "idx1"], ["batch_dim"]),
@@ -116,8 +118,11 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Transpose", [f"seq{L}"], ["out"], perm=[1, 0, 2]),  # [batch, seq, H]
         N("MatMul", ["out", "head.W"], ["head_mm"]),
         N("Add", ["head_mm", "head.b"], ["y_z"]),
-        N("Mul", ["y_z", std], ["y_s"]),
-        N("Add", ["y_s", mean], ["y"]),
+        # y = skip * demand + offset + scale * head: the level (skip 0) or a change (skip 1)
+        N("Mul", ["y_z", out_scale], ["y_s"]),
+        N("Mul", ["demand", skip], ["y_skip"]),
+        N("Add", ["y_skip", offset], ["y_base"]),
+        N("Add", ["y_s", "y_base"], ["y"]),
     ]
 
     def vi(name: str, dtype: int, shape: list) -> onnx.ValueInfoProto:

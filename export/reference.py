@@ -24,7 +24,6 @@ so the same cell code can be checked against both runtimes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,19 +58,24 @@ class ReferenceModel:
     head_b: np.ndarray  # [n_outputs]
     mean: float
     std: float
+    hour_k: np.ndarray  # [K] angular frequencies of the hour-of-day harmonics
+    day_k: np.ndarray  # [K] angular frequencies of the day-of-week harmonics
+    skip: float  # y = skip * demand + offset + out_scale * head(h)
+    offset: float
+    out_scale: float
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def preprocess(x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Real units ``[demand, hour, day]`` -> ``[z, sin h, cos h, sin d, cos d]``."""
+def preprocess(x: np.ndarray, model: ReferenceModel) -> np.ndarray:
+    """Real units ``[demand, hour, day]`` -> ``[z, sin k·h, cos k·h, sin k·d, cos k·d]``."""
     x = np.asarray(x, np.float64)
-    ha = x[..., 1] * (2 * math.pi / 24.0)
-    da = x[..., 2] * (2 * math.pi / 7.0)
-    z = (x[..., 0] - mean) / std
-    return np.stack([z, np.sin(ha), np.cos(ha), np.sin(da), np.cos(da)], axis=-1)
+    ha = x[..., 1:2] * model.hour_k
+    da = x[..., 2:3] * model.day_k
+    z = (x[..., 0:1] - model.mean) / model.std
+    return np.concatenate([z, np.sin(ha), np.cos(ha), np.sin(da), np.cos(da)], axis=-1)
 
 
 def cell(w: LayerWeights, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +102,10 @@ def run(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full forward: ``x [B, T, 3]``, ``h0/c0 [L, B, H]`` -> ``(y [B, T, out], hn, cn)``.
 
-    With ``scaled=True`` the outputs stay in the model's internal units (before
-    multiplying by ``std`` and adding ``mean``).
+    With ``scaled=True`` the outputs are the head's, before the output scaling
+    (``skip * demand + offset + out_scale * head``).
     """
-    seq = preprocess(x, model.mean, model.std)
+    seq = preprocess(x, model)
     hn, cn = [], []
     for layer, w in enumerate(model.layers):
         h = np.asarray(h0[layer], np.float64)
@@ -115,7 +119,7 @@ def run(
         cn.append(c)
     y = seq @ model.head_w.T + model.head_b
     if not scaled:
-        y = y * model.std + model.mean
+        y = model.skip * np.asarray(x, np.float64)[..., 0:1] + model.offset + model.out_scale * y
     return y, np.stack(hn), np.stack(cn)
 
 
@@ -138,6 +142,11 @@ def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceM
         head_b=np.asarray(state_dict["head.bias"], np.float64),
         mean=float(state_dict["pre.mean"]),
         std=float(state_dict["pre.std"]),
+        hour_k=np.asarray(state_dict["pre.hour_k"], np.float64),
+        day_k=np.asarray(state_dict["pre.day_k"], np.float64),
+        skip=float(state_dict["skip"]),
+        offset=float(state_dict["offset"]),
+        out_scale=float(state_dict["out_scale"]),
     )
 
 
@@ -161,4 +170,9 @@ def from_onnx(initializers: dict[str, np.ndarray], num_layers: int) -> Reference
         head_b=np.asarray(initializers["head.b"], np.float64),
         mean=float(initializers["scale.mean"]),
         std=float(initializers["scale.std"]),
+        hour_k=np.asarray(initializers["cal.hour_k"], np.float64).reshape(-1),
+        day_k=np.asarray(initializers["cal.day_k"], np.float64).reshape(-1),
+        skip=float(initializers["head.skip"]),
+        offset=float(initializers["head.offset"]),
+        out_scale=float(initializers["head.scale"]),
     )

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from export.baselines import NAMES as BASELINE_NAMES
 from export.data import load
 from export.package import sha256
 from tests.conftest import ROOT
@@ -54,13 +55,14 @@ def test_split_is_chronological_and_scaling_uses_train_only(default_model_dir):
 
 
 def test_short_training_run_writes_a_complete_model(tmp_path):
-    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "8", "--no-plots")
+    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "8", "--ensemble", "2", "--no-plots")
     assert out.returncode == 0, out.stderr
     d = tmp_path / "demand" / "1"
     card = json.loads((d / "model.json").read_text())
     assert card["sha256"] == sha256(d / "model.onnx")
-    assert card["hidden_size"] == 8 and card["training"]["epochs_run"] == 2
-    assert set(card["metrics"]["test"]) == {"model", "persistence", "seasonal_naive_daily", "seasonal_naive_weekly"}
+    assert card["hidden_size"] == 2 * 8 and card["training"]["epochs_run"] == 2 * 2
+    assert [m["seed"] for m in card["training"]["members"]] == [0, 1]
+    assert set(card["metrics"]["test"]) == {"model", *BASELINE_NAMES}
 
 
 def test_default_model_beats_baselines_and_is_complete(default_model_dir):
