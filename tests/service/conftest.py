@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,12 @@ def server() -> Iterator[Server]:
         yield s
 
 
+def model_shape(model_dir: Path = DEFAULT_MODEL) -> tuple[int, int]:
+    """``(num_layers, hidden_size)`` of a model, as its card states them."""
+    card = json.loads((model_dir / "model.json").read_text())
+    return int(card["num_layers"]), int(card["hidden_size"])
+
+
 class Offline:
     """The default model run in-process over whole sequences: the reference for exactness."""
 
@@ -68,7 +75,7 @@ class Offline:
         self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
         inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_dir / "model.onnx")).graph.initializer}
         self.std = float(inits["scale.std"])
-        self.layers, self.hidden = 2, int(inits["lstm0.R"].shape[2])
+        self.layers, self.hidden = model_shape(model_dir)
 
     def run(self, x: np.ndarray, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``x [T, F]`` -> ``(y [T, O], state [2, L, H])`` from zeros (or ``state``)."""

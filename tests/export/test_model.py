@@ -1,0 +1,108 @@
+"""The forecaster's options: feature ranges in the card, seed ensembles merged into one LSTM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import reference as ref
+from export.data import DEMAND_MAX_FACTOR, feature_ranges, load
+from export.model import Forecaster, ensemble
+from export.onnx_graph import build, initializers
+
+
+def _members(k: int, **kw) -> list[Forecaster]:
+    out = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        out.append(
+            Forecaster(
+                hidden_size=6,
+                num_layers=2,
+                mean=30_000,
+                std=4_000,
+                hour_harmonics=3,
+                day_harmonics=2,
+                residual=True,
+                out_scale=300.0,
+                **kw,
+            ).eval()
+        )
+    return out
+
+
+def _inputs(rng: np.random.Generator, batch: int, seq: int) -> np.ndarray:
+    return np.stack(
+        [rng.uniform(2e4, 4e4, (batch, seq)), rng.integers(0, 48, (batch, seq)) / 2, rng.integers(0, 7, (batch, seq))],
+        axis=-1,
+    ).astype(np.float32)
+
+
+def test_ensemble_is_the_mean_of_its_members_in_onnxruntime():
+    members = _members(3)
+    merged = ensemble(members)
+    assert merged.hidden_size == 18 and merged.num_layers == 2
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(build(merged).SerializeToString(), opts)
+    x = _inputs(np.random.default_rng(0), 4, 50)
+    y, hn, cn = sess.run(None, {"x": x, "h0": np.zeros((2, 4, 18), np.float32), "c0": np.zeros((2, 4, 18), np.float32)})
+    with torch.no_grad():
+        outs = [m(torch.from_numpy(x), *m.zero_state(4)) for m in members]
+    want_y = np.mean([o[0].numpy() for o in outs], axis=0)
+    assert np.max(np.abs(y - want_y)) / 4_000 < 1e-5  # scaled units, as export.verify
+    # the state is the members' states side by side, layer by layer
+    for j, (_, h, c) in enumerate(outs):
+        np.testing.assert_allclose(hn[:, :, 6 * j : 6 * (j + 1)], h.numpy(), atol=1e-5)
+        np.testing.assert_allclose(cn[:, :, 6 * j : 6 * (j + 1)], c.numpy(), atol=1e-5)
+
+
+def test_the_numpy_cell_equations_hold_for_an_ensemble():
+    """An ensemble is a plain stacked LSTM: the reference reads it from the graph unchanged."""
+    merged = ensemble(_members(2))
+    r = ref.from_onnx(initializers(build(merged)), 2)
+    rng = np.random.default_rng(1)
+    x = _inputs(rng, 3, 20)
+    h0 = rng.uniform(-1, 1, (2, 3, 12)).astype(np.float32)
+    c0 = rng.normal(size=(2, 3, 12)).astype(np.float32)
+    y, hn, cn = ref.run(r, x, h0, c0)
+    with torch.no_grad():
+        ty, th, tc = merged(*(torch.from_numpy(a) for a in (x, h0, c0)))
+    assert np.max(np.abs(y - ty.numpy())) / 4_000 < 1e-5
+    assert np.max(np.abs(hn - th.numpy())) < 1e-5 and np.max(np.abs(cn - tc.numpy())) < 1e-5
+
+
+def test_ensemble_members_must_agree():
+    a = _members(1)[0]
+    torch.manual_seed(5)
+    b = Forecaster(hidden_size=6, num_layers=2, mean=31_000, std=4_000, hour_harmonics=3, day_harmonics=2)
+    with pytest.raises(ValueError, match="ensemble members"):
+        ensemble([a, b])
+
+
+def test_feature_ranges_come_from_the_data():
+    series = load("taylor")
+    ranges = {f["name"]: (f["min"], f["max"]) for f in feature_ranges(series)}
+    assert ranges["hour_of_day"] == (0.0, 23.5)
+    assert ranges["day_of_week"] == (0.0, 6.0)
+    train_max = float(series.values[: series.train_end].max())
+    assert ranges["demand"] == (0.0, pytest.approx(DEMAND_MAX_FACTOR * train_max, rel=1e-6))
+
+
+def test_the_test_split_lies_inside_the_cards_ranges(default_model_dir):
+    """The service refuses inputs outside the card's ranges: the model's own test data must pass."""
+    card = json.loads((default_model_dir / "model.json").read_text())
+    series = load("taylor")
+    lo, hi = card["dataset"]["split"]["test"]
+    assert [f["name"] for f in card["features"]] == ["demand", "hour_of_day", "day_of_week"]
+    for j, f in enumerate(card["features"]):
+        assert isinstance(f["min"], float) and isinstance(f["max"], float) and f["min"] < f["max"]
+        column = series.features[lo:hi, j]
+        assert f["min"] <= column.min() and column.max() <= f["max"], f["name"]
+    # and so does the whole series the model was trained and validated on
+    for j, f in enumerate(card["features"]):
+        assert f["min"] <= series.features[:, j].min() and series.features[:, j].max() <= f["max"]
