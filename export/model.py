@@ -158,3 +158,104 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
         sd["head.bias"] += msd["head.bias"] / k
     merged.load_state_dict(sd)
     return merged.eval()
+
+
+def slot_indicator(hour_k: torch.Tensor, slot: int, steps_per_day: int = 48) -> tuple[torch.Tensor, float]:
+    """Weights ``w`` and bias ``b`` with ``w . [sin k·h, cos k·h] + b`` = 1 at half-hour ``slot`` of the
+    day, 0 at every other half hour: the discrete Fourier series of a one-hot, exact when
+    ``hour_k`` holds all ``steps_per_day / 2`` harmonics of the day."""
+    k = len(hour_k)
+    if k != steps_per_day // 2:
+        raise ValueError(f"a slot indicator needs all {steps_per_day // 2} harmonics of the day, got {k}")
+    theta = 2 * math.pi * slot / steps_per_day
+    j = torch.arange(1, k + 1, dtype=torch.float64)
+    weight = torch.full((k,), 2.0 / steps_per_day, dtype=torch.float64)
+    weight[-1] = 1.0 / steps_per_day  # the Nyquist harmonic counts once
+    w_sin = weight * torch.sin(j * theta)
+    w_cos = weight * torch.cos(j * theta)
+    w_sin[-1] = 0.0  # sin(k/2 · theta) vanishes on every half hour
+    return torch.cat([w_sin, w_cos]).float(), 1.0 / steps_per_day
+
+
+def init_daily_memory(
+    model: Forecaster, decay: float = 0.7, gate: float = 16.0, prev_scale: float = 0.01, write_scale: float = 0.5
+) -> None:
+    """Start the first 49 hidden units of layer 0 as a memory of the half-hourly changes by time of day.
+
+    Unit ``j < 48`` keeps an exponentially weighted mean (weight ``decay`` on the past) of the
+    change ``z_t - z_{t-1}`` of the scaled demand seen at half hour ``j + 1`` of each day
+    (the change into it): its forget and input gates open only at that half hour, and its
+    output gate only at half hour ``j``, when that change is the one to forecast. Unit 48
+    holds the previous reading (``h ≈ prev_scale · z_{t-1}``) that the change needs. The
+    head starts reading the memory as the forecast change. Every weight stays trainable:
+    this is where training starts, not a fixed part of the model.
+    """
+    if model.pre.n_out != 1 + 2 * len(model.pre.hour_k) + 2 * len(model.pre.day_k):
+        raise ValueError("unexpected preprocessing layout")
+    k_hour = len(model.pre.hour_k)
+    steps = 2 * k_hour
+    H = model.hidden_size
+    if steps + 1 > H or not model.residual:
+        raise ValueError(f"a daily memory needs a residual head and hidden_size > {steps}")
+    hour_cols = slice(1, 1 + 2 * k_hour)  # sin then cos harmonics of the hour
+    lstm = model.lstm
+    w_ih, w_hh = lstm.weight_ih_l0.data, lstm.weight_hh_l0.data
+    b_ih, b_hh = lstm.bias_ih_l0.data, lstm.bias_hh_l0.data
+    i_, f_, g_, o_ = (slice(n * H, (n + 1) * H) for n in range(4))
+    logit = math.log
+    prev = steps
+    for j in range(steps):
+        write_w, write_b = slot_indicator(model.pre.hour_k, (j + 1) % steps, steps)
+        read_w, read_b = slot_indicator(model.pre.hour_k, j, steps)
+        for block in (i_, f_, g_, o_):
+            w_ih[block][j] = 0.0
+            w_hh[block][j] = 0.0
+            b_ih[block][j] = 0.0
+            b_hh[block][j] = 0.0
+        # input gate: -gate elsewhere, logit(1 - decay) at the write slot
+        a_i = logit((1 - decay) / decay) + gate
+        w_ih[i_][j, hour_cols] = a_i * write_w
+        b_ih[i_][j] = -gate + a_i * write_b
+        # forget gate: +gate elsewhere, logit(decay) at the write slot
+        a_f = gate - logit(decay / (1 - decay))
+        w_ih[f_][j, hour_cols] = -a_f * write_w
+        b_ih[f_][j] = gate - a_f * write_b
+        # candidate: the change since the previous reading
+        w_ih[g_][j, 0] = write_scale
+        w_hh[g_][j, prev] = -write_scale / prev_scale
+        # output gate: open at the read slot
+        w_ih[o_][j, hour_cols] = 2 * gate * read_w
+        b_ih[o_][j] = -gate + 2 * gate * read_b
+    for block in (i_, f_, g_, o_):
+        w_ih[block][prev] = 0.0
+        w_hh[block][prev] = 0.0
+        b_hh[block][prev] = 0.0
+    b_ih[i_][prev], b_ih[f_][prev], b_ih[o_][prev] = gate, -gate, gate
+    b_ih[g_][prev] = 0.0
+    w_ih[g_][prev, 0] = prev_scale
+    # other units do not read the memory units' raw values at first
+    w_hh[:, : steps + 1] = torch.where(
+        torch.arange(4 * H)[:, None] % H <= steps, w_hh[:, : steps + 1], torch.zeros_like(w_hh[:, : steps + 1])
+    )
+    # the head reads the memory as a change in the head's units
+    head = model.head
+    std, out_scale = float(model.pre.std), float(model.out_scale)
+    head.weight.data[0, :steps] = std / (write_scale * out_scale)
+    head.weight.data[0, steps] = 0.0
+
+
+def freeze_daily_memory(model: Forecaster) -> None:
+    """Keep the memory units of :func:`init_daily_memory` as built: zero their rows' gradients.
+
+    The memory's weights are exact to ~1e-2 of a gate's range (the previous reading is held at
+    1/100 scale); the first Adam steps, which move every weight by about the learning rate,
+    would otherwise wipe it out. The rest of the layer, and the head that reads the memory,
+    train as usual.
+    """
+    steps = 2 * len(model.pre.hour_k)
+    H = model.hidden_size
+    rows = (torch.arange(4 * H) % H) <= steps  # the memory units and the previous-reading unit
+    for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+        param = getattr(model.lstm, name)
+        mask = (~rows).to(param.dtype).reshape(-1, *([1] * (param.dim() - 1)))
+        param.register_hook(lambda grad, mask=mask: grad * mask)

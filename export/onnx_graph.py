@@ -70,7 +70,7 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     lengths_init = numpy_helper.from_array(default_len, "lengths")
     const("axis0", np.array([0], np.int64))
     const("one", np.array([1], np.int64))
-    for k in range(L + 1):
+    for k in range(max(L, 2) + 1):  # layer bounds, and the batch/seq dims of the shape
         const(f"idx{k}", np.array([k], np.int64))
 
     N = helper.make_node

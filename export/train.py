@@ -35,21 +35,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="demand", help="model name in the repository")
     p.add_argument("--version", default="1", help="model version (a positive integer)")
     p.add_argument("--models", type=Path, default=Path("models"), help="model repository root")
-    p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size")
-    p.add_argument("--layers", type=int, default=2, help="number of stacked LSTM layers")
+    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (of each ensemble member)")
+    p.add_argument("--layers", type=int, default=1, help="number of stacked LSTM layers")
     p.add_argument(
         "--ensemble", type=int, default=1, help="members trained from successive seeds, averaged in one graph"
     )
-    p.add_argument("--hour-harmonics", type=int, default=1, help="sin/cos pairs of the hour of day")
-    p.add_argument("--day-harmonics", type=int, default=1, help="sin/cos pairs of the day of week")
+    p.add_argument("--hour-harmonics", type=int, default=STEPS_PER_DAY // 2, help="sin/cos pairs of the hour of day")
+    p.add_argument("--day-harmonics", type=int, default=3, help="sin/cos pairs of the day of week")
     p.add_argument(
         "--residual",
         action=argparse.BooleanOptionalAction,
-        default=False,
+        default=True,
         help="forecast the change from the current reading rather than the level",
     )
-    p.add_argument("--window", type=int, default=STEPS_PER_WEEK, help="training window (steps)")
-    p.add_argument("--burn-in", type=int, default=STEPS_PER_DAY, help="steps of each window not scored")
+    p.add_argument(
+        "--daily-memory",
+        type=float,
+        default=0.7,
+        metavar="DECAY",
+        help="start layer 0 with a by-time-of-day memory of the half-hourly changes that forgets at this rate "
+        "per day (0: no memory; needs --residual and --hour-harmonics 24)",
+    )
+    p.add_argument("--window", type=int, default=2 * STEPS_PER_WEEK, help="training window (steps)")
+    p.add_argument("--burn-in", type=int, default=5 * STEPS_PER_DAY, help="steps of each window not scored")
     p.add_argument("--stride", type=int, default=24, help="step between training window starts")
     p.add_argument("--batch", type=int, default=16, help="windows per optimiser step")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
@@ -82,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--patience must be >= 0 and --burn-in must lie in [0, --window)")
     if args.lr <= 0:
         p.error("--lr must be positive")
+    if args.daily_memory:
+        if not 0 < args.daily_memory < 1:
+            p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
+        if not args.residual or args.hour_harmonics != STEPS_PER_DAY // 2 or args.hidden <= STEPS_PER_DAY:
+            p.error(
+                f"--daily-memory needs --residual, --hour-harmonics {STEPS_PER_DAY // 2} and --hidden > {STEPS_PER_DAY}"
+            )
     if not args.version.isdigit() or int(args.version) < 1:
         p.error(f"--version must be a positive integer, got {args.version!r}")
     return args
@@ -105,6 +120,7 @@ HYPERPARAMETERS = (
     "hour_harmonics",
     "day_harmonics",
     "residual",
+    "daily_memory",
     "window",
     "burn_in",
     "stride",
@@ -182,7 +198,7 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
     """Train ``--ensemble`` members from seeds ``--seed``, ``--seed + 1``, ... and merge them."""
     import torch
 
-    from export.model import Forecaster, ensemble
+    from export.model import Forecaster, ensemble, freeze_daily_memory, init_daily_memory
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
@@ -194,7 +210,7 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
 
     def member(seed: int) -> Forecaster:
         torch.manual_seed(seed)
-        return Forecaster(
+        model = Forecaster(
             hidden_size=args.hidden,
             num_layers=args.layers,
             mean=mean,
@@ -204,6 +220,10 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
             residual=args.residual,
             out_scale=out_scale,
         )
+        if args.daily_memory:
+            init_daily_memory(model, decay=args.daily_memory)
+            freeze_daily_memory(model)
+        return model
 
     seeds = [args.seed + j for j in range(args.ensemble)]
     info: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "torch": torch.__version__}

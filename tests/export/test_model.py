@@ -106,3 +106,95 @@ def test_the_test_split_lies_inside_the_cards_ranges(default_model_dir):
     # and so does the whole series the model was trained and validated on
     for j, f in enumerate(card["features"]):
         assert f["min"] <= series.features[:, j].min() and series.features[:, j].max() <= f["max"]
+
+
+def test_slot_indicator_is_one_hot_on_the_half_hours():
+    from export.model import Preprocess, slot_indicator
+
+    pre = Preprocess(0.0, 1.0, hour_harmonics=24, day_harmonics=1)
+    hours = torch.arange(48, dtype=torch.float32)[:, None] / 2
+    x = torch.cat([torch.zeros_like(hours), hours, torch.zeros_like(hours)], dim=1)
+    feats = pre(x)[:, 1:49]  # sin and cos harmonics of the hour
+    for slot in (0, 1, 17, 47):
+        w, b = slot_indicator(pre.hour_k, slot)
+        ind = (feats @ w + b).numpy()
+        want = np.zeros(48)
+        want[slot] = 1.0
+        np.testing.assert_allclose(ind, want, atol=1e-5)
+    with pytest.raises(ValueError, match="all 24 harmonics"):
+        slot_indicator(pre.hour_k[:4], 0)
+
+
+def _memory_model(hidden: int = 60) -> tuple[Forecaster, float]:
+    from export.model import init_daily_memory
+
+    series = load("taylor")
+    train = series.values[: series.train_end]
+    out_scale = float(np.diff(train).std())
+    torch.manual_seed(0)
+    model = Forecaster(
+        hidden_size=hidden,
+        num_layers=1,
+        mean=float(train.mean()),
+        std=float(train.std()),
+        hour_harmonics=24,
+        day_harmonics=3,
+        residual=True,
+        out_scale=out_scale,
+    )
+    init_daily_memory(model, decay=0.7)
+    return model.eval(), out_scale
+
+
+def test_daily_memory_holds_the_weighted_mean_change_by_time_of_day():
+    """What the memory units read out equals an exponentially weighted mean, computed in numpy,
+    of the change into each half hour on previous days: to 3% of its size on average (tanh
+    bends the largest changes a little)."""
+    series = load("taylor")
+    model, out_scale = _memory_model()
+    with torch.no_grad():
+        out, _ = model.lstm(model.pre(torch.from_numpy(series.features[None, :-1])), model.zero_state(1))
+    read = out[0, :, :48].double().numpy() @ model.head.weight[0, :48].double().numpy() * out_scale
+    change = np.diff(series.values)  # change[t] = y[t+1] - y[t]: forecast at t
+    memory, want = np.zeros(48), np.zeros(len(change))
+    for t in range(len(change)):
+        want[t] = memory[t % 48]
+        memory[t % 48] = 0.7 * memory[t % 48] + 0.3 * change[t]
+    err = np.abs(read - want)[336:]  # after the first week
+    assert err.mean() < 0.03 * np.abs(want[336:]).mean()
+
+
+def test_frozen_memory_keeps_its_weights_while_the_rest_trains():
+    from export.model import freeze_daily_memory
+
+    model, _ = _memory_model(hidden=56)
+    freeze_daily_memory(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x = torch.from_numpy(load("taylor").features[None, :200])
+    for _ in range(3):
+        y, _, _ = model.forward_scaled(x, *model.zero_state(1))
+        loss = (y**2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rows = (torch.arange(4 * 56) % 56) <= 48
+    for name in ("lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"):
+        after = model.state_dict()[name]
+        assert torch.equal(after[rows], before[name][rows]), name
+        assert not torch.equal(after[~rows], before[name][~rows]), name
+    assert not torch.equal(model.head.weight, before["head.weight"])
+
+
+def test_a_one_layer_model_exports():
+    model, _ = _memory_model(hidden=52)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(build(model).SerializeToString(), opts)
+    x = _inputs(np.random.default_rng(2), 2, 30)
+    zeros = np.zeros((1, 2, 52), np.float32)
+    y, hn, _ = sess.run(None, {"x": x, "h0": zeros, "c0": zeros})
+    with torch.no_grad():
+        ty, th, _ = model(torch.from_numpy(x), *model.zero_state(2))
+    assert np.max(np.abs(y - ty.numpy())) / float(model.pre.std) < 1e-5
+    assert np.max(np.abs(hn - th.numpy())) < 1e-5

@@ -28,6 +28,9 @@ def _run(*args: str):
         (["--hidden", "0"], "--hidden must be positive"),
         (["--layers", "-1"], "--layers must be positive"),
         (["--version", "v1"], "--version must be a positive integer"),
+        (["--daily-memory", "1.5"], "--daily-memory must lie in (0, 1)"),
+        (["--hidden", "32"], "--daily-memory needs --residual, --hour-harmonics 24 and --hidden > 48"),
+        (["--no-residual"], "--daily-memory needs --residual"),
     ],
 )
 def test_bad_configuration_is_a_message(args, message, tmp_path):
@@ -55,12 +58,12 @@ def test_split_is_chronological_and_scaling_uses_train_only(default_model_dir):
 
 
 def test_short_training_run_writes_a_complete_model(tmp_path):
-    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "8", "--ensemble", "2", "--no-plots")
+    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "52", "--ensemble", "2", "--no-plots")
     assert out.returncode == 0, out.stderr
     d = tmp_path / "demand" / "1"
     card = json.loads((d / "model.json").read_text())
     assert card["sha256"] == sha256(d / "model.onnx")
-    assert card["hidden_size"] == 2 * 8 and card["training"]["epochs_run"] == 2 * 2
+    assert card["hidden_size"] == 2 * 52 and card["training"]["epochs_run"] == 2 * 2
     assert [m["seed"] for m in card["training"]["members"]] == [0, 1]
     assert set(card["metrics"]["test"]) == {"model", *BASELINE_NAMES}
 
