@@ -22,29 +22,65 @@ import math
 import torch
 from torch import nn
 
+HOURS_PER_DAY = 24.0
+DAYS_PER_WEEK = 7.0
+STEPS_PER_DAY = 48  # half hours
 
-def harmonics(k: int, period: float) -> torch.Tensor:
-    """Angular frequencies ``2 pi j / period`` for j = 1..k."""
-    return torch.arange(1, k + 1, dtype=torch.float32) * (2 * math.pi / period)
+
+def harmonics(k: int) -> torch.Tensor:
+    """Harmonic numbers 1..k (cycles per day, or per week) as float32."""
+    return torch.arange(1, k + 1, dtype=torch.float32)
+
+
+def phase(value: torch.Tensor, cycles: torch.Tensor, period: float, rad: torch.Tensor) -> torch.Tensor:
+    """The angle of ``cycles`` harmonics at ``value``: ``((value * cycles) mod period) * 2 pi / period``.
+
+    On the calendar's grid (half hours, whole days) ``value * cycles`` and the remainder are
+    exact in float32, so the angle stays below 2 pi and is rounded once: the high harmonics
+    are as accurate as the first (``value * 2 pi k / period`` would round angles of up to
+    150 rad, an error of ~1e-5).
+    """
+    return torch.fmod(value * cycles, period) * rad
 
 
 class Preprocess(nn.Module):
-    """``[demand MW, hour_of_day, day_of_week]`` -> ``[z, sin/cos hour harmonics, sin/cos day harmonics]``."""
+    """``[demand MW, hour_of_day, day_of_week]`` -> ``[z, hour encoding, sin/cos day harmonics]``.
 
-    def __init__(self, mean: float, std: float, hour_harmonics: int = 1, day_harmonics: int = 1) -> None:
+    The hour is encoded either as ``hour_harmonics`` sin/cos pairs (``hour_k`` holds the
+    harmonic numbers k = 1..K, k cycles a day) or, with ``hour_onehot``, as a one-hot of the
+    48 half hours (``hour_slots`` = 0.0, 0.5, ... 23.5; an hour off that grid is all zeros).
+    The day is ``day_harmonics`` sin/cos pairs of k cycles a week.
+    """
+
+    def __init__(
+        self, mean: float, std: float, hour_harmonics: int = 1, day_harmonics: int = 1, hour_onehot: bool = False
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
-        self.register_buffer("hour_k", harmonics(hour_harmonics, 24.0))
-        self.register_buffer("day_k", harmonics(day_harmonics, 7.0))
-        self.n_out = 1 + 2 * hour_harmonics + 2 * day_harmonics
+        self.hour_onehot = hour_onehot
+        if hour_onehot:
+            self.register_buffer("hour_slots", torch.arange(STEPS_PER_DAY, dtype=torch.float32) / 2)
+            n_hour = STEPS_PER_DAY
+        else:
+            self.register_buffer("hour_k", harmonics(hour_harmonics))
+            self.register_buffer("hour_rad", torch.tensor(2 * math.pi / HOURS_PER_DAY))
+            n_hour = 2 * hour_harmonics
+        self.register_buffer("day_k", harmonics(day_harmonics))
+        self.register_buffer("day_rad", torch.tensor(2 * math.pi / DAYS_PER_WEEK))
+        self.n_hour = n_hour
+        self.n_out = 1 + n_hour + 2 * day_harmonics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         demand, hour, dow = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-        ha = hour * self.hour_k
-        da = dow * self.day_k
+        if self.hour_onehot:
+            hour_feat = [(hour == self.hour_slots).to(x.dtype)]
+        else:
+            ha = phase(hour, self.hour_k, HOURS_PER_DAY, self.hour_rad)
+            hour_feat = [ha.sin(), ha.cos()]
+        da = phase(dow, self.day_k, DAYS_PER_WEEK, self.day_rad)
         z = (demand - self.mean) / self.std
-        return torch.cat([z, ha.sin(), ha.cos(), da.sin(), da.cos()], dim=-1)
+        return torch.cat([z, *hour_feat, da.sin(), da.cos()], dim=-1)
 
 
 class Forecaster(nn.Module):
@@ -60,6 +96,7 @@ class Forecaster(nn.Module):
         day_harmonics: int = 1,
         residual: bool = False,
         out_scale: float | None = None,
+        hour_onehot: bool = False,
     ) -> None:
         super().__init__()
         if n_features != 3:
@@ -75,7 +112,7 @@ class Forecaster(nn.Module):
         self.num_layers = num_layers
         self.n_outputs = n_outputs
         self.residual = residual
-        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics)
+        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot)
         self.lstm = nn.LSTM(self.pre.n_out, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_outputs)
         # y = skip * demand + offset + out_scale * head(h)
@@ -121,7 +158,11 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
     for m in members[1:]:
         if (m.hidden_size, m.num_layers, m.residual) != (h, layers, first.residual):
             raise ValueError("ensemble members must have the same sizes and head")
-    for name in ("pre.mean", "pre.std", "pre.hour_k", "pre.day_k", "out_scale", "skip", "offset"):
+    buffers = [n for n in first.state_dict() if not n.startswith(("lstm.", "head."))]
+    for m in members[1:]:
+        if [n for n in m.state_dict() if not n.startswith(("lstm.", "head."))] != buffers:
+            raise ValueError("ensemble members differ in their preprocessing")
+    for name in buffers:
         ref = first.state_dict()[name]
         if any(not torch.equal(m.state_dict()[name], ref) for m in members[1:]):
             raise ValueError(f"ensemble members differ in {name}")
@@ -131,13 +172,14 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
         n_outputs=first.n_outputs,
         mean=float(first.pre.mean),
         std=float(first.pre.std),
-        hour_harmonics=len(first.pre.hour_k),
+        hour_harmonics=first.pre.n_hour // 2,
         day_harmonics=len(first.pre.day_k),
         residual=first.residual,
         out_scale=float(first.out_scale),
+        hour_onehot=first.pre.hour_onehot,
     )
     sd = {name: torch.zeros_like(v) for name, v in merged.state_dict().items()}
-    for name in ("pre.mean", "pre.std", "pre.hour_k", "pre.day_k", "out_scale", "skip", "offset"):
+    for name in buffers:
         sd[name] = first.state_dict()[name].clone()
     for j, m in enumerate(members):
         msd = m.state_dict()
@@ -160,25 +202,8 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
     return merged.eval()
 
 
-def slot_indicator(hour_k: torch.Tensor, slot: int, steps_per_day: int = 48) -> tuple[torch.Tensor, float]:
-    """Weights ``w`` and bias ``b`` with ``w . [sin k·h, cos k·h] + b`` = 1 at half-hour ``slot`` of the
-    day, 0 at every other half hour: the discrete Fourier series of a one-hot, exact when
-    ``hour_k`` holds all ``steps_per_day / 2`` harmonics of the day."""
-    k = len(hour_k)
-    if k != steps_per_day // 2:
-        raise ValueError(f"a slot indicator needs all {steps_per_day // 2} harmonics of the day, got {k}")
-    theta = 2 * math.pi * slot / steps_per_day
-    j = torch.arange(1, k + 1, dtype=torch.float64)
-    weight = torch.full((k,), 2.0 / steps_per_day, dtype=torch.float64)
-    weight[-1] = 1.0 / steps_per_day  # the Nyquist harmonic counts once
-    w_sin = weight * torch.sin(j * theta)
-    w_cos = weight * torch.cos(j * theta)
-    w_sin[-1] = 0.0  # sin(k/2 · theta) vanishes on every half hour
-    return torch.cat([w_sin, w_cos]).float(), 1.0 / steps_per_day
-
-
 def init_daily_memory(
-    model: Forecaster, decay: float = 0.7, gate: float = 16.0, prev_scale: float = 0.01, write_scale: float = 0.5
+    model: Forecaster, decay: float = 0.7, gate: float = 24.0, prev_scale: float = 0.01, write_scale: float = 0.5
 ) -> None:
     """Start the first 49 hidden units of layer 0 as a memory of the half-hourly changes by time of day.
 
@@ -187,17 +212,22 @@ def init_daily_memory(
     (the change into it): its forget and input gates open only at that half hour, and its
     output gate only at half hour ``j``, when that change is the one to forecast. Unit 48
     holds the previous reading (``h ≈ prev_scale · z_{t-1}``) that the change needs. The
-    head starts reading the memory as the forecast change. Every weight stays trainable:
-    this is where training starts, not a fixed part of the model.
+    head starts reading the memory as the forecast change.
+
+    The gates read the one-hot of the half hour (``hour_onehot``), so "is it half hour j?"
+    is one exact input, not a sum that cancels. ``gate`` is the pre-activation of a closed
+    (or fully open) gate. At 24, sigmoid is 1 to within 4e-11, which float32 rounds to
+    exactly 1: a closed memory neither leaks nor drifts, and float32 runtimes agree with
+    the float64 cell equations over long streams. (Measured on the way here: gates at 16,
+    a 1.1e-7 leak per step that float32 rounds differently, and gates built from a
+    24-harmonic Fourier series of the one-hot, whose float32 sum loses ~1e-5, both put
+    onnxruntime 1-3e-5 away from the float64 reference after 200 steps.)
     """
-    if model.pre.n_out != 1 + 2 * len(model.pre.hour_k) + 2 * len(model.pre.day_k):
-        raise ValueError("unexpected preprocessing layout")
-    k_hour = len(model.pre.hour_k)
-    steps = 2 * k_hour
+    steps = STEPS_PER_DAY
     H = model.hidden_size
-    if steps + 1 > H or not model.residual:
-        raise ValueError(f"a daily memory needs a residual head and hidden_size > {steps}")
-    hour_cols = slice(1, 1 + 2 * k_hour)  # sin then cos harmonics of the hour
+    if not model.pre.hour_onehot or not model.residual or steps + 1 > H:
+        raise ValueError(f"a daily memory needs the one-hot hour, a residual head and hidden_size > {steps}")
+    hour_col = 1  # input column of half hour 0; half hour s is column 1 + s
     lstm = model.lstm
     w_ih, w_hh = lstm.weight_ih_l0.data, lstm.weight_hh_l0.data
     b_ih, b_hh = lstm.bias_ih_l0.data, lstm.bias_hh_l0.data
@@ -205,27 +235,25 @@ def init_daily_memory(
     logit = math.log
     prev = steps
     for j in range(steps):
-        write_w, write_b = slot_indicator(model.pre.hour_k, (j + 1) % steps, steps)
-        read_w, read_b = slot_indicator(model.pre.hour_k, j, steps)
+        write = hour_col + (j + 1) % steps
+        read = hour_col + j
         for block in (i_, f_, g_, o_):
             w_ih[block][j] = 0.0
             w_hh[block][j] = 0.0
             b_ih[block][j] = 0.0
             b_hh[block][j] = 0.0
         # input gate: -gate elsewhere, logit(1 - decay) at the write slot
-        a_i = logit((1 - decay) / decay) + gate
-        w_ih[i_][j, hour_cols] = a_i * write_w
-        b_ih[i_][j] = -gate + a_i * write_b
+        w_ih[i_][j, write] = logit((1 - decay) / decay) + gate
+        b_ih[i_][j] = -gate
         # forget gate: +gate elsewhere, logit(decay) at the write slot
-        a_f = gate - logit(decay / (1 - decay))
-        w_ih[f_][j, hour_cols] = -a_f * write_w
-        b_ih[f_][j] = gate - a_f * write_b
+        w_ih[f_][j, write] = logit(decay / (1 - decay)) - gate
+        b_ih[f_][j] = gate
         # candidate: the change since the previous reading
         w_ih[g_][j, 0] = write_scale
         w_hh[g_][j, prev] = -write_scale / prev_scale
         # output gate: open at the read slot
-        w_ih[o_][j, hour_cols] = 2 * gate * read_w
-        b_ih[o_][j] = -gate + 2 * gate * read_b
+        w_ih[o_][j, read] = 2 * gate
+        b_ih[o_][j] = -gate
     for block in (i_, f_, g_, o_):
         w_ih[block][prev] = 0.0
         w_hh[block][prev] = 0.0
@@ -252,7 +280,7 @@ def freeze_daily_memory(model: Forecaster) -> None:
     would otherwise wipe it out. The rest of the layer, and the head that reads the memory,
     train as usual.
     """
-    steps = 2 * len(model.pre.hour_k)
+    steps = STEPS_PER_DAY
     H = model.hidden_size
     rows = (torch.arange(4 * H) % H) <= steps  # the memory units and the previous-reading unit
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):

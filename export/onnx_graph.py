@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.model import Forecaster
+from export.model import DAYS_PER_WEEK, HOURS_PER_DAY, Forecaster
 from export.reference import ONNX_ORDER, TORCH_ORDER, split_gates, stack_gates
 
 OPSET = 17
@@ -53,8 +53,16 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
 
     mean = const("scale.mean", np.array(sd["pre.mean"], f32))
     std = const("scale.std", np.array(sd["pre.std"], f32))
-    hour_k = const("cal.hour_k", sd["pre.hour_k"].astype(f32))  # [K] angular frequencies
-    day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))
+    # angles ((value * k) mod period) * 2 pi / period: exact products on the calendar grid
+    day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))  # [K] harmonic numbers
+    day_period = const("cal.day_period", np.array(DAYS_PER_WEEK, f32))
+    day_rad = const("cal.day_rad", np.array(sd["pre.day_rad"], f32))
+    if model.pre.hour_onehot:
+        hour_slots = const("cal.hour_slots", sd["pre.hour_slots"].astype(f32))  # [48] half hours
+    else:
+        hour_k = const("cal.hour_k", sd["pre.hour_k"].astype(f32))
+        hour_period = const("cal.hour_period", np.array(HOURS_PER_DAY, f32))
+        hour_rad = const("cal.hour_rad", np.array(sd["pre.hour_rad"], f32))
     skip = const("head.skip", np.array(sd["skip"], f32))
     offset = const("head.offset", np.array(sd["offset"], f32))
     out_scale = const("head.scale", np.array(sd["out_scale"], f32))
@@ -79,13 +87,29 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
         N("Sub", ["demand", mean], ["demand_c"]),
         N("Div", ["demand_c", std], ["demand_z"]),
-        N("Mul", ["hour", hour_k], ["hour_a"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
-        N("Mul", ["day", day_k], ["day_a"]),
-        N("Sin", ["hour_a"], ["hour_sin"]),
-        N("Cos", ["hour_a"], ["hour_cos"]),
+        N("Mul", ["day", day_k], ["day_kx"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
+        N("Mod", ["day_kx", day_period], ["day_m"], fmod=1),
+        N("Mul", ["day_m", day_rad], ["day_a"]),
         N("Sin", ["day_a"], ["day_sin"]),
         N("Cos", ["day_a"], ["day_cos"]),
-        N("Concat", ["demand_z", "hour_sin", "hour_cos", "day_sin", "day_cos"], ["feat"], axis=2),
+    ]
+    if model.pre.hour_onehot:
+        nodes += [
+            N("Equal", ["hour", hour_slots], ["hour_eq"]),  # [batch, seq, 48]: exact on the half-hour grid
+            N("Cast", ["hour_eq"], ["hour_onehot"], to=TensorProto.FLOAT),
+        ]
+        hour_feat = ["hour_onehot"]
+    else:
+        nodes += [
+            N("Mul", ["hour", hour_k], ["hour_kx"]),
+            N("Mod", ["hour_kx", hour_period], ["hour_m"], fmod=1),
+            N("Mul", ["hour_m", hour_rad], ["hour_a"]),
+            N("Sin", ["hour_a"], ["hour_sin"]),
+            N("Cos", ["hour_a"], ["hour_cos"]),
+        ]
+        hour_feat = ["hour_sin", "hour_cos"]
+    nodes += [
+        N("Concat", ["demand_z", *hour_feat, "day_sin", "day_cos"], ["feat"], axis=2),
         N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, features]
         # per-row lengths: broadcast to [batch], clip to seq
         N("Shape", ["x"], ["x_shape"]),

@@ -75,6 +75,8 @@ def plot_forecast(
         )
         ax.set_ylabel("demand (MW)")
         ax.grid(alpha=0.3)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low - 0.45 * (high - low), high)  # room for the legend below the night troughs
     if len(targets) > 1:
         s = slice(0, 2 * STEPS_PER_DAY)
         axes[1].plot(

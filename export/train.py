@@ -40,7 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--ensemble", type=int, default=1, help="members trained from successive seeds, averaged in one graph"
     )
-    p.add_argument("--hour-harmonics", type=int, default=STEPS_PER_DAY // 2, help="sin/cos pairs of the hour of day")
+    p.add_argument(
+        "--hour-encoding",
+        choices=("onehot", "harmonics"),
+        default="onehot",
+        help="the hour of day as a one-hot of the 48 half hours, or as --hour-harmonics sin/cos pairs",
+    )
+    p.add_argument("--hour-harmonics", type=int, default=4, help="sin/cos pairs of the hour of day (harmonics)")
     p.add_argument("--day-harmonics", type=int, default=3, help="sin/cos pairs of the day of week")
     p.add_argument(
         "--residual",
@@ -54,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.7,
         metavar="DECAY",
         help="start layer 0 with a by-time-of-day memory of the half-hourly changes that forgets at this rate "
-        "per day (0: no memory; needs --residual and --hour-harmonics 24)",
+        "per day (0: no memory; needs --residual and --hour-encoding onehot)",
     )
     p.add_argument("--window", type=int, default=2 * STEPS_PER_WEEK, help="training window (steps)")
     p.add_argument("--burn-in", type=int, default=5 * STEPS_PER_DAY, help="steps of each window not scored")
@@ -93,10 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.daily_memory:
         if not 0 < args.daily_memory < 1:
             p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
-        if not args.residual or args.hour_harmonics != STEPS_PER_DAY // 2 or args.hidden <= STEPS_PER_DAY:
-            p.error(
-                f"--daily-memory needs --residual, --hour-harmonics {STEPS_PER_DAY // 2} and --hidden > {STEPS_PER_DAY}"
-            )
+        if not args.residual or args.hour_encoding != "onehot" or args.hidden <= STEPS_PER_DAY:
+            p.error(f"--daily-memory needs --residual, --hour-encoding onehot and --hidden > {STEPS_PER_DAY}")
     if not args.version.isdigit() or int(args.version) < 1:
         p.error(f"--version must be a positive integer, got {args.version!r}")
     return args
@@ -117,6 +121,7 @@ HYPERPARAMETERS = (
     "hidden",
     "layers",
     "ensemble",
+    "hour_encoding",
     "hour_harmonics",
     "day_harmonics",
     "residual",
@@ -219,6 +224,7 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
             day_harmonics=args.day_harmonics,
             residual=args.residual,
             out_scale=out_scale,
+            hour_onehot=args.hour_encoding == "onehot",
         )
         if args.daily_memory:
             init_daily_memory(model, decay=args.daily_memory)

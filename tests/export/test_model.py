@@ -108,21 +108,18 @@ def test_the_test_split_lies_inside_the_cards_ranges(default_model_dir):
         assert f["min"] <= series.features[:, j].min() and series.features[:, j].max() <= f["max"]
 
 
-def test_slot_indicator_is_one_hot_on_the_half_hours():
-    from export.model import Preprocess, slot_indicator
+def test_one_hot_hour_marks_exactly_its_half_hour():
+    from export.model import Preprocess
 
-    pre = Preprocess(0.0, 1.0, hour_harmonics=24, day_harmonics=1)
+    pre = Preprocess(0.0, 1.0, day_harmonics=3, hour_onehot=True)
     hours = torch.arange(48, dtype=torch.float32)[:, None] / 2
     x = torch.cat([torch.zeros_like(hours), hours, torch.zeros_like(hours)], dim=1)
-    feats = pre(x)[:, 1:49]  # sin and cos harmonics of the hour
-    for slot in (0, 1, 17, 47):
-        w, b = slot_indicator(pre.hour_k, slot)
-        ind = (feats @ w + b).numpy()
-        want = np.zeros(48)
-        want[slot] = 1.0
-        np.testing.assert_allclose(ind, want, atol=1e-5)
-    with pytest.raises(ValueError, match="all 24 harmonics"):
-        slot_indicator(pre.hour_k[:4], 0)
+    feats = pre(x)
+    assert feats.shape == (48, 1 + 48 + 6) and pre.n_out == 55
+    np.testing.assert_array_equal(feats[:, 1:49].numpy(), np.eye(48))
+    # off the half-hour grid no half hour is marked
+    off = pre(torch.tensor([[0.0, 8.25, 0.0]]))
+    assert float(off[0, 1:49].sum()) == 0.0
 
 
 def _memory_model(hidden: int = 60) -> tuple[Forecaster, float]:
@@ -137,10 +134,10 @@ def _memory_model(hidden: int = 60) -> tuple[Forecaster, float]:
         num_layers=1,
         mean=float(train.mean()),
         std=float(train.std()),
-        hour_harmonics=24,
         day_harmonics=3,
         residual=True,
         out_scale=out_scale,
+        hour_onehot=True,
     )
     init_daily_memory(model, decay=0.7)
     return model.eval(), out_scale
@@ -154,7 +151,7 @@ def test_daily_memory_holds_the_weighted_mean_change_by_time_of_day():
     model, out_scale = _memory_model()
     with torch.no_grad():
         out, _ = model.lstm(model.pre(torch.from_numpy(series.features[None, :-1])), model.zero_state(1))
-    read = out[0, :, :48].double().numpy() @ model.head.weight[0, :48].double().numpy() * out_scale
+    read = out[0, :, :48].double().numpy() @ model.head.weight[0, :48].detach().double().numpy() * out_scale
     change = np.diff(series.values)  # change[t] = y[t+1] - y[t]: forecast at t
     memory, want = np.zeros(48), np.zeros(len(change))
     for t in range(len(change)):

@@ -29,7 +29,8 @@ def _run(*args: str):
         (["--layers", "-1"], "--layers must be positive"),
         (["--version", "v1"], "--version must be a positive integer"),
         (["--daily-memory", "1.5"], "--daily-memory must lie in (0, 1)"),
-        (["--hidden", "32"], "--daily-memory needs --residual, --hour-harmonics 24 and --hidden > 48"),
+        (["--hidden", "32"], "--daily-memory needs --residual, --hour-encoding onehot and --hidden > 48"),
+        (["--hour-encoding", "harmonics"], "--daily-memory needs"),
         (["--no-residual"], "--daily-memory needs --residual"),
     ],
 )
