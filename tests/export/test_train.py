@@ -80,6 +80,14 @@ def test_default_model_beats_baselines_and_is_complete(default_model_dir):
         # a clear margin: at least 20% lower error than each baseline
         assert m["model"]["mae"] < 0.8 * m[baseline]["mae"], baseline
         assert m["model"]["rmse"] < 0.8 * m[baseline]["rmse"], baseline
+    # and every single-season Holt-Winters by the margin the README states (about 46%)
+    for baseline in (
+        "holt_winters_daily",
+        "holt_winters_weekly",
+        "holt_winters_daily_trend",
+        "holt_winters_weekly_trend",
+    ):
+        assert m["model"]["mae"] < 0.6 * m[baseline]["mae"], baseline
 
 
 def test_default_model_metrics_are_what_the_model_computes(default_model_dir):
