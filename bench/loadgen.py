@@ -10,8 +10,14 @@ Scenarios (one time step per request unless said):
   predict    stateless POST /v1/models/{m}/predict
   rest-step  one session per connection, POST /v1/sessions/{id}/step
   v2-binary  one sequence per connection, v2 infer with binary tensors
+  v2-json    one sequence per connection, v2 infer with JSON tensors, naming no outputs
   ws         one session per connection over WebSocket binary frames, --window in flight
   chunked    one session per connection, --steps steps per request
+  grpc-unary one sequence per gRPC channel, ModelInfer with raw tensors (--url is host:port of gRPC)
+  grpc-stream one sequence per channel on one ModelStreamInfer call, --window in flight
+
+The gRPC scenarios send pre-serialized protobuf and read replies as bytes (checking only
+whether a stream reply is an error), as the HTTP scenarios read only the status line.
 """
 
 from __future__ import annotations
@@ -67,12 +73,14 @@ class Stats:
         self.lat: list[float] = []
         self.codes: Counter[int] = Counter()
         self.steps = 0
+        self.reply_bytes = 0
         self.recording = False
 
-    def add(self, dt: float, status: int, steps: int) -> None:
+    def add(self, dt: float, status: int, steps: int, reply_bytes: int = 0) -> None:
         if self.recording:
             self.lat.append(dt)
             self.codes[status] += 1
+            self.reply_bytes += reply_bytes
             if status == 200:
                 self.steps += steps
 
@@ -102,6 +110,13 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
             st, _, body = await c.request("POST", f"/v1/models/{m}/predict", orjson.dumps({"inputs": [xs]}))
         elif args.scenario in ("rest-step", "chunked"):
             st, _, body = await c.request("POST", f"/v1/sessions/{sid}/step", orjson.dumps({"inputs": xs}))
+        elif args.scenario == "v2-json":
+            req = {
+                "inputs": [{"name": "x", "shape": [1, steps, FEATURES], "datatype": "FP32", "data": xs}],
+                "parameters": {"sequence_id": seq_id, "sequence_start": first},
+            }
+            st, _, body = await c.request("POST", f"/v2/models/{m}/infer", orjson.dumps(req))
+            first = False
         else:  # v2-binary
             head = orjson.dumps(
                 {
@@ -125,7 +140,7 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
                 {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
             )
             first = False
-        stats.add(time.perf_counter() - t0, st, steps)
+        stats.add(time.perf_counter() - t0, st, steps, len(body))
         t += steps
     c.close()
 
@@ -187,10 +202,66 @@ async def ws_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asynci
     ws.w.close()
 
 
+def infer_request(model: str, seq_id: int, first: bool, x: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest: one step of a sequence, raw tensor, only ``y`` back."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    r = pb.ModelInferRequest(model_name=model)
+    r.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    r.raw_input_contents.append(np.ascontiguousarray(x, "<f4").tobytes())
+    r.outputs.add(name="y")
+    r.parameters["sequence_id"].int64_param = seq_id
+    if first:
+        r.parameters["sequence_start"].bool_param = True
+    return r.SerializeToString()
+
+
+GRPC_SERVICE = "/inference.GRPCInferenceService/"
+
+
+async def grpc_unary_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(args.url.removeprefix("http://")) as ch:
+        call = ch.unary_unary(GRPC_SERVICE + "ModelInfer")  # bytes in, bytes out
+        t, first = k * 1000, True
+        while not stop.is_set():
+            body = infer_request(args.model, 20_000 + k, first, np.asarray([[reading(t)]]))
+            t0 = time.perf_counter()
+            try:
+                await call(body, timeout=30)
+                st = 200
+            except grpc.aio.AioRpcError as e:
+                st = 1000 + e.code().value[0]
+            stats.add(time.perf_counter() - t0, st, 1)
+            t, first = t + 1, False
+
+
+async def grpc_stream_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(args.url.removeprefix("http://")) as ch:
+        call = ch.stream_stream(GRPC_SERVICE + "ModelStreamInfer")()
+        sent: collections.deque[float] = collections.deque()
+        t, first = k * 1000, True
+        while not (stop.is_set() and not sent):
+            while not stop.is_set() and len(sent) < args.window:
+                sent.append(time.perf_counter())
+                await call.write(infer_request(args.model, 30_000 + k, first, np.asarray([[reading(t)]])))
+                t, first = t + 1, False
+            msg = await asyncio.wait_for(call.read(), 30)
+            t0 = sent.popleft()
+            # field 1 (error_message) first means an error reply; a reply starts with field 2
+            stats.add(time.perf_counter() - t0, 400 if msg[:1] == b"\n" else 200, 1)
+        await call.done_writing()
+
+
 async def run(args: argparse.Namespace) -> dict:
     stats = Stats()
     stop = asyncio.Event()
-    worker = ws_worker if args.scenario == "ws" else http_worker
+    worker = {"ws": ws_worker, "grpc-unary": grpc_unary_worker, "grpc-stream": grpc_stream_worker}.get(
+        args.scenario, http_worker
+    )
     tasks = [asyncio.ensure_future(worker(args, k, stats, stop)) for k in range(args.concurrency)]
     await asyncio.sleep(args.warmup)
     stats.recording = True
@@ -219,6 +290,7 @@ async def run(args: argparse.Namespace) -> dict:
         "p50_ms": float(np.percentile(lat, 50)),
         "p90_ms": float(np.percentile(lat, 90)),
         "p99_ms": float(np.percentile(lat, 99)),
+        "reply_bytes_mean": stats.reply_bytes / max(1, sum(stats.codes.values())),
         "client_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
     }
 
@@ -228,7 +300,11 @@ def main() -> None:
         prog="python -m bench.loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--url", required=True)
-    p.add_argument("--scenario", required=True, choices=["naive", "predict", "rest-step", "v2-binary", "ws", "chunked"])
+    p.add_argument(
+        "--scenario",
+        required=True,
+        choices=["naive", "predict", "rest-step", "v2-binary", "v2-json", "ws", "chunked", "grpc-unary", "grpc-stream"],
+    )
     p.add_argument("-c", "--concurrency", type=int, default=1)
     p.add_argument("-d", "--duration", type=float, default=15.0)
     p.add_argument("--warmup", type=float, default=2.0)
@@ -241,7 +317,8 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.install()
+        if not args.scenario.startswith("grpc"):  # grpc.aio runs on the standard event loop
+            uvloop.install()
     except ImportError:
         pass
     result = asyncio.run(run(args))

@@ -51,7 +51,7 @@ def run_case(case: str, n: int) -> dict:
     settings = Settings(model_repository=ROOT / "models", max_sessions=10 * n)
     if case.startswith("memory"):
         return asyncio.run(per_session(MemoryStore(3600), n, settings, step=case == "memory_stepped"))
-    from tests.redis_servers import redis_server
+    from harness.redis import redis_server
 
     with redis_server() as r:
         return asyncio.run(per_session(RedisStore(r.url, 3600), n, settings, step=True))

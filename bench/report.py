@@ -198,7 +198,45 @@ def plots(data: dict[str, Any], out: Path) -> list[str]:
     return names
 
 
+GRPC_BEGIN, GRPC_END = "<!-- grpc:begin -->", "<!-- grpc:end -->"  # bench.grpc_compare's section
+
+
+def perf_analyzer_section(data: dict[str, Any]) -> list[str]:
+    """Triton's perf_analyzer against the service (``bench/perf_analyzer.py``)."""
+    rows = data.get("perf_analyzer")
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## perf_analyzer (Triton's tool) against the service",
+        "",
+        "`bench/perf_analyzer.py`: perf_analyzer 2.41.0 over HTTP with the flags of `docs/clients.md`"
+        " (`demand`: sequences of 20 single-reading requests, the server keeping the state;"
+        " `demand.stateless`: windows of 20 readings from a zero state), `--concurrency-range C`,"
+        " `-s 100` (the first three windows: a 10 % criterion may never settle on a shared machine)."
+        " Latencies in ms as perf_analyzer reports them; the server columns are the per-request"
+        " averages it computes from the statistics extension (`/v2/models/demand/stats`). Compute infer runs from"
+        " handing a batch to onnxruntime until its results are back on the event loop, so when the loop and the"
+        " load generator compete for the cores it includes that wait, not only onnxruntime's time.",
+    ]
+    if data.get("perf_analyzer_note"):
+        lines += ["", data["perf_analyzer_note"]]
+    lines += [
+        "",
+        "| mode | conc. | infer/s | p50 ms | p90 ms | p99 ms | server queue ms | compute input ms | compute infer ms | compute output ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['mode']} | {r['concurrency']} | {r['infer_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | "
+        f"{r['p99_ms']:.2f} | {r.get('server_queue_ms', 0):.3f} | {r.get('server_compute_input_ms', 0):.3f} | "
+        f"{r.get('server_compute_infer_ms', 0):.3f} | {r.get('server_compute_output_ms', 0):.3f} |"
+        for r in rows
+    ]
+    return lines
+
+
 def write_report(data: dict[str, Any], out: Path) -> None:
+    old = (out / "benchmarks.md").read_text() if (out / "benchmarks.md").exists() else ""
     pics = plots(data, out)
     lines = [
         "# Benchmarks",
@@ -232,6 +270,7 @@ def write_report(data: dict[str, Any], out: Path) -> None:
             f"{r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors'] or 0} | {r.get('mean_batch', 0):.1f} | "
             f"{r.get('mean_queue_wait_ms', 0):.2f} | {r['server_cpu_ms_per_1000'] or 0:.0f} | {r['peak_rss_mb']:.0f} |"
         )
+    lines += perf_analyzer_section(data)
     lines += [
         "",
         "## Raw onnxruntime in-process (one thread): the ceiling",
@@ -267,4 +306,6 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
         "",
     ]
+    if GRPC_BEGIN in old and GRPC_END in old:  # measured separately: keep it
+        lines += [old[old.index(GRPC_BEGIN) : old.index(GRPC_END) + len(GRPC_END)], ""]
     (out / "benchmarks.md").write_text("\n".join(lines) + "\n")

@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import raw_ort
+from bench import perf_analyzer, raw_ort
 from bench.servers import ROOT, Proc, serve
 
 BIG = ROOT / "bench" / ".models" / "demand512" / "1"
@@ -75,7 +75,7 @@ def load(
             "-m",
             "bench.loadgen",
             "--url",
-            p.url,
+            p.grpc if scenario.startswith("grpc") else p.url,
             "--scenario",
             scenario,
             "-c",
@@ -118,7 +118,7 @@ def points(full: bool) -> list[tuple[str, str, int, list[str]]]:
     """(server kind, scenario, concurrency, extra loadgen args) for the default model."""
     cs = [1, 4, 16, 64] if full else [1, 64]
     pts = [("naive", "naive", c, []) for c in cs] + [("service", "rest-step", c, []) for c in cs]
-    pts += [("service", s, 64, []) for s in ("predict", "v2-binary", "chunked")]
+    pts += [("service", s, 64, []) for s in ("predict", "v2-binary", "v2-json", "chunked")]
     pts += [("service", "ws", 64, ["--window", "32"])]  # pipelined: up to 32 readings in flight per stream
     return pts
 
@@ -163,9 +163,11 @@ def run_all(full: bool) -> dict[str, Any]:
             check=True,
         ).stdout
     )
+    pa = perf_analyzer.measure(3000 if full else 1000)
     return {
         "results": results,
         "raw_ort": raw,
+        "perf_analyzer": pa,
         "memory": mem,
         "mode": "full" if full else "quick",
         "machine": machine(),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.procs import free_port, stop, wait_ready
+from harness.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = ROOT / "models" / "demand" / "1"
@@ -22,6 +22,7 @@ DEFAULT_MODEL_DIR = ROOT / "models" / "demand" / "1"
 class Proc:
     url: str
     proc: subprocess.Popen
+    grpc: str = ""  # host:port of the service's gRPC port
 
     def cpu_seconds(self) -> float:
         """User + system CPU of the server process so far."""
@@ -56,9 +57,10 @@ def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iter
     else:
         args = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", str(model_dir)]
         health = "/health"
-    full_env = {**os.environ, "LSTM_LOG_LEVEL": "warning", **(env or {})}
+    grpc_port = str(free_port())
+    full_env = {**os.environ, "LSTM_LOG_LEVEL": "warning", "LSTM_GRPC_PORT": grpc_port, **(env or {})}
     proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    p = Proc(f"http://127.0.0.1:{port}", proc)
+    p = Proc(f"http://127.0.0.1:{port}", proc, f"127.0.0.1:{full_env['LSTM_GRPC_PORT']}")
     try:
         wait_ready(proc, p.url + health, 60, lambda: proc.stderr.read().decode() if proc.stderr else "")
         yield p

@@ -17,7 +17,7 @@ import orjson
 
 from bench.loadgen import Conn
 from bench.servers import DEFAULT_MODEL_DIR, serve
-from tests.service.conftest import Offline, random_steps
+from harness.reference import Offline, random_steps
 
 TTL = 5.0
 

@@ -1,10 +1,12 @@
-"""``python -m service``: load the models, then serve with uvicorn; drain on SIGTERM."""
+"""``python -m service``: load the models, then serve HTTP (uvicorn) and gRPC (grpc.aio) in one
+process and one event loop; drain both on SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,11 +15,12 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from service.api.grpc.server import GrpcServer
 from service.api.middleware import Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
-from service.core.errors import ModelLoadError
+from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
 
@@ -26,17 +29,44 @@ log = logging.getLogger("service")
 
 class DrainingServer(uvicorn.Server):
     """On the first SIGTERM/SIGINT: turn not-ready, refuse new work with 503, let queued and
-    running batches finish (up to the drain timeout), then shut down and exit 0. A second
-    signal exits at once."""
+    running batches finish (up to the drain timeout), keep answering until requests stop
+    arriving, then shut down and exit 0. A second signal exits at once."""
 
     def __init__(
-        self, config: uvicorn.Config, dataplane: DataPlane, lifecycle: Lifecycle, drain_timeout: float
+        self,
+        config: uvicorn.Config,
+        dataplane: DataPlane,
+        lifecycle: Lifecycle,
+        drain_timeout: float,
+        drain_quiet: float,
+        grpc: GrpcServer | None = None,
     ) -> None:
         super().__init__(config)
         self.dataplane = dataplane
         self.lifecycle = lifecycle
         self.drain_timeout = drain_timeout
+        self.drain_quiet = drain_quiet
+        self.grpc = grpc
+        self.failed = False
         self._draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # gRPC binds first (its RPCs answer "still loading" until the models are up), on this loop
+        if self.grpc is not None:
+            try:
+                await self.grpc.start()
+            except RuntimeError as e:
+                log.error("cannot start gRPC on %s: %s", self.grpc.address, e)
+                self.failed = self.should_exit = True
+                return
+        await super().startup(sockets)
+        if self.grpc is not None and self.started:
+            await self.grpc.serving()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None:  # before the lifespan stops the data plane
+            await self.grpc.stop(0 if self.force_exit else self.drain_timeout)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:
@@ -51,9 +81,13 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_timeout
         finished = await self.dataplane.drain(self.drain_timeout)
-        # requests still being read or answered (not yet, or no longer, in a batcher)
-        while self.lifecycle.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        # Requests still being read or answered, and stragglers that arrive now: each gets its
+        # reply (503 + Connection: close once draining) before the port closes. Closing it while
+        # requests still come would meet them with a reset socket instead.
+        while not self.lifecycle.quiet_for(self.drain_quiet) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.grpc is not None:  # new calls UNAVAILABLE, calls in flight finish
+            await self.grpc.stop(max(0.0, deadline - time.monotonic()))
         if not finished or self.lifecycle.in_flight:
             log.warning("drain timeout: work still in flight after %.0f s", self.drain_timeout)
         self.should_exit = True
@@ -67,14 +101,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model-repository", type=Path, default=None, help="overrides LSTM_MODEL_REPOSITORY")
+    p.add_argument("--grpc-port", type=int, default=None, help="overrides LSTM_GRPC_PORT (default 8001)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        overrides = {"model_repository": args.model_repository} if args.model_repository else {}
-        settings = Settings(**overrides)
+        overrides: dict[str, object] = {"model_repository": args.model_repository} if args.model_repository else {}
+        if args.grpc_port is not None:
+            overrides["grpc_port"] = args.grpc_port
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
         print(f"error: invalid settings:\n{e}", file=sys.stderr)
         return 2
@@ -96,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s)
+    grpc = GrpcServer(settings, dp, args.host) if settings.grpc_enabled else None
+    server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s, grpc)
     server.run()
-    return 0
+    return 2 if server.failed else 0
 
 
 if __name__ == "__main__":

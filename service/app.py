@@ -10,13 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import errors, health, stream, v1, v2
+from service.api import console, docs, errors, health, hot, stream, v1, v2
 from service.api.auth import ApiKeyAuth, load_keys
-from service.api.fastlane import StepFastLane
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.metrics import Metrics
+from service.sessions import state_file
 from service.sessions.store import SessionStore
 
 log = logging.getLogger("service")
@@ -61,6 +61,10 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     settings = settings or Settings()
     metrics = dataplane.metrics if dataplane else Metrics()
     dp = dataplane or DataPlane(settings, make_store(settings, metrics), metrics)
+    if settings.state_dir is not None:
+        state_file.attach(
+            dp.store, settings.state_dir, lambda: {w.card.key: w.card.sha256 for w in dp.all_workers()}, metrics
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,21 +87,26 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         version="0.1.0",
         description="Stateful LSTM inference: server-side sessions keep each stream's (h, C).",
         lifespan=lifespan,
+        docs_url=None,  # served from the package by docs.install: no CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.dataplane = dp
     errors.install(app)
+    docs.install(app)
     app.include_router(health.build_router())
-    app.include_router(v1.build_router())
+    v1_routes, v2_routes = v1.build_router(), v2.build_router()
+    app.include_router(v1_routes)
     app.include_router(stream.build_router())
-    app.include_router(v2.build_router())
-    if settings.fast_lane:
-        app.add_middleware(StepFastLane, dataplane=dp)
+    app.include_router(v2_routes)
+    app.include_router(console.build_router())
+    hot.install(app, v1_routes, v2_routes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     keys = load_keys(settings.api_keys, settings.api_key_file)
     if keys:
         app.add_middleware(ApiKeyAuth, keys=keys, protect_health=settings.auth_health)
+        app.add_middleware(console.BrowserKeyProtocol)  # outside the key check: browsers send the key as a subprotocol
     else:
         log.warning("no API keys configured (LSTM_API_KEYS): the API is open to anyone who can reach it")
     app.state.lifecycle = lifecycle = Lifecycle()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -48,16 +48,18 @@ class Settings(BaseSettings):
     the event loop, saving the hop to a worker thread; longer ones run in the thread pool.
     0 sends every batch to the pool."""
 
-    fast_lane: bool = True
-    """Serve well-formed ``POST /v1/sessions/{id}/step`` requests around FastAPI's routing and
-    validation (same replies, about half the CPU); anything unusual still goes to FastAPI."""
-
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
     session is left untouched."""
 
     session_store: Literal["memory", "redis"] = "memory"
     """Where session state lives: this process (``memory``) or a shared Redis (``redis``)."""
+
+    state_dir: Path | None = None
+    """Memory store only: a directory where the sessions are saved on a graceful shutdown
+    (after the last step) and loaded back at start (before the service is ready), so a
+    restart, rolling upgrade or config change keeps them. Nothing is saved on a crash (use
+    Redis for that). Unset: sessions end with the process."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Redis (or Redis Cluster node) URL when ``session_store`` is ``redis``."""
@@ -114,6 +116,22 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long to wait for queued and running work before exiting."""
 
+    drain_quiet_s: float = Field(0.5, ge=0)
+    """After SIGTERM, once the work in flight is done, keep answering new requests (503 with
+    ``Retry-After`` and ``Connection: close``) until none has arrived for this long, then close
+    the port: a client told to go elsewhere is never met by a closed socket instead."""
+
+    grpc_enabled: bool = True
+    """Serve the Open Inference Protocol's gRPC service (``inference.GRPCInferenceService``,
+    with ``ModelStreamInfer``) and ``grpc.health.v1`` beside HTTP, on ``grpc_port``."""
+
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """gRPC port (``--grpc-port``); 0 picks a free one. It listens on the HTTP host."""
+
+    grpc_stream_window: int = Field(64, ge=1)
+    """Requests of one ``ModelStreamInfer`` stream accepted but not yet answered; past it the
+    server stops reading the stream until the client reads replies (bounds a slow reader's memory)."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> tuple[str, ...]:
@@ -153,3 +171,17 @@ def settings_table() -> str:
 
 if __name__ == "__main__":  # python -m service.config: print the table for the README
     print(settings_table())
+
+
+class BatchingOverrides(BaseModel):
+    """What a model version's card may set for itself under ``"batching"`` in ``model.json``;
+    the global settings are the defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
+    inline_compute_us: float | None = Field(None, ge=0)
+
+    def apply(self, settings: Settings) -> Settings:
+        return settings.model_copy(update=self.model_dump(exclude_none=True))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -10,6 +10,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # no ``*_created`` series: a creation timestamp per counter is noise to every dashboard here
+        disable_created_metrics()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -36,6 +38,16 @@ class Metrics:
         self.sessions_created = Counter("lstm_sessions_created", "Sessions created", registry=r)
         self.sessions_expired = Counter("lstm_sessions_expired", "Sessions removed after their idle TTL", registry=r)
         self.sessions_deleted = Counter("lstm_sessions_deleted", "Sessions deleted by clients", registry=r)
+        self.sessions_restored = Counter(
+            "lstm_sessions_restored", "Sessions loaded from the state file at start (LSTM_STATE_DIR)", registry=r
+        )
+        self.sessions_refused = Counter(
+            "lstm_sessions_refused",
+            "Sessions of the state file refused at start: model (version not served), checksum (model changed), "
+            "expired, file (the whole file was damaged: counts 1)",
+            ["reason"],
+            registry=r,
+        )
         self.steps = Counter("lstm_steps", "Time steps consumed by sessions", ["model"], registry=r)
         self.state_bytes = Gauge("lstm_session_state_bytes", "Bytes of (h, C) state per session", ["model"], registry=r)
         self.model_info = Gauge(
@@ -45,3 +57,45 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("lstm_ready", "1 when the service is ready to take traffic", registry=r)
+        # Triton's statistics extension (GET /v2/models/.../stats) is computed from these and
+        # queue_wait, in service/stats.py, so /stats and /metrics agree by construction.
+        self.infer_requests = Counter(
+            "lstm_inference_requests",
+            "Requests that reached a model version's batcher, by outcome (success or fail)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.infer_request_seconds = Counter(
+            "lstm_inference_request_seconds",
+            "Cumulative time of those requests, from entering the batcher to their result",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.phase_requests = Counter(
+            "lstm_inference_phase_requests",
+            "Requests through each phase of their batch: compute_input (store read, collate), "
+            "compute_infer (onnxruntime), compute_output (split, store write)",
+            ["model", "phase"],
+            registry=r,
+        )
+        self.phase_seconds = Counter(
+            "lstm_inference_phase_seconds",
+            "Cumulative time requests spent in each phase (a batch's phase counts once per request in it)",
+            ["model", "phase"],
+            registry=r,
+        )
+        self.executions = Counter(
+            "lstm_executions", "onnxruntime calls, by batch size (rows)", ["model", "batch_size"], registry=r
+        )
+        self.execution_seconds = Counter(
+            "lstm_execution_seconds",
+            "Cumulative time of onnxruntime calls' phases, by batch size",
+            ["model", "batch_size", "phase"],
+            registry=r,
+        )
+        self.last_inference = Gauge(
+            "lstm_last_inference_timestamp_seconds",
+            "When a request to the model version last succeeded (Unix time)",
+            ["model"],
+            registry=r,
+        )

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = ROOT / "models" / "demand" / "1"
+from harness.paths import DEFAULT_MODEL, ROOT
+
+__all__ = ["DEFAULT_MODEL", "ROOT"]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ The caller's identity -- a short hash of its key, never the key itself -- goes t
 ``scope["state"]["owner"]``: sessions belong to the key that created them, and any other
 key gets the same 404 as for an unknown session. Keys are compared in constant time
 (every configured key is compared, whichever matches). Health and metrics routes are open
-unless ``LSTM_AUTH_HEALTH`` is set. Keys are never logged.
+unless ``LSTM_AUTH_HEALTH`` is set. Keys are never logged. The gRPC server checks the
+``authorization`` metadata with the same :class:`KeyRing`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 OPEN_PATHS = ("/v2/health/", "/metrics")
-DOC_PATHS = ("/docs", "/openapi.json", "/redoc")
+DOC_PATHS = ("/docs", "/openapi.json", "/redoc", "/console")  # pages that hold no data (not /v1/console)
 
 
 def load_keys(keys: tuple[str, ...], key_file: Path | None) -> list[bytes]:
@@ -37,19 +38,34 @@ def owner_of(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:16]
 
 
-class ApiKeyAuth:
-    def __init__(self, app: Any, keys: list[bytes], protect_health: bool) -> None:
-        self.app = app
+class KeyRing:
+    """The configured keys and their owners; shared by the HTTP middleware and the gRPC server."""
+
+    def __init__(self, keys: list[bytes]) -> None:
         self.keys = keys
         self.owners = [owner_of(k) for k in keys]
-        self.protect_health = protect_health
 
-    def _match(self, presented: bytes) -> str | None:
+    def match(self, presented: bytes) -> str | None:
+        """The owner of ``presented``, or None. Every key is compared, whichever matches."""
         found = None
         for key, owner in zip(self.keys, self.owners, strict=True):
             if hmac.compare_digest(key, presented):  # no early exit: time does not tell which key
                 found = owner
         return found
+
+    def owner(self, authorization: bytes | None) -> str | None:
+        """The owner named by an ``Authorization: Bearer <key>`` value, or None."""
+        if not authorization or authorization[:7].lower() != b"bearer ":
+            return None
+        token = authorization[7:].strip()
+        return self.match(token) if token else None
+
+
+class ApiKeyAuth:
+    def __init__(self, app: Any, keys: list[bytes], protect_health: bool) -> None:
+        self.app = app
+        self.ring = KeyRing(keys)
+        self.protect_health = protect_health
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -57,11 +73,11 @@ class ApiKeyAuth:
         path = scope.get("path", "")
         if path.startswith(DOC_PATHS) or (not self.protect_health and path.startswith(OPEN_PATHS)):
             return await self.app(scope, receive, send)
-        token = b""
+        header = None
         for k, v in scope.get("headers", ()):
             if k == b"authorization" and v[:7].lower() == b"bearer ":
-                token = v[7:].strip()
-        owner = self._match(token) if token else None
+                header = v
+        owner = self.ring.owner(header)
         if owner is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from service.core.errors import ServiceError, error_body
+from service.errors import ServiceError, error_body
 
 log = logging.getLogger("service.api")
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from service.metrics import Metrics
 
@@ -16,7 +18,10 @@ UNCOUNTED = ("/v2/health/", "/metrics")
 
 
 class BodyLimit:
-    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while reading."""
+    """Refuse bodies over ``limit`` bytes with 413, by Content-Length or while reading.
+
+    The refusal is raised where the route reads its body, so that it passes through the
+    app's one error handler and is logged and counted under the route like any reply."""
 
     def __init__(self, app: Any, limit: int) -> None:
         self.app = app
@@ -25,13 +30,14 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", ()):
-            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
-                return await _error(send, 413, f"request body of {int(v)} bytes is over the limit of {self.limit}")
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), b"")
+        too_big = declared.isdigit() and int(declared) > self.limit
         seen = 0
 
         async def limited() -> dict:
             nonlocal seen
+            if too_big:
+                raise HTTPException(413, f"request body of {int(declared)} bytes is over the limit of {self.limit}")
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.limit:
@@ -42,28 +48,38 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-async def _error(send: Any, status: int, message: str) -> None:
-    import orjson
-
-    body = orjson.dumps({"error": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class Lifecycle:
     """What shutdown needs to see of the HTTP side: requests in flight, and whether the
     service is draining (then every reply says ``Connection: close``, so that clients open
     new connections -- to another replica -- instead of reusing one about to close)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_flight = 0
         self.draining = False
+        self.clock = clock
+        self.last_activity = clock()  # when a request last started or finished
+
+    def started(self) -> None:
+        self.in_flight += 1
+        self.last_activity = self.clock()
+
+    def finished(self) -> None:
+        self.in_flight -= 1
+        self.last_activity = self.clock()
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No request in flight, and none started or finished for ``seconds``."""
+        return self.in_flight == 0 and self.clock() - self.last_activity >= seconds
+
+
+def route_template(scope: dict) -> str:
+    """The route template of a request that routing did not label: plain Starlette routes
+    (``/docs``, ``/openapi.json``) and replies given before routing (413, 401)."""
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", "unmatched"))
+    return "unmatched"
 
 
 class AccessLog:
@@ -91,14 +107,14 @@ class AccessLog:
                     msg["headers"].append((b"connection", b"close"))
             await send(msg)
 
-        self.lifecycle.in_flight += 1
+        self.lifecycle.started()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.lifecycle.in_flight -= 1
+            self.lifecycle.finished()
             dt = time.perf_counter() - t0
             path = scope.get("path", "")
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path", None) or route_template(scope)
             if not path.startswith(UNCOUNTED):
                 method = scope.get("method", "")
                 self.metrics.requests.labels(route, method, str(status)).inc()

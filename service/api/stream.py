@@ -39,8 +39,10 @@ from fastapi import APIRouter, WebSocket
 from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
+from service.api.decode import json_object, only_fields, optional_step, to_array
 from service.core.dataplane import DataPlane
-from service.core.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body
+from service.core.inputs import check_steps
+from service.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body
 
 log = logging.getLogger("service.stream")
 
@@ -122,13 +124,13 @@ class _Stream:
         if data is None or self.session_id is None or not data or len(data) > self.dp.settings.max_body_bytes:
             return None
         try:
-            f = self.dp._session_worker(self.session_id).card.n_features
+            f = self.dp.session_card(self.session_id).n_features
         except ServiceError:
             return None
         if len(data) % (4 * f):
             return None
         x = np.frombuffer(data, "<f4").reshape(-1, f)
-        return x if len(x) <= self._max_steps and np.isfinite(x).all() else None
+        return x if len(x) <= self._max_steps and not _check(self.dp, self.session_id, x) else None
 
     @property
     def _max_steps(self) -> int:
@@ -174,7 +176,7 @@ class _Stream:
         if self.session_id is None:
             raise InvalidInput("binary frames are accepted only on /v1/sessions/{session_id}/stream; send JSON here")
         self._check_size(len(data))
-        f = self.dp._session_worker(self.session_id).card.n_features
+        f = self.dp.session_card(self.session_id).n_features
         if len(data) % (4 * f):
             raise InvalidInput(
                 f"a binary frame must hold whole time steps of {f} float32 values ({4 * f} bytes each); "
@@ -187,12 +189,7 @@ class _Stream:
 
     async def _json(self, text: str, echo: dict[str, Any]) -> dict[str, Any]:
         self._check_size(len(text))
-        try:
-            body = orjson.loads(text)
-        except orjson.JSONDecodeError as e:
-            raise InvalidInput(f"the message is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise InvalidInput('a message must be a JSON object with "inputs"')
+        body = json_object(text.encode(), None, "the message")
         echo["id"] = body.get("id")
         sid = body.get("session_id", self.session_id)
         if not isinstance(sid, str):
@@ -200,14 +197,11 @@ class _Stream:
         echo["session_id"] = sid
         if self.session_id is not None and sid != self.session_id:
             raise InvalidInput(f"this connection streams session {self.session_id!r}; use /v1/stream for several")
-        if unknown := sorted(set(body) - FIELDS):
-            raise InvalidInput(f"unknown field(s) {unknown}; a message has {sorted(FIELDS)}")
+        only_fields(body, FIELDS, "the message")
         if "inputs" not in body:
-            raise InvalidInput('"inputs" is required: a list of time steps, each a list of features')
-        expected = body.get("expected_step")
-        if expected is not None and (not isinstance(expected, int) or isinstance(expected, bool)):
-            raise InvalidInput("expected_step must be an integer >= 0")
-        res = await self.dp.step(sid, body["inputs"], expected, self.owner)
+            raise InvalidInput("inputs is required: a list of time steps, each a list of n_features numbers")
+        expected = optional_step(body.get("expected_step"))
+        res = await self.dp.step(sid, to_array(body["inputs"], "inputs", 2), expected, self.owner)
         return _text(
             {
                 "id": echo["id"],
@@ -217,6 +211,15 @@ class _Stream:
                 "replayed": res.replayed,
             }
         )
+
+
+def _check(dp: DataPlane, session_id: str, x: np.ndarray) -> ServiceError | None:
+    """The error a binary frame's steps would get from the data plane's checks, if any."""
+    try:
+        check_steps(dp.session_card(session_id), x, "inputs", dp.settings.max_steps_per_request)
+    except ServiceError as e:
+        return e
+    return None
 
 
 def build_router() -> APIRouter:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from service.api.decode import json_object, only_fields, optional_step, to_array
+from service.api.hot import errors, hot
 from service.api.responses import FastJSON
 from service.api.wire import (
     CreateSessionRequest,
-    ErrorBody,
     PredictRequest,
     PredictResponse,
     SessionInfo,
@@ -19,9 +21,9 @@ from service.api.wire import (
     StepResponse,
 )
 from service.core.dataplane import DataPlane
+from service.core.work import StepResult
+from service.errors import InvalidInput
 from service.sessions.record import SessionRecord
-
-ERRORS: dict[int | str, dict] = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 422, 429, 503, 504)}
 
 
 # async on purpose: FastAPI runs plain-def dependencies in a thread pool, a costly hop
@@ -38,6 +40,18 @@ DP = Annotated[DataPlane, Depends(dataplane)]
 Owner = Annotated[str | None, Depends(owner)]
 
 
+PREDICT_FIELDS = frozenset({"inputs", "h0", "c0"})
+STEP_FIELDS = frozenset({"inputs", "expected_step"})
+
+
+def step_reply(res: StepResult) -> dict[str, Any]:
+    return {"session_id": res.session_id, "step": res.step, "outputs": res.outputs, "replayed": res.replayed}
+
+
+def optional_state(value: Any, field: str, ndim: int) -> np.ndarray | None:
+    return None if value is None else to_array(value, field, ndim)
+
+
 def session_info(dp: DataPlane, rec: SessionRecord) -> dict:
     return {
         "session_id": rec.id,
@@ -46,84 +60,142 @@ def session_info(dp: DataPlane, rec: SessionRecord) -> dict:
         "step": rec.step,
         "created_at": rec.created,
         "last_used_at": rec.last_used,
-        "expires_at": rec.last_used + dp.store.ttl_s,
+        "expires_at": rec.last_used + dp.session_ttl_s,
     }
 
 
 def build_router() -> APIRouter:
-    r = APIRouter(prefix="/v1", responses=ERRORS)
+    r = APIRouter(prefix="/v1")
 
-    @r.get("/models", tags=["models"], summary="List served models")
+    @r.get("/models", tags=["models"], summary="List served models", responses=errors(401))
     async def list_models(dp: DP) -> FastJSON:
-        return FastJSON(
-            {"models": [{"name": n, "versions": sorted(v, key=int)} for n, v in sorted(dp.workers.items())]}
-        )
+        return FastJSON({"models": [{"name": n, "versions": v} for n, v in dp.models().items()]})
 
-    @r.get("/models/{model}", tags=["models"], summary="A model's card (latest version unless ?version=)")
+    @r.get(
+        "/models/{model}",
+        tags=["models"],
+        summary="A model's card (latest version unless ?version=)",
+        responses=errors(401, 404),
+    )
     async def model_card(dp: DP, model: str, version: Annotated[str | None, Query()] = None) -> FastJSON:
         w = dp.worker(model, version)
-        return FastJSON({**w.card.raw, "provider": w.model.provider, "versions": sorted(dp.workers[model], key=int)})
+        return FastJSON({**w.card.raw, "provider": w.model.provider, "versions": dp.models()[model]})
 
-    async def _predict(dp: DataPlane, model: str, version: str | None, body: PredictRequest) -> FastJSON:
-        w, res = await dp.predict(model, version, body.inputs, body.h0, body.c0)
+    predict_doc = {
+        "body": PredictRequest,
+        "response_model": PredictResponse,
+        "responses": errors(400, 401, 404, 413, 415, 503, 504),
+        "tags": ["predict"],
+        "description": "Run whole sequences from a given (or zero) state; returns every output and the final state.",
+    }
+
+    async def _predict(request: Request, version: str | None) -> Response:
+        body = json_object(await request.body(), request.headers.get("content-type"))
+        only_fields(body, PREDICT_FIELDS)
+        if "inputs" not in body:
+            raise InvalidInput("inputs is required: [batch, seq, n_features] numbers")
+        dp: DataPlane = request.app.state.dataplane
+        w, res = await dp.predict(
+            request.path_params["model"],
+            version,
+            to_array(body["inputs"], "inputs", 3),
+            optional_state(body.get("h0"), "h0", 3),
+            optional_state(body.get("c0"), "c0", 3),
+        )
         return FastJSON(
-            {
-                "model": w.card.name,
-                "version": w.card.version,
-                "outputs": res.y,
-                "hn": res.state[0],
-                "cn": res.state[1],
-            }
+            {"model": w.card.name, "version": w.card.version, "outputs": res.y, "hn": res.state[0], "cn": res.state[1]}
         )
 
-    @r.post("/models/{model}/predict", tags=["predict"], response_model=PredictResponse, summary="Stateless predict")
-    async def predict(
-        dp: DP, model: str, body: PredictRequest, version: Annotated[str | None, Query()] = None
-    ) -> FastJSON:
-        """Run whole sequences from a given (or zero) state; returns every output and the final state."""
-        return await _predict(dp, model, version, body)
+    @hot(r, "/models/{model}/predict", summary="Stateless predict", **predict_doc)  # type: ignore[arg-type]
+    async def predict(request: Request) -> Response:
+        """Run whole sequences from a given (or zero) state (the latest version unless ``?version=``)."""
+        return await _predict(request, request.query_params.get("version"))
+
+    @hot(r, "/models/{model}/versions/{version}/predict", summary="Stateless predict on a version", **predict_doc)  # type: ignore[arg-type]
+    async def predict_version(request: Request) -> Response:
+        return await _predict(request, request.path_params["version"])
 
     @r.post(
-        "/models/{model}/versions/{version}/predict",
-        tags=["predict"],
-        response_model=PredictResponse,
-        summary="Stateless predict on a version",
+        "/sessions",
+        tags=["sessions"],
+        status_code=201,
+        response_model=SessionInfo,
+        summary="Create a session",
+        responses=errors(400, 401, 404, 413, 429, 503),
     )
-    async def predict_version(dp: DP, model: str, version: str, body: PredictRequest) -> FastJSON:
-        return await _predict(dp, model, version, body)
-
-    @r.post("/sessions", tags=["sessions"], status_code=201, response_model=SessionInfo, summary="Create a session")
     async def create_session(dp: DP, who: Owner, body: CreateSessionRequest) -> FastJSON:
         """Open a stream: the server keeps its (h, C) between steps. 429 when at capacity."""
-        rec = await dp.create_session(body.model, body.version, body.h0, body.c0, owner=who)
+        rec = await dp.create_session(
+            body.model, body.version, optional_state(body.h0, "h0", 2), optional_state(body.c0, "c0", 2), owner=who
+        )
         return FastJSON(session_info(dp, rec), status_code=201)
 
     @r.post(
-        "/sessions/import", tags=["sessions"], status_code=201, response_model=SessionInfo, summary="Import a snapshot"
+        "/sessions/import",
+        tags=["sessions"],
+        status_code=201,
+        response_model=SessionInfo,
+        summary="Import a snapshot",
+        responses=errors(400, 401, 404, 409, 413, 429, 503),
     )
     async def import_session(dp: DP, who: Owner, body: Snapshot) -> FastJSON:
         """Create a new session from a snapshot; 409 if the served model's checksum differs."""
-        rec = await dp.import_session(body.model_dump(), owner=who)
+        snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": to_array(body.c, "c", 2)}
+        rec = await dp.import_session(snap, owner=who)
         return FastJSON(session_info(dp, rec), status_code=201)
 
-    @r.get("/sessions/{session_id}", tags=["sessions"], response_model=SessionInfo, summary="Get a session")
+    @r.get(
+        "/sessions/{session_id}",
+        tags=["sessions"],
+        response_model=SessionInfo,
+        summary="Get a session",
+        responses=errors(401, 404, 503),
+    )
     async def get_session(dp: DP, who: Owner, session_id: str) -> FastJSON:
         return FastJSON(session_info(dp, await dp.get_session(session_id, who)))
 
-    @r.post("/sessions/{session_id}/step", tags=["sessions"], response_model=StepResponse, summary="Step a session")
-    async def step(dp: DP, who: Owner, session_id: str, body: StepRequest) -> FastJSON:
+    @hot(
+        r,
+        "/sessions/{session_id}/step",
+        body=StepRequest,
+        summary="Step a session",
+        response_model=StepResponse,
+        responses=errors(400, 401, 404, 409, 413, 415, 503, 504),
+        tags=["sessions"],
+    )
+    async def step(request: Request) -> Response:
         """Consume T time steps; returns T outputs and the new step. Ordered per session; a failed
         step leaves the session unchanged."""
-        res = await dp.step(session_id, body.inputs, body.expected_step, who)
-        return FastJSON(
-            {"session_id": res.session_id, "step": res.step, "outputs": res.outputs, "replayed": res.replayed}
+        body = json_object(await request.body(), request.headers.get("content-type"))
+        only_fields(body, STEP_FIELDS)
+        if "inputs" not in body:
+            raise InvalidInput("inputs is required: a list of time steps, each a list of n_features numbers")
+        dp: DataPlane = request.app.state.dataplane
+        res = await dp.step(
+            request.path_params["session_id"],
+            to_array(body["inputs"], "inputs", 2),
+            optional_step(body.get("expected_step")),
+            getattr(request.state, "owner", None),
         )
+        return FastJSON(step_reply(res))
 
-    @r.get("/sessions/{session_id}/snapshot", tags=["sessions"], response_model=Snapshot, summary="Export a snapshot")
+    @r.get(
+        "/sessions/{session_id}/snapshot",
+        tags=["sessions"],
+        response_model=Snapshot,
+        summary="Export a snapshot",
+        responses=errors(401, 404, 503),
+    )
     async def export_session(dp: DP, who: Owner, session_id: str) -> FastJSON:
         return FastJSON(await dp.export_session(session_id, who))
 
-    @r.delete("/sessions/{session_id}", tags=["sessions"], status_code=204, summary="Delete a session")
+    @r.delete(
+        "/sessions/{session_id}",
+        tags=["sessions"],
+        status_code=204,
+        summary="Delete a session",
+        responses=errors(401, 404, 503),
+    )
     async def delete_session(dp: DP, who: Owner, session_id: str) -> Response:
         await dp.delete_session(session_id, who)
         return Response(status_code=204)

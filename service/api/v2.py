@@ -1,9 +1,9 @@
 """Open Inference Protocol v2 (KServe / Triton REST), with the sequence and binary tensor
 extensions. Health routes live in :mod:`service.api.health`.
 
-Sequences (Triton's sequence extension): request ``parameters`` ``sequence_id`` (uint64 or
-string; 0 or "" means none), ``sequence_start``, ``sequence_end``. A sequence is a session
-underneath: same store, ordering, expiry, batching and metrics.
+The transport-neutral part of inference (checks, sequences, the call into the data plane)
+is :func:`service.api.inference.run_infer`, shared with the gRPC service; the metadata,
+config and statistics documents below are shared with it too.
 """
 
 from __future__ import annotations
@@ -13,83 +13,98 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from service.api.v2_codec import InferReply, InferRequest, decode, encode
+from service.api.hot import errors, hot
+from service.api.inference import run_infer
+from service.api.model_config import model_config, model_metadata, split_view, view_name
+from service.api.v2_codec import decode, encode
 from service.core.dataplane import DataPlane
-from service.core.errors import InvalidInput
 from service.core.model_worker import ModelWorker
+from service.stats import model_statistics
 
-SERVER = {"name": "lstm-serving", "version": "0.1.0", "extensions": ["binary_tensor_data", "sequence", "parameters"]}
-INPUTS = ("x", "h0", "c0")
-OUTPUTS = ("y", "hn", "cn")
+V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["FP32"]},
+        "data": {"type": "array", "description": "row-major numbers, flat or nested"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+    },
+}
+INFER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "sequence_id": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]},
+                "sequence_start": {"type": "boolean"},
+                "sequence_end": {"type": "boolean"},
+                "binary_data_output": {"type": "boolean"},
+            },
+        },
+        "inputs": {"type": "array", "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
+    },
+    "example": {
+        "inputs": [{"name": "x", "shape": [1, 2, 3], "datatype": "FP32", "data": [30500, 8.0, 2, 31200, 8.5, 2]}]
+    },
+}
+
+SERVER = {
+    "name": "lstm-serving",
+    "version": "0.1.0",
+    "extensions": ["binary_tensor_data", "sequence", "parameters", "model_configuration", "statistics"],
+}
 
 
-def metadata(dp: DataPlane, w: ModelWorker) -> dict[str, Any]:
-    card = w.card.raw
+def resolve(dp: DataPlane, model: str, version: str | None) -> tuple[ModelWorker, bool]:
+    """The worker behind a model name or its stateless view (``<model>.stateless``)."""
+    name, stateless = split_view(model)
+    return dp.worker(name, version), stateless
+
+
+def metadata(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
+    w, stateless = resolve(dp, model, version)
+    return model_metadata(w.card, dp.models()[w.card.name], stateless)
+
+
+def config(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
+    w, stateless = resolve(dp, model, version)
+    return model_config(w.card, w.settings, w.model.provider, stateless)
+
+
+def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[str, Any]:
+    """Triton's statistics extension: every version of every model, of one model, or one version."""
+    if model is None:
+        workers = [(w, False) for w in dp.all_workers()]
+    elif version is None:
+        w, stateless = resolve(dp, model, None)
+        workers = [(v, stateless) for v in dp.workers[w.card.name].values()]
+    else:
+        workers = [resolve(dp, model, version)]
     return {
-        "name": w.card.name,
-        "versions": sorted(dp.workers[w.card.name], key=int),
-        "platform": "onnxruntime_onnx",
-        "inputs": [{k: i[k] for k in ("name", "datatype", "shape")} for i in card["inputs"] if i["name"] in INPUTS],
-        "outputs": [{k: o[k] for k in ("name", "datatype", "shape")} for o in card["outputs"]],
+        "model_stats": [model_statistics(dp.metrics, w.card, view_name(w.card, stateless)) for w, stateless in workers]
     }
 
 
-def _sequence_id(params: dict[str, Any]) -> int | str | None:
-    sid = params.get("sequence_id", 0)
-    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
-        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
-    for flag in ("sequence_start", "sequence_end"):
-        if not isinstance(params.get(flag, False), bool):
-            raise InvalidInput(f"parameter {flag} must be a boolean")
-    if sid in (0, ""):
-        if params.get("sequence_start") or params.get("sequence_end"):
-            raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
-        return None
-    return sid
-
-
-def _check(req: InferRequest) -> None:
-    unknown = sorted(set(req.inputs) - set(INPUTS))
-    if unknown:
-        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
-    if "x" not in req.inputs:
-        raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
-    for name, arr in req.inputs.items():
-        if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
-            raise InvalidInput(f"input {name!r} must have datatype FP32")
-    for name, _ in req.outputs or []:
-        if name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
-
-
 async def infer(request: Request, model: str, version: str | None) -> Response:
-    dp: DataPlane = request.app.state.dataplane
+    """Content-Type is not looked at, as in Triton: the Inference-Header-Content-Length header
+    says whether binary tensors follow the JSON header."""
     req = decode(await request.body(), request.headers.get("inference-header-content-length"))
-    _check(req)
-    owner = getattr(request.state, "owner", None)
-    x = req.inputs["x"]
-    seq = _sequence_id(req.parameters)
-    if seq is not None:
-        if x.ndim != 3 or x.shape[0] != 1:
-            raise InvalidInput(
-                f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
-            )
-        if "h0" in req.inputs or "c0" in req.inputs:
-            raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
-        w, res = await dp.sequence_step(
-            model,
-            version,
-            seq,
-            x[0],
-            start=bool(req.parameters.get("sequence_start")),
-            end=bool(req.parameters.get("sequence_end")),
-            owner=owner,
-        )
-        outputs = {"y": res.outputs[None], "hn": res.state[0][:, None], "cn": res.state[1][:, None]}
-    else:
-        w, pres = await dp.predict(model, version, x, req.inputs.get("h0"), req.inputs.get("c0"))
-        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    body, header_len = encode(InferReply(w.card.name, w.card.version, outputs, id=req.id), req)
+    reply = await run_infer(request.app.state.dataplane, model, version, req, getattr(request.state, "owner", None))
+    body, header_len = encode(reply, req)
     if header_len is None:
         return Response(body, media_type="application/json")
     return Response(
@@ -104,36 +119,75 @@ def build_router() -> APIRouter:
     async def server_metadata() -> JSONResponse:
         return JSONResponse(SERVER)
 
-    @r.get("/models/{model}", summary="Model metadata (latest version)")
-    async def model_metadata(request: Request, model: str) -> JSONResponse:
-        dp = request.app.state.dataplane
-        return JSONResponse(metadata(dp, dp.worker(model)))
+    # before /models/{model}: "stats" is not a model name here
+    @r.get("/models/stats", summary="Statistics of every model version (statistics extension)", responses=errors(401))
+    async def all_stats(request: Request) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, None, None))
 
-    @r.get("/models/{model}/versions/{version}", summary="Model version metadata")
+    @r.get("/models/{model}", summary="Model metadata (latest version)", responses=errors(401, 404))
+    async def model_metadata_route(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(metadata(request.app.state.dataplane, model, None))
+
+    @r.get("/models/{model}/versions/{version}", summary="Model version metadata", responses=errors(401, 404))
     async def version_metadata(request: Request, model: str, version: str) -> JSONResponse:
-        dp = request.app.state.dataplane
-        return JSONResponse(metadata(dp, dp.worker(model, version)))
+        return JSONResponse(metadata(request.app.state.dataplane, model, version))
+
+    @r.get(
+        "/models/{model}/config",
+        summary="Triton model configuration (model configuration extension)",
+        responses=errors(401, 404),
+    )
+    async def model_config_route(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(config(request.app.state.dataplane, model, None))
+
+    @r.get(
+        "/models/{model}/versions/{version}/config",
+        summary="Triton model configuration of a version",
+        responses=errors(401, 404),
+    )
+    async def version_config(request: Request, model: str, version: str) -> JSONResponse:
+        return JSONResponse(config(request.app.state.dataplane, model, version))
+
+    @r.get("/models/{model}/stats", summary="Statistics of every version of a model", responses=errors(401, 404))
+    async def model_stats(request: Request, model: str) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, model, None))
+
+    @r.get(
+        "/models/{model}/versions/{version}/stats", summary="Statistics of a model version", responses=errors(401, 404)
+    )
+    async def version_stats(request: Request, model: str, version: str) -> JSONResponse:
+        return JSONResponse(statistics(request.app.state.dataplane, model, version))
 
     async def _ready(request: Request, model: str, version: str | None) -> JSONResponse:
         dp = request.app.state.dataplane
-        dp.worker(model, version)  # 404 when unknown
+        resolve(dp, model, version)  # 404 when unknown
         ok, reason = await dp.ready()
         return JSONResponse({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
-    @r.get("/models/{model}/ready", summary="Model readiness")
+    @r.get("/models/{model}/ready", summary="Model readiness", responses=errors(401, 404, 503))
     async def model_ready(request: Request, model: str) -> JSONResponse:
         return await _ready(request, model, None)
 
-    @r.get("/models/{model}/versions/{version}/ready", summary="Model version readiness")
+    @r.get(
+        "/models/{model}/versions/{version}/ready", summary="Model version readiness", responses=errors(401, 404, 503)
+    )
     async def version_ready(request: Request, model: str, version: str) -> JSONResponse:
         return await _ready(request, model, version)
 
-    @r.post("/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)")
-    async def infer_latest(request: Request, model: str) -> Response:
-        return await infer(request, model, None)
+    infer_doc: dict[str, Any] = {
+        "body": INFER_SCHEMA,
+        "responses": {200: {"description": "Outputs (JSON, or a JSON header and binary tensors)"}, **V2_ERRORS},
+    }
 
-    @r.post("/models/{model}/versions/{version}/infer", summary="Inference on a version")
-    async def infer_version(request: Request, model: str, version: str) -> Response:
-        return await infer(request, model, version)
+    @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)
+    async def infer_latest(request: Request) -> Response:
+        """Open Inference Protocol v2 inference on the latest version; sequences via the parameters
+        ``sequence_id``, ``sequence_start``, ``sequence_end``."""
+        return await infer(request, request.path_params["model"], None)
+
+    @hot(r, "/models/{model}/versions/{version}/infer", summary="Inference on a version", **infer_doc)
+    async def infer_version(request: Request) -> Response:
+        """Open Inference Protocol v2 inference on a given version."""
+        return await infer(request, request.path_params["model"], request.path_params["version"])
 
     return r

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.core.errors import InvalidInput
+from service.api.decode import flat_numbers
+from service.errors import InvalidInput
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
 
@@ -56,7 +57,7 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
     try:
         req = orjson.loads(json_part)
     except orjson.JSONDecodeError as e:
-        raise InvalidInput(f"the request header is not valid JSON: {e}") from None
+        raise InvalidInput(f"the request body is not valid JSON ({e})") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise InvalidInput("an inference request is a JSON object with an 'inputs' list")
     offset = 0
@@ -88,10 +89,7 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         else:
             if "data" not in spec:
                 raise InvalidInput(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
-            try:
-                arr = np.asarray(spec["data"], dtype=dtype).reshape(-1)
-            except (ValueError, TypeError, OverflowError):
-                raise InvalidInput(f"input {name!r}: data must be numbers of datatype {spec['datatype']}") from None
+            arr = flat_numbers(spec["data"], f"input {name!r}: data", dtype)
         if arr.size != count:
             raise InvalidInput(f"input {name!r}: {arr.size} values do not fill shape {shape} ({count} values)")
         inputs[name] = arr.reshape(shape)

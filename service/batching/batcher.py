@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
-from service.core.errors import DeadlineExceeded, Overloaded
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class Ticket:
@@ -60,6 +60,8 @@ class BatcherObserver:
     def queued(self, depth: int) -> None: ...
     def dispatched(self, tickets: list[Ticket], rows: int, now: float) -> None: ...
     def finished(self, seconds: float) -> None: ...
+    def completed(self, ok: bool, seconds: float) -> None:
+        """A submitted request got its result (``ok``) or failed, ``seconds`` after submit."""
 
 
 class Batcher:
@@ -125,9 +127,12 @@ class Batcher:
     # -- submitting ----------------------------------------------------------------------
     async def submit(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> Any:
         assert self._wake is not None and self._idle is not None, "start() the batcher first"
+        t0 = time.monotonic()
         if self._stopping:
+            self._obs.completed(False, 0.0)
             raise Overloaded("the service is shutting down")
         if len(self._queue) >= self._max_queue:
+            self._obs.completed(False, 0.0)
             raise Overloaded(f"the queue is full ({self._max_queue} requests waiting); retry shortly")
         ticket = Ticket(payload, rows, key, asyncio.get_running_loop().create_future())
         self._queue.append(ticket)
@@ -135,10 +140,14 @@ class Batcher:
         self._obs.queued(len(self._queue))
         self._wake.set()
         timer = asyncio.get_running_loop().call_later(timeout, self._expire, ticket, timeout)
+        ok = False
         try:
-            return await ticket.future
+            result = await ticket.future
+            ok = True
+            return result
         finally:
             timer.cancel()
+            self._obs.completed(ok, time.monotonic() - t0)
 
     @staticmethod
     def _expire(ticket: Ticket, timeout: float) -> None:

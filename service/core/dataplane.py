@@ -18,21 +18,21 @@ from typing import Any
 import numpy as np
 
 from service.config import Settings
-from service.core.errors import (
+from service.core import inputs
+from service.core.locks import KeyedLocks
+from service.core.model_worker import ModelWorker, unknown_session
+from service.core.registry import ModelRegistry
+from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
+from service.errors import (
     InvalidInput,
-    ModelNotFound,
     NotReady,
     SessionNotFound,
     SnapshotMismatch,
     StoreUnavailable,
 )
-from service.core.locks import KeyedLocks
-from service.core.model_worker import ModelWorker, unknown_session
-from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
 from service.metrics import Metrics
-from service.runtime.onnx_model import OnnxModel
-from service.runtime.repository import ModelCard, scan
-from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id
+from service.runtime.repository import ModelCard
+from service.sessions.record import SessionRecord, digest, new_session_id, visible
 from service.sessions.store import SessionStore
 
 log = logging.getLogger("service.dataplane")
@@ -41,23 +41,12 @@ SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
 STALE_RETRIES = 3
 
 
-def as_array(value: Any, what: str) -> np.ndarray:
-    """Nested lists of numbers -> float32 array, or InvalidInput saying what is wrong."""
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (ValueError, TypeError) as e:
-        raise InvalidInput(f"{what} must be a rectangular array of numbers: {e}") from None
-    if not np.isfinite(arr).all():
-        raise InvalidInput(f"{what} holds NaN or infinite values (or numbers too large for float32)")
-    return arr
-
-
 class DataPlane:
     def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.workers: dict[str, dict[str, ModelWorker]] = {}
+        self.registry = ModelRegistry(settings, store, metrics)
         self._locks = KeyedLocks()
         self._draining = False
         self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts
@@ -66,17 +55,11 @@ class DataPlane:
     # -- lifecycle -----------------------------------------------------------------------
     def load_models(self) -> list[ModelCard]:
         """Load, check and warm up every model version; raises ModelLoadError. Synchronous."""
-        cards = scan(self.settings.model_repository)
-        for card in cards:
-            model = OnnxModel(card, self.settings)
-            model.warm_up(self.settings.max_batch_size)
-            self.workers.setdefault(card.name, {})[card.version] = ModelWorker(
-                model, self.store, self.settings, self.metrics
-            )
-            self.metrics.model_info.labels(card.name, card.version, model.provider).set(1)
-            self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
-            log.info("loaded model %s (%s) on %s", card.key, card.onnx_path, model.provider)
-        return cards
+        return self.registry.load(self.settings.model_repository)
+
+    @property
+    def workers(self) -> dict[str, dict[str, ModelWorker]]:
+        return self.registry.workers
 
     async def start(self) -> None:
         await self.store.start()
@@ -106,7 +89,7 @@ class DataPlane:
         await self.store.close()
 
     def all_workers(self) -> list[ModelWorker]:
-        return [w for versions in self.workers.values() for w in versions.values()]
+        return self.registry.all_workers()
 
     async def ready(self) -> tuple[bool, str]:
         if not self._started:
@@ -125,63 +108,44 @@ class DataPlane:
 
     # -- models --------------------------------------------------------------------------
     def worker(self, name: str, version: str | None = None) -> ModelWorker:
-        versions = self.workers.get(name)
-        if not versions:
-            raise ModelNotFound(f"model {name!r} is not served; served models: {sorted(self.workers)}")
-        if version is None:
-            version = max(versions, key=int)
-        w = versions.get(version)
-        if w is None:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}; versions: {sorted(versions, key=int)}")
-        return w
+        return self.registry.worker(name, version)
 
-    def _steps(self, w: ModelWorker, x: np.ndarray, what: str) -> np.ndarray:
-        c, s = w.card, self.settings
-        if x.size == 0:
-            raise InvalidInput(f"{what} must hold 1 to {s.max_steps_per_request} time steps; got none")
-        if x.ndim != 2 or x.shape[1] != c.n_features:
-            raise InvalidInput(
-                f"{what} must be a list of time steps, each a list of {c.n_features} features "
-                f"({', '.join(f['name'] for f in c.raw.get('features', [])) or 'see the model card'}); got shape {list(x.shape)}"
-            )
-        if not 1 <= x.shape[0] <= s.max_steps_per_request:
-            raise InvalidInput(f"{what} must hold 1 to {s.max_steps_per_request} time steps; got {x.shape[0]}")
-        return x
+    # -- the face transports use --------------------------------------------------------
+    def models(self) -> dict[str, list[str]]:
+        """Served model names and their versions, oldest first."""
+        return self.registry.models()
 
-    def _state(self, w: ModelWorker, value: Any, n: int, what: str) -> np.ndarray:
-        """A client's initial state ``[layers, n, hidden]`` (or ``[layers, hidden]`` when n is None)."""
-        c = w.card
-        arr = as_array(value, what)
-        want = [c.num_layers, n, c.hidden_size] if n else [c.num_layers, c.hidden_size]
-        if list(arr.shape) != want:
-            raise InvalidInput(
-                f"{what} must have shape {want} ([layers, {'batch, ' if n else ''}hidden]); got {list(arr.shape)}"
-            )
-        return arr
+    @property
+    def session_ttl_s(self) -> float:
+        return self.store.ttl_s
+
+    def session_card(self, session_id: str) -> ModelCard:
+        """The card of the model version a session id names (404 when none is served)."""
+        return self._session_worker(session_id).card
 
     # -- stateless -----------------------------------------------------------------------
     async def predict(
-        self, name: str, version: str | None, x: Any, h0: Any = None, c0: Any = None
+        self,
+        name: str,
+        version: str | None,
+        x: np.ndarray,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        field: str = "inputs",
     ) -> tuple[ModelWorker, PredictResult]:
+        """Whole sequences ``x [n, T, F]`` from zeros (or from ``h0``/``c0 [L, n, H]``)."""
         self._admit()
         w = self.worker(name, version)
-        arr = as_array(x, "inputs")
         c, s = w.card, self.settings
-        if arr.ndim != 3 or arr.shape[2] != c.n_features:
-            raise InvalidInput(
-                f"inputs must be [batch, seq, {c.n_features}] (a list of sequences of time steps); got shape {list(arr.shape)}"
-            )
-        n, t = arr.shape[0], arr.shape[1]
-        if not 1 <= n <= s.max_sequences_per_request:
-            raise InvalidInput(f"inputs must hold 1 to {s.max_sequences_per_request} sequences; got {n}")
-        if not 1 <= t <= s.max_steps_per_request:
-            raise InvalidInput(f"each sequence must hold 1 to {s.max_steps_per_request} time steps; got {t}")
+        inputs.check_sequences(c, x, field, s.max_sequences_per_request, s.max_steps_per_request)
+        arr = x
+        n = x.shape[0]
         if (h0 is None) != (c0 is None):
             raise InvalidInput("give both h0 and c0, or neither (zeros)")
         state = np.zeros((2, c.num_layers, n, c.hidden_size), np.float32)
-        if h0 is not None:
-            state[0] = self._state(w, h0, n, "h0")
-            state[1] = self._state(w, c0, n, "c0")
+        if h0 is not None and c0 is not None:
+            state[0] = inputs.check_state(c, h0, n, "h0")
+            state[1] = inputs.check_state(c, c0, n, "c0")
         result = await w.batcher.submit(StatelessWork(arr, state), rows=n, timeout=self.settings.request_timeout_s)
         return w, result
 
@@ -189,7 +153,7 @@ class DataPlane:
     def _new_record(
         self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None, session_id: str | None = None
     ) -> SessionRecord:
-        now = time.time()
+        now = self.store.clock()
         c = w.card
         return SessionRecord(
             id=session_id or new_session_id(c.name, c.version),
@@ -204,7 +168,12 @@ class DataPlane:
         )
 
     async def create_session(
-        self, name: str, version: str | None = None, h0: Any = None, c0: Any = None, owner: str | None = None
+        self,
+        name: str,
+        version: str | None = None,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        owner: str | None = None,
     ) -> SessionRecord:
         self._admit()
         w = self.worker(name, version)
@@ -212,29 +181,30 @@ class DataPlane:
         state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
         if (h0 is None) != (c0 is None):
             raise InvalidInput("give both h0 and c0, or neither (zeros)")
-        if h0 is not None:
-            state[0] = self._state(w, h0, 0, "h0")
-            state[1] = self._state(w, c0, 0, "c0")
-        rec = self._new_record(w, state, 0, owner)
-        await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
-        self.metrics.sessions_created.inc()
-        return rec
+        if h0 is not None and c0 is not None:
+            state[0] = inputs.check_state(c, h0, None, "h0")
+            state[1] = inputs.check_state(c, c0, None, "c0")
+        return await self._create(self._new_record(w, state, 0, owner))
 
     def _session_worker(self, session_id: str) -> ModelWorker:
-        parsed = parse_session_id(session_id)
-        versions = self.workers.get(parsed[0]) if parsed else None
-        w = versions.get(parsed[1]) if versions and parsed else None
+        w = self.registry.session_worker(session_id)
         if w is None:
             raise unknown_session(session_id, self.store.ttl_s)
         return w
 
     async def step(
-        self, session_id: str, x: Any, expected_step: int | None = None, owner: str | None = None
+        self,
+        session_id: str,
+        x: np.ndarray,
+        expected_step: int | None = None,
+        owner: str | None = None,
+        field: str = "inputs",
     ) -> StepResult:
-        """Run ``T`` steps of a session. Ordered per session; a failure changes nothing."""
+        """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing."""
         self._admit()
         w = self._session_worker(session_id)
-        arr = self._steps(w, as_array(x, "inputs"), "inputs")
+        arr = x
+        inputs.check_steps(w.card, x, field, self.settings.max_steps_per_request)
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, arr, expected_step, digest(arr), owner)
@@ -269,7 +239,7 @@ class DataPlane:
         name: str,
         version: str | None,
         sequence_id: int | str,
-        x: Any,
+        x: np.ndarray,
         start: bool = False,
         end: bool = False,
         owner: str | None = None,
@@ -278,7 +248,8 @@ class DataPlane:
         releases it after replying. Otherwise exactly a session step."""
         self._admit()
         w = self.worker(name, version)
-        arr = self._steps(w, as_array(x, "input x"), "input x")
+        arr = x
+        inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
         work = StepWork(sid, arr, None, digest(arr), owner)
         async with self._locks.hold(sid, self.settings.request_timeout_s):
@@ -301,19 +272,12 @@ class DataPlane:
         c = w.card
         zeros = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
         (rec,) = await self._store_call(self.store.get_many([sid]))
-        if rec is None or (rec.owner is not None and rec.owner != owner):
+        if not visible(rec, owner):
             if rec is not None:
                 raise unknown_session(sid, self.store.ttl_s)
-            await self._store_call(
-                self.store.create(
-                    self._new_record(w, zeros, 0, owner, sid),
-                    self.settings.max_sessions,
-                    self.settings.max_sessions_per_key,
-                )
-            )
-            self.metrics.sessions_created.inc()
+            await self._create(self._new_record(w, zeros, 0, owner, sid))
             return
-        fresh = replace(rec, state=zeros, step=0, last=None, last_used=time.time(), rev=rec.rev + 1)
+        fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
         (ok,) = await self._store_call(self.store.commit_many([fresh]))
         if not ok:
             raise StaleWrite("the sequence was changed by another request while it was being restarted; retry")
@@ -321,8 +285,9 @@ class DataPlane:
     async def get_session(self, session_id: str, owner: str | None = None) -> SessionRecord:
         self._admit()
         (rec,) = await self._store_call(self.store.get_many([session_id]))
-        if rec is None or (rec.owner is not None and rec.owner != owner):
+        if not visible(rec, owner):
             raise unknown_session(session_id, self.store.ttl_s)
+        assert rec is not None
         return rec
 
     async def delete_session(self, session_id: str, owner: str | None = None) -> None:
@@ -356,8 +321,14 @@ class DataPlane:
         step = snap.get("step")
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
             raise InvalidInput("snapshot step must be an integer >= 0")
-        state = np.stack([self._state(w, snap.get("h"), 0, "h"), self._state(w, snap.get("c"), 0, "c")])
-        rec = self._new_record(w, state, step, owner)
+        h, c = (snap.get(k) for k in ("h", "c"))
+        if not isinstance(h, np.ndarray) or not isinstance(c, np.ndarray):
+            raise InvalidInput("snapshot h and c must be arrays [layers, hidden]")
+        state = np.stack([inputs.check_state(w.card, h, None, "h"), inputs.check_state(w.card, c, None, "c")])
+        return await self._create(self._new_record(w, state, step, owner))
+
+    async def _create(self, rec: SessionRecord) -> SessionRecord:
+        """Store a new session within the capacity limits, and count it."""
         await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
         self.metrics.sessions_created.inc()
         return rec

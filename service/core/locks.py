@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
-from service.core.errors import DeadlineExceeded
+from service.errors import DeadlineExceeded
 
 
 class KeyedLocks:

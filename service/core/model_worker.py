@@ -19,12 +19,15 @@ import numpy as np
 from service.batching import collate
 from service.batching.batcher import Batcher, BatcherObserver, Ticket
 from service.config import Settings
-from service.core.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
+from service.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
-from service.sessions.record import SessionRecord
+from service.sessions.record import SessionRecord, visible
 from service.sessions.store import SessionStore
+
+# the phases of Triton's statistics, in the order the handler measures them
+PHASES = ("compute_input", "compute_infer", "compute_output")
 
 
 class _Observer(BatcherObserver):
@@ -32,6 +35,11 @@ class _Observer(BatcherObserver):
         self.depth = metrics.queue_depth.labels(key)
         self.wait = metrics.queue_wait.labels(key)
         self.size = metrics.batch_size.labels(key)
+        self.outcomes = {
+            ok: (metrics.infer_requests.labels(key, o), metrics.infer_request_seconds.labels(key, o))
+            for ok, o in ((True, "success"), (False, "fail"))
+        }
+        self.last = metrics.last_inference.labels(key)
 
     def queued(self, depth: int) -> None:
         self.depth.set(depth)
@@ -40,6 +48,13 @@ class _Observer(BatcherObserver):
         for t in tickets:
             self.wait.observe(now - t.enqueued)
         self.size.observe(rows)
+
+    def completed(self, ok: bool, seconds: float) -> None:
+        count, total = self.outcomes[ok]
+        count.inc()
+        total.inc(seconds)
+        if ok:
+            self.last.set(time.time())
 
 
 def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:
@@ -53,12 +68,18 @@ class ModelWorker:
     def __init__(self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
         self.model = model
         self.card = model.card
+        self.settings = settings  # this version's: the global settings with its card's batching overrides
         self.store = store
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
         self._inline_s = settings.inline_compute_us / 1e6
         self._inference = metrics.inference.labels(self.card.key)
         self._steps = metrics.steps.labels(self.card.key)
+        self._phases = [
+            (metrics.phase_requests.labels(self.card.key, p), metrics.phase_seconds.labels(self.card.key, p))
+            for p in PHASES
+        ]
+        self._execution: dict[int, tuple[Any, list[Any]]] = {}
         self.batcher = Batcher(
             self.handle,
             max_batch_size=settings.max_batch_size,
@@ -71,29 +92,61 @@ class ModelWorker:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def infer(self, xs: list[np.ndarray], states: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run requests' rows together, off the event loop; per request ``(y, state)``."""
+    async def infer(
+        self, xs: list[np.ndarray], states: list[np.ndarray], phases: list[float] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Run requests' rows together, off the event loop; per request ``(y, state)``.
+
+        Each onnxruntime call is counted by its batch size with its phases (collate, run,
+        split); ``phases``, when given, accumulates those three times over the calls."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         # without per-row lengths in the model, one call per distinct length
         groups = [list(range(len(xs)))] if self.model.has_lengths else collate.group_by_length([x.shape[1] for x in xs])
         out: list[Any] = [None] * len(xs)
         for idx in groups:
+            t_in = time.perf_counter()
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
+            t_run = time.perf_counter()
             if b.x.shape[0] * b.x.shape[1] * self.model.row_step_s <= self._inline_s:
                 # cheaper than the hop to a thread and back: run on the event loop
                 y, hn, cn = self.model.run(b.x, b.h0, b.c0, b.lengths)
             else:
                 y, hn, cn = await loop.run_in_executor(self._executor, self.model.run, b.x, b.h0, b.c0, b.lengths)
+            t_out = time.perf_counter()
             for i, res in zip(idx, collate.split(b, y, hn, cn), strict=True):
                 out[i] = res
+            t_end = time.perf_counter()
+            times = (t_run - t_in, t_out - t_run, t_end - t_out)
+            self._record_execution(b.x.shape[0], times)
+            if phases is not None:
+                for k, v in enumerate(times):
+                    phases[k] += v
         self._inference.observe(time.perf_counter() - t0)
         return out
 
+    def _record_execution(self, rows: int, times: tuple[float, float, float]) -> None:
+        children = self._execution.get(rows)
+        if children is None:
+            size = str(rows)
+            children = self._execution[rows] = (
+                self.metrics.executions.labels(self.card.key, size),
+                [self.metrics.execution_seconds.labels(self.card.key, size, p) for p in PHASES],
+            )
+        children[0].inc()
+        for child, seconds in zip(children[1], times, strict=True):
+            child.inc(seconds)
+
+    def _record_phases(self, requests: int, times: list[float]) -> None:
+        for (count, total), seconds in zip(self._phases, times, strict=True):
+            count.inc(requests)
+            total.inc(requests * seconds)
+
     def _admit(self, work: StepWork, rec: SessionRecord | None) -> SessionRecord | StepResult:
         """The stored record to step from, or the stored reply of a retried request."""
-        if rec is None or (rec.owner is not None and rec.owner != work.owner):
+        if not visible(rec, work.owner):
             raise unknown_session(work.session_id, self.store.ttl_s)
+        assert rec is not None
         e = work.expected_step
         if e is None or e == rec.step:
             return rec
@@ -107,6 +160,7 @@ class ModelWorker:
         )
 
     async def handle(self, tickets: list[Ticket]) -> list[Any]:
+        t0 = time.perf_counter()
         results: list[Any] = [None] * len(tickets)
         step_idx = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
         records = await self.store.get_many([tickets[i].payload.session_id for i in step_idx]) if step_idx else []
@@ -133,8 +187,11 @@ class ModelWorker:
             owners.append((i, admitted))
         if not xs:
             return results
-        outs = await self.infer(xs, states)
-        now = time.time()
+        phases = [0.0, 0.0, 0.0]  # compute_input, compute_infer, compute_output
+        phases[0] = time.perf_counter() - t0  # store read and admission
+        outs = await self.infer(xs, states, phases)
+        t_out = time.perf_counter()
+        now = self.store.clock()
         commits: list[SessionRecord] = []
         commit_idx: list[tuple[int, np.ndarray]] = []  # (ticket, outputs) per commit
         for (i, rec), (y, state) in zip(owners, outs, strict=True):
@@ -156,4 +213,6 @@ class ModelWorker:
                     results[i] = StaleWrite(
                         "the session was advanced by another request at the same time; retry with its current step"
                     )
+        phases[2] += time.perf_counter() - t_out  # store write
+        self._record_phases(len(owners), phases)
         return results

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.core.errors import StepConflict
+from service.errors import StepConflict
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.config import PROVIDER_NAMES, Settings
-from service.core.errors import ModelLoadError
+from service.errors import ModelLoadError
 from service.runtime.repository import ModelCard
 
 log = logging.getLogger("service.runtime")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from service.core.errors import ModelLoadError
+import numpy as np
+
+from service.errors import ModelLoadError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -28,6 +31,17 @@ class ModelCard:
     n_outputs: int
     lengths_input: str | None
     raw: dict[str, Any]
+    feature_names: tuple[str, ...] = ()
+    feature_units: tuple[str, ...] = ()
+    # each feature's valid [min, max] from the card (None: the card gives none, as old cards)
+    feature_ranges: tuple[tuple[float, float] | None, ...] = ()
+
+    @cached_property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature lower and upper bounds as float32 arrays (-inf/inf where none)."""
+        lo = np.array([r[0] if r else -np.inf for r in self.feature_ranges] or [-np.inf], np.float32)
+        hi = np.array([r[1] if r else np.inf for r in self.feature_ranges] or [np.inf], np.float32)
+        return lo, hi
 
     @property
     def key(self) -> str:
@@ -47,6 +61,24 @@ def _positive_int(raw: dict[str, Any], field: str, where: Path) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
         raise ModelLoadError(f"{where}: field {field!r} must be a positive integer, got {v!r}")
     return v
+
+
+def _features(raw: dict[str, Any], n: int, where: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple]:
+    feats = raw.get("features")
+    if not isinstance(feats, list) or len(feats) != n or not all(isinstance(f, dict) for f in feats):
+        feats = [{"name": f"feature {i}"} for i in range(n)]
+    ranges: list[tuple[float, float] | None] = []
+    for f in feats:
+        lo, hi = f.get("min"), f.get("max")
+        if lo is None and hi is None:
+            ranges.append(None)
+            continue
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)) or lo > hi:
+            raise ModelLoadError(f"{where}: feature {f.get('name')!r} needs numbers min <= max, got {lo!r}, {hi!r}")
+        ranges.append((float(lo), float(hi)))
+    names = tuple(str(f.get("name", f"feature {i}")) for i, f in enumerate(feats))
+    units = tuple(str(f.get("unit", "")) for f in feats)
+    return names, units, tuple(ranges)
 
 
 def read_card(version_dir: Path) -> ModelCard:
@@ -74,6 +106,8 @@ def read_card(version_dir: Path) -> ModelCard:
         lengths_input=raw.get("lengths_input"),
         raw=raw,
     )
+    names, units, ranges = _features(raw, card.n_features, card_path)
+    card = replace(card, feature_names=names, feature_units=units, feature_ranges=ranges)
     if not card.onnx_path.is_file():
         raise ModelLoadError(f"{card.onnx_path} is missing")
     actual = hashlib.sha256(card.onnx_path.read_bytes()).hexdigest()

@@ -4,17 +4,26 @@ Everything runs on the event loop thread, so each method is atomic. Records are 
 they are given (the data plane never mutates a record after handing it over). The dict is
 kept in order of last use (a commit moves its record to the end), so a sweep stops at the
 first live record: it costs the number of expired sessions, not the number of sessions.
+
+With ``keep_state_in(directory, ...)`` the sessions survive a graceful restart: ``close``
+(called after the last batch has finished) writes them to a state file, and ``start``
+(called before the service turns ready) reads them back; see ``state_file``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
-from service.core.errors import CapacityExceeded
+from service.errors import CapacityExceeded
+from service.sessions import state_file
 from service.sessions.record import SessionRecord
+
+log = logging.getLogger("service.sessions")
 
 
 class MemoryStore:
@@ -28,12 +37,34 @@ class MemoryStore:
         self.ttl_s = ttl_s
         self._sweep_interval = sweep_interval_s
         self._on_expire = on_expire or (lambda n: None)
-        self._clock = clock
+        self.clock = clock
         self._data: dict[str, SessionRecord] = {}
         self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
+        self._state_dir: Path | None = None
+        self._served: Callable[[], Mapping[str, str]] = dict
+        self._on_load: Callable[[state_file.LoadReport], None] = lambda report: None
+
+    def keep_state_in(
+        self,
+        directory: Path,
+        served: Callable[[], Mapping[str, str]],
+        on_load: Callable[[state_file.LoadReport], None] | None = None,
+    ) -> None:
+        """Save the sessions to ``directory`` on ``close`` and load them on ``start``.
+
+        ``served()`` maps each served ``name/version`` to its model's sha256 (asked at start,
+        once the models are loaded); sessions of other models or checksums are refused.
+        ``on_load`` receives the load report (for metrics).
+        """
+        self._state_dir = directory
+        self._served = served
+        if on_load is not None:
+            self._on_load = on_load
 
     async def start(self) -> None:
+        if self._state_dir is not None:
+            self._load_state(self._state_dir)
         self._task = asyncio.get_running_loop().create_task(self._sweeper())
 
     async def close(self) -> None:
@@ -41,6 +72,49 @@ class MemoryStore:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._state_dir is not None:
+            try:
+                size = state_file.save(self._state_dir, self.records(), self._served())
+            except OSError as e:  # a full or read-only volume: the sessions end, the shutdown goes on
+                log.error("could not save %d session(s) to %s: %s", len(self._data), self._state_dir, e)
+            else:
+                log.info("saved %d session(s) to %s (%d bytes)", len(self._data), self._state_dir, size)
+
+    def _load_state(self, directory: Path) -> None:
+        report = state_file.load(directory, self._served(), self.ttl_s, self.clock())
+        if report.error:
+            log.error(
+                "refused the session state file in %s: %s; kept it as %s.corrupt and started with no saved sessions",
+                directory,
+                report.error,
+                state_file.FILE_NAME,
+            )
+        self.restore(report.records)
+        if report.records or report.refused:
+            refused = ", ".join(f"{n} {why}" for why, n in sorted(report.refused.items())) or "none"
+            log.info(
+                "restored %d session(s) from %s; refused: %s (model = version not served, checksum = model changed, "
+                "expired = idle past the TTL)",
+                len(report.records),
+                directory,
+                refused,
+            )
+        self._on_load(report)
+
+    def records(self) -> list[SessionRecord]:
+        """Every stored record (expired ones not yet swept included), least recently used first."""
+        return list(self._data.values())
+
+    def restore(self, records: Iterable[SessionRecord]) -> None:
+        """Put records back as they were (id, rev, times, owner), ignoring capacity: they were
+        live sessions, and live sessions are never dropped to make room."""
+        for rec in sorted(records, key=lambda r: r.last_used):
+            old = self._data.pop(rec.id, None)
+            if old is not None:
+                self._disown(old)
+            self._data[rec.id] = rec
+            if rec.owner is not None:
+                self._owned[rec.owner] = self._owned.get(rec.owner, 0) + 1
 
     async def ping(self) -> bool:
         return True
@@ -69,11 +143,11 @@ class MemoryStore:
             self._owned[owner] = self._owned.get(owner, 0) + 1
 
     async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
-        now = self._clock()
+        now = self.clock()
         return [self._live(self._data.get(i), now) for i in ids]
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
-        now = self._clock()
+        now = self.clock()
         ok = []
         for rec in records:
             cur = self._live(self._data.get(rec.id), now)
@@ -100,10 +174,12 @@ class MemoryStore:
                 self._owned.pop(rec.owner, None)
 
     async def count(self) -> int:
+        """Live sessions (expired ones are swept first, as the Redis store prunes)."""
+        self.sweep()
         return len(self._data)
 
     def sweep(self) -> int:
-        now = self._clock()
+        now = self.clock()
         dead = []
         for k, r in self._data.items():
             if now - r.last_used <= self.ttl_s:

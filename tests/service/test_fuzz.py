@@ -21,7 +21,7 @@ def test_every_operation_survives_fuzzing(server):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def fuzz(case) -> None:
             case.call_and_validate(checks=CHECKS)
 

@@ -1,40 +1,57 @@
-"""Expiry, capacity, overload and deadlines through a real server."""
+"""Expiry and capacity (in-process, on an injected clock); overload and deadlines through a real server."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.service.conftest import random_steps, running_server
+from harness.paths import DEFAULT_MODEL
+from service.config import Settings
+from service.metrics import Metrics
+from service.sessions.memory import MemoryStore
+from tests.service.conftest import in_process, random_steps, running_server
 
 pytestmark = pytest.mark.integration
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_expired_session_is_an_explicit_404_and_capacity_refuses_with_429():
-    env = {"LSTM_SESSION_TTL_S": "1", "LSTM_SWEEP_INTERVAL_S": "0.2", "LSTM_MAX_SESSIONS": "3"}
-    with running_server(env) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            ids = []
-            for _ in range(3):
-                r = await client.post("/v1/sessions", json={"model": "demand"})
-                assert r.status_code == 201
-                ids.append(r.json()["session_id"])
+    clock = FakeClock()
+    metrics = Metrics()
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, session_ttl_s=60, max_sessions=3)
+    store = MemoryStore(60, sweep_interval_s=3600, on_expire=metrics.sessions_expired.inc, clock=clock)
+    async with in_process(settings, store, metrics) as client:
+        ids = []
+        for _ in range(3):
             r = await client.post("/v1/sessions", json={"model": "demand"})
-            assert r.status_code == 429 and r.headers["retry-after"] and "maximum of 3" in r.json()["error"]
-            # the live sessions were not evicted to make room
-            for sid in ids:
-                assert (await client.get(f"/v1/sessions/{sid}")).status_code == 200
-            await asyncio.sleep(1.5)
-            r = await client.post(f"/v1/sessions/{ids[0]}/step", json={"inputs": [[30000.0, 1.0, 1.0]]})
-            assert r.status_code == 404
-            assert "expired" in r.json()["error"] and "1 s" in r.json()["error"]
-            metrics = (await client.get("/metrics")).text
-            assert "lstm_sessions_expired_total 3.0" in metrics
-            r = await client.post("/v1/sessions", json={"model": "demand"})
-            assert r.status_code == 201, "expired sessions free their capacity"
+            assert r.status_code == 201
+            ids.append(r.json()["session_id"])
+        r = await client.post("/v1/sessions", json={"model": "demand"})
+        assert r.status_code == 429 and r.headers["retry-after"] and "maximum of 3" in r.json()["error"]
+        # the live sessions were not evicted to make room
+        for sid in ids:
+            assert (await client.get(f"/v1/sessions/{sid}")).status_code == 200
+        clock.now += 61
+        r = await client.post(f"/v1/sessions/{ids[0]}/step", json={"inputs": [[30000.0, 1.0, 1.0]]})
+        assert r.status_code == 404
+        assert "expired" in r.json()["error"] and "60 s" in r.json()["error"]
+        r = await client.post("/v1/sessions", json={"model": "demand"})
+        assert r.status_code == 201, "expired sessions free their capacity"
+        metrics_text = (await client.get("/metrics")).text
+        assert "lstm_sessions_expired_total 3.0" in metrics_text, [
+            ln for ln in metrics_text.splitlines() if "expired" in ln
+        ]
 
 
 async def test_overload_sheds_with_retry_after_and_recovers():
@@ -58,7 +75,7 @@ async def test_overload_sheds_with_retry_after_and_recovers():
 async def test_deadline_gives_504_and_leaves_the_session_untouched(offline):
     env = {"LSTM_REQUEST_TIMEOUT_S": "0.2", "LSTM_MAX_BATCH_SIZE": "256", "LSTM_MAX_BODY_BYTES": "100000000"}
     rng = np.random.default_rng(1)
-    heavy = np.stack([random_steps(rng, 4000) for _ in range(256)]).tolist()
+    heavy = np.stack([random_steps(rng, 1000) for _ in range(256)]).tolist()  # ~1 s of compute: 5x the deadline
     x = random_steps(rng, 200)
     with running_server(env) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:

@@ -100,12 +100,12 @@ BAD_STEPS = [
     ({"inputs": [[30000.0, 8.0, 1.0, 5.0]]}, 400, "3 features"),
     ({"inputs": []}, 400, "1 to"),
     ({"inputs": [[1e39, 8.0, 1.0]]}, 400, "NaN or infinite"),
-    ({"inputs": [["a", 8.0, 1.0]]}, 422, "valid number"),
-    ({"inputs": [30000.0, 8.0, 1.0]}, 422, "valid list"),
-    ({"inputs": [[[30000.0, 8.0, 1.0]]]}, 422, "valid number"),
-    ({"inputs": [[30000.0, 8.0, 1.0]], "extra": 1}, 422, "extra"),
-    ({"inputs": [[30000.0, 8.0, 1.0]], "expected_step": -1}, 422, "expected_step"),
-    ({"steps": [[30000.0, 8.0, 1.0]]}, 422, "inputs"),
+    ({"inputs": [["a", 8.0, 1.0]]}, 400, "numbers only"),
+    ({"inputs": [30000.0, 8.0, 1.0]}, 400, "a list of numbers; got a number"),
+    ({"inputs": [[[30000.0, 8.0, 1.0]]]}, 400, "numbers only; got a list"),
+    ({"inputs": [[30000.0, 8.0, 1.0]], "extra": 1}, 400, "extra"),
+    ({"inputs": [[30000.0, 8.0, 1.0]], "expected_step": -1}, 400, "expected_step"),
+    ({"steps": [[30000.0, 8.0, 1.0]]}, 400, "inputs"),
 ]
 
 

@@ -27,6 +27,13 @@ FAMILIES = [
     "lstm_steps_total",
     "lstm_model_info",
     "lstm_session_state_bytes",
+    "lstm_inference_requests_total",
+    "lstm_inference_request_seconds_total",
+    "lstm_inference_phase_requests_total",
+    "lstm_inference_phase_seconds_total",
+    "lstm_executions_total",
+    "lstm_execution_seconds_total",
+    "lstm_last_inference_timestamp_seconds",
 ]
 
 
@@ -38,13 +45,18 @@ def value(text: str, pattern: str) -> float:
 
 def test_metrics_pass_promtool_and_count_traffic(server):
     promtool = shutil.which("promtool")
-    assert promtool, "promtool (Debian package 'prometheus') must be installed; .ci/run installs it"
+    assert promtool, (
+        "promtool (Debian package 'prometheus') must be installed; scripts/install-tools.sh (run by make test) installs it"
+    )
     with httpx.Client(base_url=server.url, timeout=30) as c:
         before = c.get("/metrics").text
         sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
         for _ in range(3):
             assert c.post(f"/v1/sessions/{sid}/step", json={"inputs": [[30000.0, 1.0, 2.0]] * 2}).status_code == 200
         assert c.post(f"/v1/sessions/{sid}/step", json={"inputs": [[1.0]]}).status_code == 400
+        assert c.get("/openapi.json").status_code == 200
+        big = {"inputs": [[30000.0, 1.0, 2.0]] * 600_000}  # over the 8 MiB default limit
+        assert c.post(f"/v1/sessions/{sid}/step", json=big).status_code == 413
         assert c.delete(f"/v1/sessions/{sid}").status_code == 204
         for _ in range(5):
             c.get("/v2/health/ready")
@@ -63,6 +75,10 @@ def test_metrics_pass_promtool_and_count_traffic(server):
 
     assert delta(step_route % "200") == 3
     assert delta(step_route % "400") == 1
+    assert delta(step_route % "413") == 1, "a body refused before routing still counts under its route"
+    assert delta(r'lstm_requests_total\{method="GET",route="/openapi.json",status="200"\}') == 1
+    assert 'route="unmatched"' not in text
+    assert not re.search(r"^\w+_created[{ ]", text, re.M), "no creation-timestamp series"
     assert delta(r'lstm_steps_total\{model="demand/1"\}') == 6
     assert delta("lstm_sessions_created_total") == 1 and delta("lstm_sessions_deleted_total") == 1
     assert 'provider="CPUExecutionProvider"' in text

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from service.batching.collate import collate, split
 from service.config import Settings
 from service.core.dataplane import DataPlane
-from service.core.errors import SessionNotFound, StepConflict
+from service.errors import SessionNotFound, StepConflict
 from service.metrics import Metrics
 from service.sessions.memory import MemoryStore
 from tests.conftest import ROOT

@@ -11,8 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.procs import free_port
-from tests.redis_servers import RedisServer, redis_server
+from harness.procs import free_port
+from harness.redis import RedisServer, redis_server
 from tests.service.conftest import random_steps, running_server
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from service.core.errors import CapacityExceeded
+from harness.redis import redis_cluster, redis_server
+from service.errors import CapacityExceeded
 from service.sessions.memory import MemoryStore
 from service.sessions.record import LastStep, SessionRecord, new_session_id
 from service.sessions.redis_store import RedisStore
-from tests.redis_servers import redis_cluster, redis_server
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,10 @@ def cluster():
 async def make_store(request):
     stores = []
 
-    async def make(ttl_s: float = 60.0, expired: list | None = None):
+    async def make(ttl_s: float = 60.0, expired: list | None = None, clock=time.time):
         on_expire = expired.append if expired is not None else None
         if request.param == "memory":
-            store = MemoryStore(ttl_s, sweep_interval_s=0.05, on_expire=on_expire)
+            store = MemoryStore(ttl_s, sweep_interval_s=3600, on_expire=on_expire, clock=clock)
         elif request.param == "redis":
             server = request.getfixturevalue("single")
             server.flush()
@@ -134,15 +134,40 @@ async def test_capacity_refuses_and_never_evicts(make_store):
     assert all(x is not None for x in await store.get_many([r.id for r in recs]))
 
 
-async def test_idle_sessions_expire_and_commits_refresh(make_store):
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_idle_sessions_expire_and_commits_refresh(make_store, request):
+    """The memory store runs on an injected clock. Redis keeps time itself, so its variants use
+    a real 2 s TTL and check each side of it with a second of margin: ``b``, refreshed half a
+    TTL after ``a`` was created, outlives ``a`` by that long."""
     expired: list[int] = []
-    store = await make_store(ttl_s=0.6, expired=expired)
-    a, b = record(), record()
+    memory = request.node.callspec.params["make_store"] == "memory"
+    clock = FakeClock()
+    ttl = 60.0 if memory else 2.0
+    store = await make_store(ttl_s=ttl, expired=expired, clock=clock if memory else time.time)
+    now = clock if memory else time.time
+    a, b = replace(record(), last_used=now()), replace(record(), last_used=now())
+    t0 = time.monotonic()
     await store.create(a, 10)
     await store.create(b, 10)
-    await asyncio.sleep(0.4)
-    assert await store.commit_many([replace(b, rev=1, step=1, last_used=time.time())]) == [True]
-    await asyncio.sleep(0.4)
+    if memory:
+        clock.now += ttl / 2
+    else:
+        await asyncio.sleep(ttl / 2)
+    assert await store.commit_many([replace(b, rev=1, step=1, last_used=now())]) == [True]
+    if memory:
+        clock.now += ttl / 2 + 1
+    else:  # until a is gone (never before its TTL), then b must still be there
+        while (await store.get_many([a.id]))[0] is not None:
+            assert time.monotonic() - t0 < 10 * ttl, "a never expired"
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - t0 >= ttl, "a expired before its TTL"
     got = await store.get_many([a.id, b.id])
     assert got[0] is None and got[1] is not None
     assert await store.count() == 1 and sum(expired) == 1

@@ -10,7 +10,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.service.conftest import model_shape, random_steps
+from tests.service.conftest import random_steps
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,14 @@ def x_input(x: np.ndarray, binary: bool) -> httpclient.InferInput:
 def test_server_and_model_metadata(client):
     assert client.is_server_live() and client.is_server_ready()
     meta = client.get_server_metadata()
-    assert {"binary_tensor_data", "sequence"} <= set(meta["extensions"])
+    assert {"binary_tensor_data", "sequence", "model_configuration", "statistics"} <= set(meta["extensions"])
     assert client.is_model_ready("demand") and client.is_model_ready("demand", "1")
     assert not client.is_model_ready("nope")
     m = client.get_model_metadata("demand", "1")
     assert m["name"] == "demand" and m["versions"] == ["1"] and m["platform"] == "onnxruntime_onnx"
-    layers, hidden = model_shape()
-    state = [layers, -1, hidden]
-    assert {i["name"]: i["shape"] for i in m["inputs"]} == {"x": [-1, -1, 3], "h0": state, "c0": state}
-    assert {o["name"]: o["datatype"] for o in m["outputs"]} == {"y": "FP32", "hn": "FP32", "cn": "FP32"}
+    # the state is implicit (kept by the server), as Triton shows it: x in, y out
+    assert {i["name"]: i["shape"] for i in m["inputs"]} == {"x": [-1, -1, 3]}
+    assert {o["name"]: (o["datatype"], o["shape"]) for o in m["outputs"]} == {"y": ("FP32", [-1, -1, 1])}
 
 
 @pytest.mark.parametrize("binary", [False, True])

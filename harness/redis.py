@@ -11,7 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import free_port
+import yaml
+
+from harness.paths import ROOT
+from harness.procs import free_port
 
 
 def _cli(port: int, *args: str, check: bool = True) -> str:
@@ -66,6 +69,17 @@ class RedisServer:
 def require_redis() -> None:
     if not shutil.which("redis-server") or not shutil.which("redis-cli"):
         raise RuntimeError("redis-server and redis-cli are needed (Debian packages redis-server, redis-tools)")
+
+
+def manifest_args(appendfsync: str) -> list[str]:
+    """The Redis flags of k8s/base/redis.yaml, with ``appendfsync`` set, minus its data directory."""
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "redis.yaml").read_text()))
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"][1:]
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    flags["--appendfsync"] = appendfsync
+    flags.pop("--dir")
+    return [x for kv in flags.items() for x in kv]
 
 
 @contextmanager

@@ -1,4 +1,7 @@
-"""Domain errors. Each carries the HTTP status a transport should answer with."""
+"""Domain errors. Each carries the HTTP status a transport should answer with.
+
+A leaf module: every layer (transports, data plane, batcher, runtime, stores) may import it,
+and it imports nothing of the service."""
 
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ class InvalidInput(ServiceError):
 
 class BodyTooLarge(ServiceError):
     status = 413
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
 
 
 class ModelNotFound(ServiceError):

@@ -1,0 +1,151 @@
+"""Step throughput with the Redis store under each append-only fsync policy.
+
+``python -m bench.redis_fsync [--seconds 8] [--streams 1,32] [--rounds 2] [--dir DIR]``
+
+For each policy (no persistence, ``appendfsync everysec``, ``appendfsync always``) a real
+redis-server runs on a fresh directory under ``--dir`` (it must be on the disk the numbers
+are meant for: a tmpfs makes fsync free), with the other flags of ``k8s/base/redis.yaml``; one
+service process uses it. Closed-loop clients each stream one session, one time step per
+request, for ``--seconds``. Policies alternate within each round, so slow drifts of a shared
+machine hit all of them alike. Prints a Markdown table and writes JSON to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from bench.loadgen import Conn, reading
+from bench.servers import DEFAULT_MODEL_DIR, serve
+from harness.procs import free_port
+from harness.redis import RedisServer, manifest_args, require_redis
+
+POLICIES = {
+    "none": ["--appendonly", "no"],
+    "everysec": manifest_args("everysec"),
+    "always": manifest_args("always"),
+}
+
+
+async def closed_loop(url: str, streams: int, seconds: float) -> dict:
+    host, port = url.split("//")[1].split(":")
+    lat: list[float] = []
+    stop = 0.0
+
+    async def worker(k: int) -> None:
+        c = Conn(host, int(port))
+        await c.open()
+        _, _, body = await c.request("POST", "/v1/sessions", orjson.dumps({"model": "demand"}))
+        sid = orjson.loads(body)["session_id"]
+        t = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            st, _, _ = await c.request("POST", f"/v1/sessions/{sid}/step", orjson.dumps({"inputs": [reading(t + k)]}))
+            assert st == 200, st
+            lat.append(time.perf_counter() - t0)
+            t += 1
+        c.close()
+
+    stop = time.perf_counter() + seconds
+    await asyncio.gather(*(worker(k) for k in range(streams)))
+    a = np.asarray(lat) * 1000
+    return {
+        "steps_per_s": len(lat) / seconds,
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+    }
+
+
+def redis_alone(policy: str, clients: int, base: Path) -> float:
+    """SETs per second of one session-sized value (1100 bytes) with redis-benchmark: Redis and
+    the disk alone, without the service in front."""
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        redis = RedisServer(free_port(), Path(d), POLICIES[policy])
+        redis.start()
+        try:
+            out = subprocess.run(
+                [
+                    "redis-benchmark",
+                    "-p",
+                    str(redis.port),
+                    "-t",
+                    "set",
+                    "-n",
+                    "20000",
+                    "-c",
+                    str(clients),
+                    "-d",
+                    "1100",
+                    "-q",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            ).stdout
+            return float(re.search(r"SET: ([0-9.]+) requests per second", out.replace("\r", "\n")).group(1))  # type: ignore[union-attr]
+        finally:
+            redis.stop()
+
+
+def run_one(policy: str, streams: int, seconds: float, base: Path) -> dict:
+    with tempfile.TemporaryDirectory(dir=base) as d:
+        redis = RedisServer(free_port(), Path(d), POLICIES[policy])
+        redis.start()
+        try:
+            env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url}
+            with serve("service", DEFAULT_MODEL_DIR, env) as s:
+                asyncio.run(closed_loop(s.url, streams, 1.0))  # warm-up
+                return asyncio.run(closed_loop(s.url, streams, seconds))
+        finally:
+            redis.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--streams", default="1,32")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
+    p.add_argument("--out", type=Path, default=Path("docs/bench/redis_fsync.json"))
+    args = p.parse_args()
+    require_redis()
+    results: dict[str, dict[int, list[dict]]] = {pol: {} for pol in POLICIES}
+    alone: dict[str, dict[int, list[float]]] = {pol: {} for pol in POLICIES}
+    for _ in range(args.rounds):
+        for n in (1, 16):
+            for pol in POLICIES:
+                alone[pol].setdefault(n, []).append(redis_alone(pol, n, args.dir))
+                print(f"redis-benchmark {pol:9s} clients={n:3d} {alone[pol][n][-1]:8.0f} SET/s")
+        for n in (int(x) for x in args.streams.split(",")):
+            for pol in POLICIES:
+                r = run_one(pol, n, args.seconds, args.dir)
+                results[pol].setdefault(n, []).append(r)
+                print(
+                    f"{pol:9s} streams={n:3d} {r['steps_per_s']:8.0f} steps/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+                )
+    print("\n| appendfsync | streams | steps/s (median) | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
+    for pol, by_n in results.items():
+        for n, rs in by_n.items():
+            med = {k: statistics.median(r[k] for r in rs) for k in ("steps_per_s", "p50_ms", "p99_ms")}
+            print(f"| {pol} | {n} | {med['steps_per_s']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} |")
+    print("\n| appendfsync | redis-benchmark clients | SET/s of 1100 B (median) |\n|---|---:|---:|")
+    for pol, by_n in alone.items():
+        for n, xs in by_n.items():
+            print(f"| {pol} | {n} | {statistics.median(xs):.0f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"service": results, "redis_alone": alone}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""JSON wire decoding shared by every transport: bodies, strict number arrays, small fields.
+
+What comes out is typed (float32 arrays, ints, strings); what cannot be read as the request
+is refused here with a plain message that names the field and what was expected. Checks
+against the model (shape, feature ranges, limits) happen once, in the data plane
+(:mod:`service.core.inputs`).
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import InvalidInput, UnsupportedMediaType
+
+NUMBER = frozenset({int, float})
+SHAPES = {1: "a list of numbers", 2: "a list of time steps, each a list of numbers", 3: "a list of sequences"}
+
+
+def is_json(content_type: str | None) -> bool:
+    """FastAPI's rule: no content type, ``application/json`` or ``application/*+json``."""
+    if not content_type:
+        return True
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def json_object(body: bytes, content_type: str | None = None, what: str = "the request body") -> dict[str, Any]:
+    """``body`` parsed as a JSON object, or a 415/400 saying why not."""
+    if not is_json(content_type):
+        raise UnsupportedMediaType(f"{what} must be JSON (content-type: application/json); got {content_type!r}")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise InvalidInput(f"{what} is not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{what} must be a JSON object; got {_kind(obj)}")
+    return obj
+
+
+def only_fields(obj: dict[str, Any], allowed: frozenset[str], what: str = "the request body") -> None:
+    if unknown := sorted(set(obj) - allowed):
+        raise InvalidInput(f"{what} has unknown field(s) {unknown}; the fields are {sorted(allowed)}")
+
+
+def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
+    """Nested JSON lists of numbers -> a float32 array with ``ndim`` dimensions.
+
+    Strings, booleans and nulls are refused (never converted), as are ragged lists; the
+    message names the element. Values too large for float32 become inf and are refused by
+    the data plane's finiteness check with the other non-finite values.
+    """
+    level: list[Any] = [value]
+    for depth in range(ndim):
+        where = field + "".join("[i]" for _ in range(depth))
+        kinds = set(map(type, level))
+        if kinds - {list}:
+            bad = next(v for v in level if type(v) is not list)
+            raise InvalidInput(f"{where} must be {SHAPES.get(ndim - depth, 'a list')}; got {_kind(bad)}")
+        lengths = set(map(len, level))
+        if len(lengths) > 1 and depth > 0:
+            want = len(level[0])
+            i = next(i for i, v in enumerate(level) if len(v) != want)
+            raise InvalidInput(
+                f"{field} must be a rectangular array: element {_index(i, level, depth)} has {len(level[i])} values "
+                f"where the first has {want}"
+            )
+        level = list(chain.from_iterable(level))
+    kinds = set(map(type, level))
+    if kinds - NUMBER:
+        bad = next(v for v in level if type(v) not in NUMBER)
+        raise InvalidInput(f"{field} must hold numbers only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}")
+    try:
+        arr = np.array(value, dtype=np.float64)
+    except (ValueError, OverflowError):  # ragged at the top level, or an integer past float64
+        raise InvalidInput(f"{field} must be a rectangular array of numbers ({SHAPES.get(ndim, '')})") from None
+    if arr.size == 0 and arr.ndim <= ndim:  # nothing to run: the data plane says how many it takes
+        return np.zeros(arr.shape + (0,) * (ndim - arr.ndim), np.float32)
+    if arr.ndim != ndim:
+        raise InvalidInput(f"{field} must be {SHAPES.get(ndim, 'an array')}; got {arr.ndim} dimension(s)")
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32)
+
+
+def flat_numbers(value: Any, field: str, dtype: Any) -> np.ndarray:
+    """A tensor's ``data``: numbers, flat or nested (row-major), as a flat array of ``dtype``."""
+    level = value if isinstance(value, list) else [value]
+    while any(type(v) is list for v in level):
+        if set(map(type, level)) - {list}:
+            raise InvalidInput(f"{field} must be numbers, flat or nested in lists of equal depth")
+        level = list(chain.from_iterable(level))
+    kinds = set(map(type, level))
+    allowed = NUMBER if np.dtype(dtype).kind == "f" else frozenset({int})
+    if kinds - allowed:
+        bad = next(v for v in level if type(v) not in allowed)
+        expect = "numbers" if np.dtype(dtype).kind == "f" else "integers"
+        raise InvalidInput(f"{field} must hold {expect} only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}")
+    try:
+        with np.errstate(over="ignore"):
+            return np.array(level, dtype=dtype)
+    except OverflowError:
+        raise InvalidInput(f"{field} holds an integer out of range for {np.dtype(dtype).name}") from None
+
+
+def optional_step(value: Any, field: str = "expected_step") -> int | None:
+    """A client's expected step: absent/null, or an integer >= 0."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise InvalidInput(f"{field} must be an integer >= 0; got {_kind(value)} {orjson.dumps(value).decode()[:40]}")
+    return value
+
+
+def _kind(v: Any) -> str:
+    return {
+        type(None): "null",
+        bool: "a boolean",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(v), type(v).__name__)
+
+
+def _index(i: int, level: list[Any], depth: int) -> str:
+    return f"#{i}" if depth > 1 else f"[{i}]"

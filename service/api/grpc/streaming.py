@@ -1,0 +1,221 @@
+"""``ModelStreamInfer``: many requests, of one or several sequences, over one bidirectional call.
+
+* **Order per sequence.** Requests of one sequence (same model, version and ``sequence_id``)
+  run one after the other and their responses are written in request order; requests of
+  different sequences (and stateless ones) run concurrently, so they batch together.
+* **Queued steps run together.** Requests of one sequence already waiting behind each other
+  run as one longer step (exact: the outputs do not depend on the chunking) when nothing sets
+  them apart (a ``sequence_start`` after the first, a bad tensor); each still gets its own
+  response. The state after each request is not computed in a merged step, so a request
+  that asks for ``hn``/``cn`` runs alone.
+* **Errors do not end the stream.** A bad or failed request gets a response with
+  ``error_message`` (and ``infer_response.id`` / ``model_name`` of the request), and the
+  stream and every sequence's state go on: a failed step changes no state.
+* **Flow control.** At most ``window`` requests are read and not yet answered; then the
+  server stops reading, HTTP/2 flow control pushes back on the sender, and a client that
+  reads its responses slowly holds at most ``window`` responses of memory on the server.
+* **Drain.** :meth:`StreamCall.leave` stops reading; what was read is answered, then the
+  call ends with UNAVAILABLE and a message to reconnect elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import numpy as np
+
+from service.api.grpc.codec import _param, decode, encode
+from service.api.grpc.protos import service_pb2 as pb
+from service.api.grpc.status import to_status
+from service.api.inference import run_infer
+from service.api.v2_codec import InferReply, InferRequest
+from service.errors import ServiceError
+
+if TYPE_CHECKING:
+    from service.api.grpc.servicer import Servicer
+
+log = logging.getLogger("service.grpc")
+RPC = "ModelStreamInfer"
+Item = tuple[pb.ModelInferRequest, InferRequest | ServiceError]  # a request and what it decoded to
+
+
+def order_key(req: pb.ModelInferRequest) -> Hashable | None:
+    """Requests with the same key are answered in order; None: no order needed (stateless)."""
+    p = req.parameters.get("sequence_id")
+    sid = _param(p) if p is not None else None
+    if sid in (None, 0, ""):
+        return None
+    return (req.model_name, req.model_version, type(sid).__name__, sid)
+
+
+class StreamCall:
+    def __init__(self, servicer: Servicer, owner: str | None, window: int) -> None:
+        self.servicer = servicer
+        self.owner = owner
+        self.window = asyncio.Semaphore(window)
+        self.out: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        self.queues: dict[Hashable, collections.deque[Item]] = {}  # per sequence, read and not yet run
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.reader: asyncio.Task[None] | None = None
+        self.left = False
+        self.requests = self.errors = 0
+        self.max_steps = servicer.dp.settings.max_steps_per_request
+
+    async def run(self, requests: AsyncIterator[pb.ModelInferRequest]) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        self.reader = asyncio.create_task(self._read(requests))
+        try:
+            while (response := await self.out.get()) is not None:
+                yield response
+                self.window.release()
+        finally:
+            if not self.reader.done():  # the client went away: stop reading, drop what is in flight
+                self.reader.cancel()
+                for t in list(self.tasks):
+                    t.cancel()
+            try:
+                await self.reader
+            except (asyncio.CancelledError, Exception) as e:  # the client's side of the call broke
+                log.debug("%s: reading the stream ended with %r", RPC, e)
+
+    def leave(self) -> None:
+        """Stop reading (drain); requests already read are still answered."""
+        self.left = True
+        if self.reader is not None:
+            self.reader.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _read(self, requests: AsyncIterator[pb.ModelInferRequest]) -> None:
+        try:
+            async for req in requests:
+                await self.window.acquire()
+                self.requests += 1
+                key = order_key(req)
+                item = self._decoded(req)
+                if key is None:
+                    self._spawn(self._run([item]))
+                elif key in self.queues:
+                    self.queues[key].append(item)  # its sequence's worker takes it in turn
+                else:
+                    self.queues[key] = collections.deque([item])
+                    self._spawn(self._sequence(key))
+        finally:
+            # answer everything read, then end the response stream (also when cancelled by leave())
+            while self.tasks:
+                await asyncio.wait(list(self.tasks))
+            self.out.put_nowait(None)
+
+    async def _sequence(self, key: Hashable) -> None:
+        """Run one sequence's queued requests in order, queued runs of them as one step."""
+        q = self.queues[key]
+        try:
+            while q:
+                group = [q.popleft()]
+                while q and self._joins(group, q[0][1]):
+                    group.append(q.popleft())
+                await self._run(group)
+        finally:
+            del self.queues[key]
+
+    @staticmethod
+    def _decoded(req: pb.ModelInferRequest) -> Item:
+        try:
+            return req, decode(req)
+        except ServiceError as e:
+            return req, e
+
+    @staticmethod
+    def _mergeable(d: InferRequest | ServiceError) -> bool:
+        """``y`` only (what a sequence returns unless ``hn``/``cn`` are asked for), ``x`` alone,
+        one sequence of finite FP32 steps."""
+        if isinstance(d, ServiceError) or (d.outputs is not None and [n for n, _ in d.outputs] != ["y"]):
+            return False
+        x = d.inputs.get("x")
+        return (
+            len(d.inputs) == 1
+            and x is not None
+            and x.dtype == np.float32
+            and x.ndim == 3
+            and x.shape[0] == 1
+            and x.shape[1] >= 1
+            and bool(np.isfinite(x).all())
+        )
+
+    def _joins(self, group: list[Item], d: InferRequest | ServiceError) -> bool:
+        """Whether the next queued request ``d`` can run in one step with ``group``."""
+        first, last = group[0][1], group[-1][1]
+        if not self._mergeable(first) or not self._mergeable(d) or last.parameters.get("sequence_end"):  # type: ignore[union-attr]
+            return False
+        assert isinstance(first, InferRequest) and isinstance(d, InferRequest)
+        steps = sum(g.inputs["x"].shape[1] for _, g in group)  # type: ignore[union-attr]
+        return (
+            not d.parameters.get("sequence_start")
+            and d.binary_output == first.binary_output
+            and d.inputs["x"].shape[2] == first.inputs["x"].shape[2]
+            and steps + d.inputs["x"].shape[1] <= self.max_steps
+        )
+
+    async def _run(self, group: list[Item]) -> None:
+        """Run one request, or a merged run of one sequence's requests, and queue the responses in order."""
+        t0 = time.perf_counter()
+        s = self.servicer
+        try:
+            reqs: list[InferRequest] = []
+            for _, d in group:
+                if isinstance(d, ServiceError):
+                    raise d  # only ever alone: a request that did not decode joins no group
+                reqs.append(d)
+            if len(reqs) == 1:
+                req = reqs[0]
+                reply = await run_infer(
+                    s.dp, group[0][0].model_name, group[0][0].model_version or None, req, self.owner
+                )
+                responses = [encode(reply, req)]
+            else:
+                responses = await self._run_merged(group[0][0], reqs)
+            code = grpc.StatusCode.OK
+            out = [pb.ModelStreamInferResponse(infer_response=r) for r in responses]
+        except ServiceError as e:
+            code = to_status(e)[0]
+            out = [self._error(r, e.message) for r, _ in group]
+        except Exception:
+            log.exception("unhandled error in %s", RPC)
+            code = grpc.StatusCode.INTERNAL
+            out = [self._error(r, "internal error; see the server log") for r, _ in group]
+        dt = time.perf_counter() - t0
+        for response in out:
+            s.count(RPC, code, dt)
+            self.out.put_nowait(response)
+
+    async def _run_merged(self, first: pb.ModelInferRequest, reqs: list[InferRequest]) -> list[pb.ModelInferResponse]:
+        xs = [r.inputs["x"] for r in reqs]
+        params = {
+            "sequence_id": reqs[0].parameters["sequence_id"],
+            "sequence_start": bool(reqs[0].parameters.get("sequence_start")),
+            "sequence_end": bool(reqs[-1].parameters.get("sequence_end")),
+        }
+        merged = InferRequest(None, {"x": np.concatenate(xs, axis=1)}, params, reqs[0].outputs, reqs[0].binary_output)
+        reply = await run_infer(self.servicer.dp, first.model_name, first.model_version or None, merged, self.owner)
+        y, t, out = reply.outputs["y"], 0, []
+        for r, x in zip(reqs, xs, strict=True):
+            n = x.shape[1]
+            part = InferReply(reply.model_name, reply.model_version, {"y": y[:, t : t + n]}, id=r.id)
+            out.append(encode(part, r))
+            t += n
+        return out
+
+    def _error(self, req: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+        self.errors += 1
+        return pb.ModelStreamInferResponse(
+            error_message=message,
+            infer_response=pb.ModelInferResponse(id=req.id, model_name=req.model_name, model_version=req.model_version),
+        )

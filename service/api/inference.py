@@ -1,0 +1,89 @@
+"""Open Inference Protocol inference, transport-neutral: a decoded request in, a reply out.
+
+The REST route (:mod:`service.api.v2`) and the gRPC servicer (:mod:`service.api.grpc`) both
+decode their wire format into an :class:`~service.api.v2_codec.InferRequest`, call
+:func:`run_infer`, and encode the :class:`~service.api.v2_codec.InferReply` it returns, so
+checks, sequence handling and messages are the same on every transport.
+
+Sequences (Triton's sequence extension): request parameters ``sequence_id`` (uint64 or
+string; 0 or "" means none), ``sequence_start``, ``sequence_end``. A sequence is a session
+underneath: same store, ordering, expiry, batching and metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.api.model_config import split_view, view_name
+from service.api.v2_codec import InferReply, InferRequest
+from service.core.dataplane import DataPlane
+from service.errors import InvalidInput
+
+INPUTS = ("x", "h0", "c0")
+OUTPUTS = ("y", "hn", "cn")
+
+
+def sequence_id(params: dict[str, Any]) -> int | str | None:
+    """The request's sequence id, or None for a stateless request; InvalidInput if malformed."""
+    sid = params.get("sequence_id", 0)
+    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
+        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
+    for flag in ("sequence_start", "sequence_end"):
+        if not isinstance(params.get(flag, False), bool):
+            raise InvalidInput(f"parameter {flag} must be a boolean")
+    if sid in (0, ""):
+        if params.get("sequence_start") or params.get("sequence_end"):
+            raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
+        return None
+    return sid
+
+
+def check(req: InferRequest) -> None:
+    """Inputs and requested outputs name tensors the model has, with the right datatype."""
+    unknown = sorted(set(req.inputs) - set(INPUTS))
+    if unknown:
+        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
+    if "x" not in req.inputs:
+        raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
+    for name, arr in req.inputs.items():
+        if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
+            raise InvalidInput(f"input {name!r} must have datatype FP32")
+    for name, _ in req.outputs or []:
+        if name not in OUTPUTS:
+            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
+
+
+async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRequest, owner: str | None) -> InferReply:
+    """Run one inference request: stateless (optional ``h0``/``c0`` from the client) or one
+    request of a sequence (the state stays on the server). Raises domain errors."""
+    check(req)
+    x = req.inputs["x"]
+    seq = sequence_id(req.parameters)
+    name, stateless = split_view(model)
+    if seq is not None and stateless:
+        raise InvalidInput(f"{model!r} is the stateless view of {name!r}: send sequences to {name!r}")
+    if seq is not None:
+        if x.ndim != 3 or x.shape[0] != 1:
+            raise InvalidInput(
+                f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
+            )
+        if "h0" in req.inputs or "c0" in req.inputs:
+            raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
+        w, res = await dp.sequence_step(
+            name,
+            version,
+            seq,
+            x[0],
+            start=bool(req.parameters.get("sequence_start")),
+            end=bool(req.parameters.get("sequence_end")),
+            owner=owner,
+        )
+        # the state stays on the server (Triton's implicit state): y only unless asked for
+        outputs = {"y": res.outputs[None]}
+        asked = {n for n, _ in req.outputs or []}
+        if "hn" in asked or "cn" in asked:
+            outputs |= {"hn": res.state[0][:, None], "cn": res.state[1][:, None]}
+    else:
+        w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
+        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
+    return InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id)

@@ -1,0 +1,82 @@
+"""The one place a request's arrays are checked against the model and the limits.
+
+Transports decode bytes into float32 arrays (:mod:`service.api.decode`); the data plane
+calls these before anything touches a session, so a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.runtime.repository import ModelCard
+
+
+def _features(card: ModelCard) -> str:
+    return ", ".join(card.feature_names) or "see the model card"
+
+
+def check_finite(x: np.ndarray, field: str) -> None:
+    if not np.isfinite(x).all():
+        raise InvalidInput(f"{field} holds NaN or infinite values (or numbers too large for float32)")
+
+
+def check_ranges(card: ModelCard, x: np.ndarray, field: str) -> None:
+    """Each feature within the range its model card declares (features without one: any finite value)."""
+    lo, hi = card.bounds
+    bad = (x < lo) | (x > hi)  # one vectorised test over every feature
+    if not bad.any():
+        return
+    at = tuple(int(a) for a in np.argwhere(bad)[0])
+    i = at[-1]
+    low, high = card.feature_ranges[i] or (-np.inf, np.inf)
+    unit = f" {card.feature_units[i]}" if card.feature_units[i] else ""
+    where = at[0] if len(at) == 2 else list(at[:-1])
+    raise InvalidInput(
+        f"{field}: {card.feature_names[i]} must be within [{low:g}, {high:g}]{unit} (the model card's range); "
+        f"got {float(x[at]):g} at {'time step' if x.ndim == 2 else '[sequence, time step]'} {where}"
+    )
+
+
+def check_steps(card: ModelCard, x: np.ndarray, field: str, max_steps: int) -> None:
+    """``x [T, F]``: one stream's time steps."""
+    if x.size == 0:
+        raise InvalidInput(f"{field} must hold 1 to {max_steps} time steps; got none")
+    if x.ndim != 2 or x.shape[1] != card.n_features:
+        raise InvalidInput(
+            f"{field} must be a list of time steps, each a list of {card.n_features} features "
+            f"({_features(card)}); got shape {list(x.shape)}"
+        )
+    if not 1 <= x.shape[0] <= max_steps:
+        raise InvalidInput(f"{field} must hold 1 to {max_steps} time steps; got {x.shape[0]}")
+    check_finite(x, field)
+    check_ranges(card, x, field)
+
+
+def check_sequences(card: ModelCard, x: np.ndarray, field: str, max_sequences: int, max_steps: int) -> None:
+    """``x [n, T, F]``: whole sequences for a stateless predict."""
+    if x.ndim == 3 and x.size == 0 and x.shape[0] and not x.shape[1]:
+        raise InvalidInput(f"each sequence must hold 1 to {max_steps} time steps; got none")
+    if x.ndim != 3 or x.shape[2] != card.n_features:
+        raise InvalidInput(
+            f"{field} must be [batch, seq, {card.n_features}]: a list of sequences of time steps, each a list of "
+            f"{card.n_features} features ({_features(card)}); got shape {list(x.shape)}"
+        )
+    n, t = x.shape[0], x.shape[1]
+    if not 1 <= n <= max_sequences:
+        raise InvalidInput(f"{field} must hold 1 to {max_sequences} sequences; got {n}")
+    if not 1 <= t <= max_steps:
+        raise InvalidInput(f"each sequence must hold 1 to {max_steps} time steps; got {t}")
+    check_finite(x, field)
+    check_ranges(card, x, field)
+
+
+def check_state(card: ModelCard, arr: np.ndarray, n: int | None, field: str) -> np.ndarray:
+    """A client's state ``[layers, n, hidden]`` (or ``[layers, hidden]`` when ``n`` is None)."""
+    want = [card.num_layers, n, card.hidden_size] if n else [card.num_layers, card.hidden_size]
+    if list(arr.shape) != want:
+        raise InvalidInput(
+            f"{field} must have shape {want} ([layers, {'batch, ' if n else ''}hidden]); got {list(arr.shape)}"
+        )
+    check_finite(arr, field)
+    return arr
