@@ -38,6 +38,8 @@ def ensure_big_model() -> Path:
                 "--random-weights",
                 "--hidden",
                 "512",
+                "--layers",
+                "2",
                 "--name",
                 "demand512",
                 "--models",

@@ -27,6 +27,13 @@ FEATURES = (
 OUTPUTS = ({"name": "demand_next", "unit": "MW", "description": "forecast demand of the next half hour"},)
 
 
+# The demand a served model accepts: from 0 to this multiple of the training maximum. Demand
+# never goes negative; twice the largest training reading leaves room for winter peaks
+# (a summer-trained model sees about 0.6 of the winter peak) while refusing readings in the
+# wrong unit (kW instead of MW is 1000x) or a corrupted value.
+DEMAND_MAX_FACTOR = 2.0
+
+
 class DatasetError(ValueError):
     """A dataset name or split that cannot be used."""
 
@@ -83,6 +90,22 @@ def load_taylor() -> Series:
         train_end=n - test - val,
         val_end=n - test,
     )
+
+
+def feature_ranges(series: Series) -> list[dict[str, object]]:
+    """The card's ``features`` with the valid range of each, from the data.
+
+    The calendar features' ranges are those the data take (0.0 to 23.5, 0 to 6); the
+    demand's is 0 to :data:`DEMAND_MAX_FACTOR` times the training maximum. The service
+    refuses inputs outside these ranges.
+    """
+    train = series.features[: series.train_end]
+    ranges = [
+        (0.0, DEMAND_MAX_FACTOR * float(train[:, 0].max())),
+        (float(series.features[:, 1].min()), float(series.features[:, 1].max())),
+        (float(series.features[:, 2].min()), float(series.features[:, 2].max())),
+    ]
+    return [{**f, "min": lo, "max": hi} for f, (lo, hi) in zip(FEATURES, ranges, strict=True)]
 
 
 DATASETS = {"taylor": load_taylor}

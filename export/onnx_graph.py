@@ -8,7 +8,8 @@ contract of the service:
   "every row is ``seq`` long");
 * outputs ``y`` float32 ``[batch, seq, 1]``, ``hn``/``cn`` shaped like ``h0``;
 * ``batch`` and ``seq`` dynamic on every input and output;
-* demand scaling and the calendar encoding inside the graph (real units in and out);
+* demand scaling, the calendar encoding (sin/cos harmonics of hour and day) and the
+  output scaling inside the graph (real units in and out);
 * one ONNX ``LSTM`` node per layer, with ``lengths`` wired into its ``sequence_lens``, so
   rows of different lengths in one padded batch each get their own exact final state.
   Outputs at padded positions (``t >= lengths[row]``) are meaningless and must be ignored.
@@ -20,13 +21,11 @@ clipped to ``seq``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.model import Forecaster
+from export.model import DAYS_PER_WEEK, HOURS_PER_DAY, Forecaster
 from export.reference import ONNX_ORDER, TORCH_ORDER, split_gates, stack_gates
 
 OPSET = 17
@@ -54,8 +53,19 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
 
     mean = const("scale.mean", np.array(sd["pre.mean"], f32))
     std = const("scale.std", np.array(sd["pre.std"], f32))
-    hour_k = const("cal.hour_k", np.array(2 * math.pi / 24.0, f32))
-    day_k = const("cal.day_k", np.array(2 * math.pi / 7.0, f32))
+    # angles ((value * k) mod period) * 2 pi / period: exact products on the calendar grid
+    day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))  # [K] harmonic numbers
+    day_period = const("cal.day_period", np.array(DAYS_PER_WEEK, f32))
+    day_rad = const("cal.day_rad", np.array(sd["pre.day_rad"], f32))
+    if model.pre.hour_onehot:
+        hour_slots = const("cal.hour_slots", sd["pre.hour_slots"].astype(f32))  # [48] half hours
+    else:
+        hour_k = const("cal.hour_k", sd["pre.hour_k"].astype(f32))
+        hour_period = const("cal.hour_period", np.array(HOURS_PER_DAY, f32))
+        hour_rad = const("cal.hour_rad", np.array(sd["pre.hour_rad"], f32))
+    skip = const("head.skip", np.array(sd["skip"], f32))
+    offset = const("head.offset", np.array(sd["offset"], f32))
+    out_scale = const("head.scale", np.array(sd["out_scale"], f32))
     split3 = const("split3", np.array([1, 1, 1], np.int64))
     const("head.W", sd["head.weight"].T.astype(f32))
     const("head.b", sd["head.bias"].astype(f32))
@@ -68,7 +78,7 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     lengths_init = numpy_helper.from_array(default_len, "lengths")
     const("axis0", np.array([0], np.int64))
     const("one", np.array([1], np.int64))
-    for k in range(L + 1):
+    for k in range(max(L, 2) + 1):  # layer bounds, and the batch/seq dims of the shape
         const(f"idx{k}", np.array([k], np.int64))
 
     N = helper.make_node
@@ -77,14 +87,30 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
         N("Sub", ["demand", mean], ["demand_c"]),
         N("Div", ["demand_c", std], ["demand_z"]),
-        N("Mul", ["hour", hour_k], ["hour_a"]),
-        N("Mul", ["day", day_k], ["day_a"]),
-        N("Sin", ["hour_a"], ["hour_sin"]),
-        N("Cos", ["hour_a"], ["hour_cos"]),
+        N("Mul", ["day", day_k], ["day_kx"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
+        N("Mod", ["day_kx", day_period], ["day_m"], fmod=1),
+        N("Mul", ["day_m", day_rad], ["day_a"]),
         N("Sin", ["day_a"], ["day_sin"]),
         N("Cos", ["day_a"], ["day_cos"]),
-        N("Concat", ["demand_z", "hour_sin", "hour_cos", "day_sin", "day_cos"], ["feat"], axis=2),
-        N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, 5]
+    ]
+    if model.pre.hour_onehot:
+        nodes += [
+            N("Equal", ["hour", hour_slots], ["hour_eq"]),  # [batch, seq, 48]: exact on the half-hour grid
+            N("Cast", ["hour_eq"], ["hour_onehot"], to=TensorProto.FLOAT),
+        ]
+        hour_feat = ["hour_onehot"]
+    else:
+        nodes += [
+            N("Mul", ["hour", hour_k], ["hour_kx"]),
+            N("Mod", ["hour_kx", hour_period], ["hour_m"], fmod=1),
+            N("Mul", ["hour_m", hour_rad], ["hour_a"]),
+            N("Sin", ["hour_a"], ["hour_sin"]),
+            N("Cos", ["hour_a"], ["hour_cos"]),
+        ]
+        hour_feat = ["hour_sin", "hour_cos"]
+    nodes += [
+        N("Concat", ["demand_z", *hour_feat, "day_sin", "day_cos"], ["feat"], axis=2),
+        N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, features]
         # per-row lengths: broadcast to [batch], clip to seq
         N("Shape", ["x"], ["x_shape"]),
         N("Slice", ["x_shape", "idx0", "idx1"], ["batch_dim"]),
@@ -116,8 +142,11 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Transpose", [f"seq{L}"], ["out"], perm=[1, 0, 2]),  # [batch, seq, H]
         N("MatMul", ["out", "head.W"], ["head_mm"]),
         N("Add", ["head_mm", "head.b"], ["y_z"]),
-        N("Mul", ["y_z", std], ["y_s"]),
-        N("Add", ["y_s", mean], ["y"]),
+        # y = skip * demand + offset + scale * head: the level (skip 0) or a change (skip 1)
+        N("Mul", ["y_z", out_scale], ["y_s"]),
+        N("Mul", ["demand", skip], ["y_skip"]),
+        N("Add", ["y_skip", offset], ["y_base"]),
+        N("Add", ["y_s", "y_base"], ["y"]),
     ]
 
     def vi(name: str, dtype: int, shape: list) -> onnx.ValueInfoProto:

@@ -19,32 +19,47 @@ def _plt() -> Any:
     return plt
 
 
-def plot_losses(history: list[dict[str, float]], best_epoch: int, path: Path) -> None:
+def plot_losses(histories: list[list[dict[str, float]]], path: Path) -> None:
+    """Training and validation loss per epoch of each ensemble member, best epochs marked."""
     plt = _plt()
-    epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train (windows)")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation (stateful run)")
-    ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best epoch {best_epoch}")
+    for j, history in enumerate(histories):
+        epochs = [h["epoch"] for h in history]
+        color = plt.cm.tab10(j % 10)
+        best = min(history, key=lambda h: h["val_loss"])
+        tag = f"member {j}: " if len(histories) > 1 else ""
+        ax.plot(
+            epochs, [h["train_loss"] for h in history], color=color, lw=0.8, alpha=0.6, label=f"{tag}train (windows)"
+        )
+        ax.plot(epochs, [h["val_loss"] for h in history], color=color, lw=1.2, label=f"{tag}validation (stateful run)")
+        ax.plot([best["epoch"]], [best["val_loss"]], "o", color=color, ms=4)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (scaled demand)")
+    ax.set_xlabel("epoch (dots: best validation epoch, kept)")
+    ax.set_ylabel("MSE (head units)")
     ax.set_title("Training loss")
-    ax.legend()
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def plot_forecast(series: Series, forecast: np.ndarray, metrics: dict[str, dict[str, float]], path: Path) -> None:
-    """Two panels: the whole test fortnight, and its first two days up close."""
+def plot_forecast(
+    series: Series,
+    forecast: np.ndarray,
+    baselines: dict[str, np.ndarray],
+    metrics: dict[str, dict[str, float]],
+    path: Path,
+) -> None:
+    """Two panels: the whole test fortnight, and its first two days up close, with the best baseline."""
+    from export.baselines import NAMES
+
     plt = _plt()
     targets = np.arange(series.val_end, series.n)
     days = (targets - series.val_end) / STEPS_PER_DAY
     actual = series.values[targets]
     model = forecast[targets - 1]
-    weekly = series.values[targets - STEPS_PER_WEEK]
+    best = min(baselines, key=lambda name: metrics[name]["mae"])
     fig, axes = plt.subplots(2, 1, figsize=(10, 7), dpi=100)
     for ax, span in zip(axes, (len(targets), 2 * STEPS_PER_DAY), strict=True):
         s = slice(0, span)
@@ -52,24 +67,25 @@ def plot_forecast(series: Series, forecast: np.ndarray, metrics: dict[str, dict[
         ax.plot(days[s], model[s], color="tab:blue", lw=1, label=f"LSTM (MAE {metrics['model']['mae']:.0f} MW)")
         ax.plot(
             days[s],
-            weekly[s],
+            baselines[best][s],
             color="tab:orange",
-            lw=0.8,
-            alpha=0.7,
-            label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.0f} MW)",
+            lw=0.9,
+            alpha=0.8,
+            label=f"best baseline: {NAMES[best]} (MAE {metrics[best]['mae']:.0f} MW)",
         )
         ax.set_ylabel("demand (MW)")
         ax.grid(alpha=0.3)
+        low, high = ax.get_ylim()
+        ax.set_ylim(low - 0.45 * (high - low), high)  # room for the legend below the night troughs
     if len(targets) > 1:
         s = slice(0, 2 * STEPS_PER_DAY)
-        axes[1].step(
+        axes[1].plot(
             days[s],
-            series.values[targets[s] - 1],
-            where="post",
+            series.values[targets[s] - STEPS_PER_WEEK],
             color="tab:green",
             lw=0.8,
-            alpha=0.7,
-            label=f"persistence (MAE {metrics['persistence']['mae']:.0f} MW)",
+            alpha=0.6,
+            label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.0f} MW)",
         )
     axes[0].set_title("Test split: one-step-ahead forecasts (half-hourly, England & Wales)")
     axes[1].set_title("First two days of the test split")

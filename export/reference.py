@@ -59,19 +59,29 @@ class ReferenceModel:
     head_b: np.ndarray  # [n_outputs]
     mean: float
     std: float
+    hour_k: np.ndarray  # [K] harmonic numbers: k cycles a day (hour of day); empty with hour_slots
+    hour_slots: np.ndarray | None  # [48] half hours of a one-hot hour encoding, or None
+    day_k: np.ndarray  # [K] harmonic numbers: k cycles a week (day of week)
+    skip: float  # y = skip * demand + offset + out_scale * head(h)
+    offset: float
+    out_scale: float
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def preprocess(x: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Real units ``[demand, hour, day]`` -> ``[z, sin h, cos h, sin d, cos d]``."""
+def preprocess(x: np.ndarray, model: ReferenceModel) -> np.ndarray:
+    """Real units ``[demand, hour, day]`` -> ``[z, one-hot half hour | sin k·h, cos k·h, sin k·d, cos k·d]``."""
     x = np.asarray(x, np.float64)
-    ha = x[..., 1] * (2 * math.pi / 24.0)
-    da = x[..., 2] * (2 * math.pi / 7.0)
-    z = (x[..., 0] - mean) / std
-    return np.stack([z, np.sin(ha), np.cos(ha), np.sin(da), np.cos(da)], axis=-1)
+    if model.hour_slots is not None:
+        hour = [(x[..., 1:2] == model.hour_slots).astype(np.float64)]
+    else:
+        ha = np.fmod(x[..., 1:2] * model.hour_k, 24.0) * (2 * math.pi / 24.0)
+        hour = [np.sin(ha), np.cos(ha)]
+    da = np.fmod(x[..., 2:3] * model.day_k, 7.0) * (2 * math.pi / 7.0)
+    z = (x[..., 0:1] - model.mean) / model.std
+    return np.concatenate([z, *hour, np.sin(da), np.cos(da)], axis=-1)
 
 
 def cell(w: LayerWeights, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +108,10 @@ def run(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full forward: ``x [B, T, 3]``, ``h0/c0 [L, B, H]`` -> ``(y [B, T, out], hn, cn)``.
 
-    With ``scaled=True`` the outputs stay in the model's internal units (before
-    multiplying by ``std`` and adding ``mean``).
+    With ``scaled=True`` the outputs are the head's, before the output scaling
+    (``skip * demand + offset + out_scale * head``).
     """
-    seq = preprocess(x, model.mean, model.std)
+    seq = preprocess(x, model)
     hn, cn = [], []
     for layer, w in enumerate(model.layers):
         h = np.asarray(h0[layer], np.float64)
@@ -115,8 +125,12 @@ def run(
         cn.append(c)
     y = seq @ model.head_w.T + model.head_b
     if not scaled:
-        y = y * model.std + model.mean
+        y = model.skip * np.asarray(x, np.float64)[..., 0:1] + model.offset + model.out_scale * y
     return y, np.stack(hn), np.stack(cn)
+
+
+def _optional(values: np.ndarray | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, np.float64).reshape(-1)
 
 
 def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceModel:
@@ -138,6 +152,12 @@ def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceM
         head_b=np.asarray(state_dict["head.bias"], np.float64),
         mean=float(state_dict["pre.mean"]),
         std=float(state_dict["pre.std"]),
+        hour_k=np.asarray(state_dict.get("pre.hour_k", []), np.float64),
+        hour_slots=_optional(state_dict.get("pre.hour_slots")),
+        day_k=np.asarray(state_dict["pre.day_k"], np.float64),
+        skip=float(state_dict["skip"]),
+        offset=float(state_dict["offset"]),
+        out_scale=float(state_dict["out_scale"]),
     )
 
 
@@ -161,4 +181,10 @@ def from_onnx(initializers: dict[str, np.ndarray], num_layers: int) -> Reference
         head_b=np.asarray(initializers["head.b"], np.float64),
         mean=float(initializers["scale.mean"]),
         std=float(initializers["scale.std"]),
+        hour_k=np.asarray(initializers.get("cal.hour_k", []), np.float64).reshape(-1),
+        hour_slots=_optional(initializers.get("cal.hour_slots")),
+        day_k=np.asarray(initializers["cal.day_k"], np.float64).reshape(-1),
+        skip=float(initializers["head.skip"]),
+        offset=float(initializers["head.offset"]),
+        out_scale=float(initializers["head.scale"]),
     )

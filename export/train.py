@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from export.data import FEATURES, OUTPUTS, STEPS_PER_DAY, STEPS_PER_WEEK, DatasetError, Series, load
+from export.baselines import NAMES as BASELINE_NAMES
+from export.data import (
+    DEMAND_MAX_FACTOR,
+    OUTPUTS,
+    STEPS_PER_DAY,
+    STEPS_PER_WEEK,
+    DatasetError,
+    Series,
+    feature_ranges,
+    load,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,10 +35,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="demand", help="model name in the repository")
     p.add_argument("--version", default="1", help="model version (a positive integer)")
     p.add_argument("--models", type=Path, default=Path("models"), help="model repository root")
-    p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size")
-    p.add_argument("--layers", type=int, default=2, help="number of stacked LSTM layers")
-    p.add_argument("--window", type=int, default=STEPS_PER_WEEK, help="training window (steps)")
-    p.add_argument("--burn-in", type=int, default=STEPS_PER_DAY, help="steps of each window not scored")
+    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (of each ensemble member)")
+    p.add_argument("--layers", type=int, default=1, help="number of stacked LSTM layers")
+    p.add_argument(
+        "--ensemble", type=int, default=1, help="members trained from successive seeds, averaged in one graph"
+    )
+    p.add_argument(
+        "--hour-encoding",
+        choices=("onehot", "harmonics"),
+        default="onehot",
+        help="the hour of day as a one-hot of the 48 half hours, or as --hour-harmonics sin/cos pairs",
+    )
+    p.add_argument("--hour-harmonics", type=int, default=4, help="sin/cos pairs of the hour of day (harmonics)")
+    p.add_argument("--day-harmonics", type=int, default=3, help="sin/cos pairs of the day of week")
+    p.add_argument(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="forecast the change from the current reading rather than the level",
+    )
+    p.add_argument(
+        "--daily-memory",
+        type=float,
+        default=0.7,
+        metavar="DECAY",
+        help="start layer 0 with a by-time-of-day memory of the half-hourly changes that forgets at this rate "
+        "per day (0: no memory; needs --residual and --hour-encoding onehot)",
+    )
+    p.add_argument("--window", type=int, default=2 * STEPS_PER_WEEK, help="training window (steps)")
+    p.add_argument("--burn-in", type=int, default=5 * STEPS_PER_DAY, help="steps of each window not scored")
     p.add_argument("--stride", type=int, default=24, help="step between training window starts")
     p.add_argument("--batch", type=int, default=16, help="windows per optimiser step")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
@@ -39,17 +74,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--random-weights",
         action="store_true",
-        help="skip training: export randomly initialised weights (for benchmarks)",
+        help="skip training: export one randomly initialised member of --hidden (for benchmarks)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     args = p.parse_args(argv)
-    for field in ("hidden", "layers", "window", "stride", "batch", "epochs", "threads"):
+    for field in (
+        "hidden",
+        "layers",
+        "ensemble",
+        "hour_harmonics",
+        "day_harmonics",
+        "window",
+        "stride",
+        "batch",
+        "epochs",
+        "threads",
+    ):
         if getattr(args, field) <= 0:
             p.error(f"--{field.replace('_', '-')} must be positive, got {getattr(args, field)}")
     if args.patience < 0 or args.burn_in < 0 or args.burn_in >= args.window:
         p.error("--patience must be >= 0 and --burn-in must lie in [0, --window)")
     if args.lr <= 0:
         p.error("--lr must be positive")
+    if args.daily_memory:
+        if not 0 < args.daily_memory < 1:
+            p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
+        if not args.residual or args.hour_encoding != "onehot" or args.hidden <= STEPS_PER_DAY:
+            p.error(f"--daily-memory needs --residual, --hour-encoding onehot and --hidden > {STEPS_PER_DAY}")
     if not args.version.isdigit() or int(args.version) < 1:
         p.error(f"--version must be a positive integer, got {args.version!r}")
     return args
@@ -66,38 +117,45 @@ def run_full(model: Any, inputs: np.ndarray) -> np.ndarray:
     return ys[0, :, 0].numpy()
 
 
-def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]]:
+HYPERPARAMETERS = (
+    "hidden",
+    "layers",
+    "ensemble",
+    "hour_encoding",
+    "hour_harmonics",
+    "day_harmonics",
+    "residual",
+    "daily_memory",
+    "window",
+    "burn_in",
+    "stride",
+    "batch",
+    "lr",
+    "epochs",
+    "patience",
+)
+
+
+def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target_z: np.ndarray) -> dict[str, Any]:
+    """Train one member from ``seed``; leaves ``model`` at its best validation epoch."""
     import torch
     from tqdm import tqdm
 
-    from export.model import Forecaster
-
-    torch.manual_seed(args.seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
-
-    train_vals = series.values[: series.train_end]
-    mean, std = float(train_vals.mean()), float(train_vals.std())
-    model = Forecaster(hidden_size=args.hidden, num_layers=args.layers, mean=mean, std=std)
-    info: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "torch": torch.__version__}
-    if args.random_weights:
-        info["trained"] = False
-        return model.eval(), info
-
+    rng = np.random.default_rng(seed)
     inputs = series.features[:-1]  # input t predicts target t + 1
-    target_z = ((series.values[1:] - mean) / std).astype(np.float32)
     # a window starting at s uses inputs s .. s+W-1 and targets s+1 .. s+W, all in train
     starts = np.arange(0, series.train_end - 1 - args.window + 1, args.stride)
     if len(starts) == 0:
         raise DatasetError("the training part is shorter than one --window")
     val_lo, val_hi = series.train_end - 1, series.val_end - 1  # target rows t+1 in validation
+    out_scale = float(model.out_scale)
 
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     best = (np.inf, 0, {k: v.clone() for k, v in model.state_dict().items()})
+    best_val_mae = float("nan")
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(1, args.epochs + 1), desc="training", unit="epoch", file=sys.stderr)
+    bar = tqdm(range(1, args.epochs + 1), desc=f"training seed {seed}", unit="epoch", file=sys.stderr)
     for epoch in bar:
         model.train()
         order = rng.permutation(starts)
@@ -116,35 +174,100 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
             losses.append(loss.item())
         model.eval()
         pred = run_full(model, inputs[:val_hi])
-        val_loss = float(np.mean((pred[val_lo:val_hi] - target_z[val_lo:val_hi]) ** 2))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
+        val_err = pred[val_lo:val_hi] - target_z[val_lo:val_hi]
+        val_loss = float(np.mean(val_err**2))
+        val_mae = float(np.mean(np.abs(val_err))) * out_scale
+        history.append(
+            {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_mae_mw": val_mae}
+        )
         if val_loss < best[0]:
             best = (val_loss, epoch, {k: v.clone() for k, v in model.state_dict().items()})
+            best_val_mae = val_mae
         bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{val_loss:.4f}", best=best[1])
         if epoch - best[1] >= args.patience:
             break
     bar.close()
     model.load_state_dict(best[2])
+    return {
+        "seed": seed,
+        "epochs_run": len(history),
+        "best_epoch": best[1],
+        "best_val_mse_scaled": best[0],
+        "best_val_mae_mw": best_val_mae,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "history": history,
+    }
+
+
+def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]]:
+    """Train ``--ensemble`` members from seeds ``--seed``, ``--seed + 1``, ... and merge them."""
+    import torch
+
+    from export.model import Forecaster, ensemble, freeze_daily_memory, init_daily_memory
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(args.threads)
+
+    train_vals = series.values[: series.train_end]
+    mean, std = float(train_vals.mean()), float(train_vals.std())
+    # the head's unit: the spread of what it predicts (the level, or the half-hourly change)
+    out_scale = float(np.diff(train_vals).std()) if args.residual else std
+
+    def member(seed: int) -> Forecaster:
+        torch.manual_seed(seed)
+        model = Forecaster(
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            mean=mean,
+            std=std,
+            hour_harmonics=args.hour_harmonics,
+            day_harmonics=args.day_harmonics,
+            residual=args.residual,
+            out_scale=out_scale,
+            hour_onehot=args.hour_encoding == "onehot",
+        )
+        if args.daily_memory:
+            init_daily_memory(model, decay=args.daily_memory)
+            freeze_daily_memory(model)
+        return model
+
+    seeds = [args.seed + j for j in range(args.ensemble)]
+    info: dict[str, Any] = {"seed": args.seed, "threads": args.threads, "torch": torch.__version__}
+    if args.random_weights:
+        info["trained"] = False  # one member of --hidden: the benchmarks' size-controlled models
+        return member(args.seed).eval(), info
+
+    base = series.values[:-1] if args.residual else np.full(series.n - 1, mean)
+    target_z = ((series.values[1:] - base) / out_scale).astype(np.float32)
+    t0 = time.perf_counter()
+    members, runs = [], []
+    for seed in seeds:
+        model = member(seed)
+        runs.append(_fit(model, args, series, seed, target_z))
+        members.append(model.eval())
+    merged = members[0] if len(members) == 1 else ensemble(members)
+    val_lo, val_hi = series.train_end - 1, series.val_end - 1
+    pred = run_full(merged, series.features[:val_hi])
+    val_mae = float(np.mean(np.abs(pred[val_lo:val_hi] - target_z[val_lo:val_hi]))) * out_scale
     info.update(
         trained=True,
-        epochs_run=len(history),
-        best_epoch=best[1],
-        best_val_mse_scaled=best[0],
+        epochs_run=sum(r["epochs_run"] for r in runs),
+        best_epoch=[r["best_epoch"] for r in runs] if len(runs) > 1 else runs[0]["best_epoch"],
+        val_mae_mw=val_mae,
         seconds=round(time.perf_counter() - t0, 1),
-        history=history,
-        hyperparameters={
-            k: getattr(args, k)
-            for k in ("hidden", "layers", "window", "burn_in", "stride", "batch", "lr", "epochs", "patience")
-        },
+        members=[{k: v for k, v in r.items() if k != "history"} for r in runs],
+        history=[r["history"] for r in runs],
+        hyperparameters={k: getattr(args, k) for k in HYPERPARAMETERS},
     )
-    return model.eval(), info
+    return merged, info
 
 
-def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarray]:
-    """Test metrics of the exported model (run by onnxruntime) and of the baselines."""
+def model_forecast(onnx_path: Path, series: Series) -> np.ndarray:
+    """The exported model run by onnxruntime over the whole series from zero state.
+
+    ``forecast[t]`` is the forecast of reading ``t + 1``, made after reading ``t``.
+    """
     import onnxruntime as ort
-
-    from export.baselines import errors, persistence, seasonal_naive
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
@@ -153,16 +276,27 @@ def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarra
     layers, hidden = meta["h0"][0], meta["h0"][2]
     zeros = np.zeros((layers, 1, hidden), np.float32)
     y, _, _ = sess.run(None, {"x": series.features[None, :-1], "h0": zeros, "c0": zeros})
-    forecast = y[0, :, 0].astype(np.float64)  # forecast[t] is for target t + 1
-    targets = np.arange(series.val_end, series.n)
-    actual = series.values[targets]
-    metrics = {
-        "model": errors(actual, forecast[targets - 1]),
-        "persistence": errors(actual, persistence(series.values, targets)),
-        "seasonal_naive_daily": errors(actual, seasonal_naive(series.values, targets, STEPS_PER_DAY)),
-        "seasonal_naive_weekly": errors(actual, seasonal_naive(series.values, targets, STEPS_PER_WEEK)),
-    }
-    return metrics, forecast
+    return y[0, :, 0].astype(np.float64)
+
+
+def test_targets(series: Series) -> np.ndarray:
+    return np.arange(series.val_end, series.n)
+
+
+def baseline_forecasts(series: Series) -> dict[str, np.ndarray]:
+    """Every baseline of :mod:`export.baselines`, fitted on train + validation, over the test targets."""
+    from export.baselines import forecasts
+
+    return forecasts(series.values, series.val_end, test_targets(series), STEPS_PER_DAY, STEPS_PER_WEEK)
+
+
+def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarray]:
+    """Test metrics of the exported model (run by onnxruntime) alone; its whole-series forecast."""
+    from export.baselines import errors
+
+    forecast = model_forecast(onnx_path, series)
+    targets = test_targets(series)
+    return {"model": errors(series.values[targets], forecast[targets - 1])}, forecast
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,15 +309,25 @@ def main(argv: list[str] | None = None) -> int:
     from export.package import write_model_dir
 
     model, info = train(args, series)
+    hidden = model.hidden_size
     out_dir = args.models / args.name / args.version
     card = {
         "name": args.name,
         "version": args.version,
         "description": (
             f"Next-half-hour electricity demand forecaster: {args.layers}-layer LSTM, "
-            f"hidden {args.hidden}, trained on {series.description}"
+            + (
+                f"{args.ensemble} members of hidden {args.hidden} averaged in one graph (hidden {hidden})"
+                if args.ensemble > 1
+                else f"hidden {hidden}"
+            )
+            + f", trained on {series.description}"
         ),
-        "features": list(FEATURES),
+        "features": feature_ranges(series),
+        "features_note": (
+            "min/max: the valid range of each input; hour and day as in the data, demand from 0 "
+            f"to {DEMAND_MAX_FACTOR:g}x the training maximum; the service refuses values outside"
+        ),
         "outputs_meaning": list(OUTPUTS),
         "dataset": {
             "name": series.name,
@@ -198,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     onnx_path = write_model_dir(model, out_dir, card)
     metrics, forecast = evaluate(onnx_path, series)
+    from export.baselines import errors
+
+    baselines = baseline_forecasts(series)
+    actual = series.values[test_targets(series)]
+    metrics.update({name: errors(actual, f) for name, f in baselines.items()})
     card_path = out_dir / "model.json"
     import json
 
@@ -206,25 +355,28 @@ def main(argv: list[str] | None = None) -> int:
         "test": metrics,
         "note": (
             "one-step-ahead forecasts over the test split, the model run by onnxruntime "
-            "statefully over the whole series from zero state (as a streaming client would)"
+            "statefully over the whole series from zero state (as a streaming client would); "
+            "each baseline (export/baselines.py) fitted on train + validation, then run over "
+            "the test split with its parameters fixed and its state updated by each reading"
         ),
+        "baselines": {name: label for name, label in BASELINE_NAMES.items()},
     }
     card_path.write_text(json.dumps(full, indent=2) + "\n")
     if not args.no_plots:
         from export.plots import plot_forecast, plot_losses
 
         if info.get("history"):
-            plot_losses(info["history"], info["best_epoch"], out_dir / "loss.png")
-        plot_forecast(series, forecast, metrics, out_dir / "forecast.png")
+            plot_losses(info["history"], out_dir / "loss.png")
+        plot_forecast(series, forecast, baselines, metrics, out_dir / "forecast.png")
     _print_metrics(metrics, out_dir)
     return 0
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]], out_dir: Path) -> None:
     print(f"wrote {out_dir}/model.onnx and model.json")
-    print(f"{'test split':<24}{'MAE (MW)':>12}{'RMSE (MW)':>12}")
+    print(f"{'test split':<28}{'MAE (MW)':>12}{'RMSE (MW)':>12}")
     for name, m in metrics.items():
-        print(f"{name:<24}{m['mae']:>12.1f}{m['rmse']:>12.1f}")
+        print(f"{name:<28}{m['mae']:>12.1f}{m['rmse']:>12.1f}")
 
 
 if __name__ == "__main__":

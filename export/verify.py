@@ -89,7 +89,8 @@ class Subject:
         """An ``nn.LSTM`` + head holding the reference's named gates in PyTorch's layout."""
         import torch
 
-        lstm = torch.nn.LSTM(5, self.hidden, num_layers=self.layers, batch_first=True)
+        n_in = self.ref.layers[0].W["i"].shape[1]
+        lstm = torch.nn.LSTM(n_in, self.hidden, num_layers=self.layers, batch_first=True)
         sd = {}
         for k, w in enumerate(self.ref.layers):
             sd[f"weight_ih_l{k}"] = ref.stack_gates(w.W, ref.TORCH_ORDER)
@@ -133,10 +134,12 @@ def check_numpy_vs_torch(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
     lstm = sub.torch_lstm()
     with torch.no_grad():
         out, (hn, cn) = lstm(
-            torch.from_numpy(ref.preprocess(x, sub.ref.mean, sub.ref.std).astype(np.float32)),
+            torch.from_numpy(ref.preprocess(x, sub.ref).astype(np.float32)),
             (torch.from_numpy(h0), torch.from_numpy(c0)),
         )
-    y = (out.numpy().astype(np.float64) @ sub.ref.head_w.T + sub.ref.head_b) * sub.ref.std + sub.ref.mean
+    r = sub.ref
+    head = out.numpy().astype(np.float64) @ r.head_w.T + r.head_b
+    y = r.skip * np.asarray(x, np.float64)[..., 0:1] + r.offset + r.out_scale * head
     return _err(sub, (y, hn.numpy(), cn.numpy()), ref.run(sub.ref, x, h0, c0))
 
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from export.baselines import NAMES as BASELINE_NAMES
 from export.data import load
 from export.package import sha256
 from tests.conftest import ROOT
@@ -27,6 +28,10 @@ def _run(*args: str):
         (["--hidden", "0"], "--hidden must be positive"),
         (["--layers", "-1"], "--layers must be positive"),
         (["--version", "v1"], "--version must be a positive integer"),
+        (["--daily-memory", "1.5"], "--daily-memory must lie in (0, 1)"),
+        (["--hidden", "32"], "--daily-memory needs --residual, --hour-encoding onehot and --hidden > 48"),
+        (["--hour-encoding", "harmonics"], "--daily-memory needs"),
+        (["--no-residual"], "--daily-memory needs --residual"),
     ],
 )
 def test_bad_configuration_is_a_message(args, message, tmp_path):
@@ -54,13 +59,14 @@ def test_split_is_chronological_and_scaling_uses_train_only(default_model_dir):
 
 
 def test_short_training_run_writes_a_complete_model(tmp_path):
-    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "8", "--no-plots")
+    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "52", "--ensemble", "2", "--no-plots")
     assert out.returncode == 0, out.stderr
     d = tmp_path / "demand" / "1"
     card = json.loads((d / "model.json").read_text())
     assert card["sha256"] == sha256(d / "model.onnx")
-    assert card["hidden_size"] == 8 and card["training"]["epochs_run"] == 2
-    assert set(card["metrics"]["test"]) == {"model", "persistence", "seasonal_naive_daily", "seasonal_naive_weekly"}
+    assert card["hidden_size"] == 2 * 52 and card["training"]["epochs_run"] == 2 * 2
+    assert [m["seed"] for m in card["training"]["members"]] == [0, 1]
+    assert set(card["metrics"]["test"]) == {"model", *BASELINE_NAMES}
 
 
 def test_default_model_beats_baselines_and_is_complete(default_model_dir):
@@ -74,6 +80,14 @@ def test_default_model_beats_baselines_and_is_complete(default_model_dir):
         # a clear margin: at least 20% lower error than each baseline
         assert m["model"]["mae"] < 0.8 * m[baseline]["mae"], baseline
         assert m["model"]["rmse"] < 0.8 * m[baseline]["rmse"], baseline
+    # and every single-season Holt-Winters by the margin the README states (about 46%)
+    for baseline in (
+        "holt_winters_daily",
+        "holt_winters_weekly",
+        "holt_winters_daily_trend",
+        "holt_winters_weekly_trend",
+    ):
+        assert m["model"]["mae"] < 0.6 * m[baseline]["mae"], baseline
 
 
 def test_default_model_metrics_are_what_the_model_computes(default_model_dir):

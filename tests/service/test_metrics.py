@@ -9,6 +9,8 @@ import subprocess
 import httpx
 import pytest
 
+from tests.service.conftest import model_shape
+
 pytestmark = pytest.mark.integration
 
 FAMILIES = [
@@ -82,4 +84,5 @@ def test_metrics_pass_promtool_and_count_traffic(server):
     assert 'provider="CPUExecutionProvider"' in text
     assert "/v2/health" not in text and 'route="/metrics"' not in text, "health and metrics are not traffic"
     assert sid.split(".")[-1] not in text, "no session ids in labels"
-    assert value(text, r'lstm_session_state_bytes\{model="demand/1"\}') == 2 * 2 * 64 * 4
+    layers, hidden = model_shape()
+    assert value(text, r'lstm_session_state_bytes\{model="demand/1"\}') == 2 * layers * hidden * 4  # h and C, float32

@@ -19,7 +19,7 @@ from service.api.model_config import model_config
 from service.config import Settings
 from service.runtime.repository import read_card
 from tests.conftest import ROOT
-from tests.service.conftest import Server, random_steps, running_server
+from tests.service.conftest import Server, model_shape, random_steps, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,10 @@ def test_model_config_has_triton_fields_from_the_real_settings(tserver, http):
     assert seq["max_sequence_idle_microseconds"] == 600_000_000
     assert seq["oldest"]["max_queue_delay_microseconds"] == 3500
     assert seq["oldest"]["preferred_batch_size"] == [32]
+    layers, hidden = model_shape()
     assert [(s["input_name"], s["output_name"], s["dims"]) for s in seq["state"]] == [
-        ("h0", "hn", [2, 64]),
-        ("c0", "cn", [2, 64]),
+        ("h0", "hn", [layers, hidden]),
+        ("c0", "cn", [layers, hidden]),
     ]
     assert all(s["initial_state"][0]["zero_data"] for s in seq["state"])
     # scheduling_choice is a oneof in model_config.proto: the stateless view has dynamic_batching
@@ -119,7 +120,7 @@ def test_sequence_replies_carry_y_only_unless_the_state_is_asked_for(http, offli
         [np.reshape(first.json()["outputs"][0]["data"], (3, 1)), np.reshape(second["outputs"][0]["data"], (3, 1))]
     )
     offline.assert_outputs_close(y, want)
-    assert np.max(np.abs(np.reshape(second["outputs"][1]["data"], (2, 64)) - state[0])) <= 1e-5
+    assert np.max(np.abs(np.reshape(second["outputs"][1]["data"], (offline.layers, offline.hidden)) - state[0])) <= 1e-5
     # a stateless reply still returns the final state for client-carried state
     stateless = _infer(http, "demand", x[None]).json()
     assert [o["name"] for o in stateless["outputs"]] == ["y", "hn", "cn"]

@@ -55,15 +55,15 @@ def test_stateless_infer_json_and_binary(client, offline, binary):
         assert np.max(np.abs(res.as_numpy("hn")[:, b] - state[0])) <= 1e-5
     # no outputs named: tritonclient asks for all of them as binary
     res = client.infer("demand", [x_input(x, binary)], model_version="1")
-    assert res.as_numpy("y").shape == (3, 20, 1) and res.as_numpy("cn").shape == (2, 3, 64)
+    assert res.as_numpy("y").shape == (3, 20, 1) and res.as_numpy("cn").shape == (offline.layers, 3, offline.hidden)
 
 
 def test_client_carried_state_continues_a_stream(client, offline):
     x = random_steps(np.random.default_rng(1), 30)[None]
     first = client.infer("demand", [x_input(x[:, :12], True)])
-    h0 = httpclient.InferInput("h0", [2, 1, 64], "FP32")
+    h0 = httpclient.InferInput("h0", [offline.layers, 1, offline.hidden], "FP32")
     h0.set_data_from_numpy(first.as_numpy("hn"))
-    c0 = httpclient.InferInput("c0", [2, 1, 64], "FP32")
+    c0 = httpclient.InferInput("c0", [offline.layers, 1, offline.hidden], "FP32")
     c0.set_data_from_numpy(first.as_numpy("cn"), binary_data=False)
     second = client.infer("demand", [x_input(x[:, 12:], True), h0, c0])
     want, _ = offline.run(x[0])
