@@ -362,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": {name: label for name, label in BASELINE_NAMES.items()},
     }
     card_path.write_text(json.dumps(full, indent=2) + "\n")
+    from export import heldout
+
+    heldout.write(out_dir)  # the console demo's held-out readings, next to the model
     if not args.no_plots:
         from export.plots import plot_forecast, plot_losses
 
