@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from service.core.dataplane import DataPlane
 from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
+from service.supervisor import WORKER_ENV, check, supervise, worker_count
 
 log = logging.getLogger("service")
 
@@ -87,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid settings:\n{e}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    worker = os.environ.get(WORKER_ENV)
+    if worker is None and worker_count(settings) > 1:
+        problem = check(settings)
+        if problem:
+            log.error("cannot start: %s", problem)
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return supervise(argv if argv is not None else sys.argv[1:], settings)
     metrics = Metrics()
     dp = DataPlane(settings, make_store(settings, metrics), metrics)
     try:
@@ -105,8 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
     server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s)
-    server.run()
+    if worker is None:
+        server.run()
+    else:  # one of several processes on this port: the kernel spreads connections over them
+        server.run(sockets=[reuse_port_socket(args.host, args.port)])
     return 0
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":
