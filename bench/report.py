@@ -302,4 +302,10 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
         "",
     ]
-    (out / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    md = out / "benchmarks.md"
+    old = md.read_text() if md.exists() else ""
+    if "<!-- peers:begin -->" in old and "<!-- peers:end -->" in old:  # bench.peers' section is kept
+        peers = "<!-- peers:begin -->" + old.split("<!-- peers:begin -->", 1)[1].split("<!-- peers:end -->", 1)[0]
+        at = lines.index("## All points")
+        lines[at:at] = [*peers.splitlines(), "<!-- peers:end -->", ""]
+    md.write_text("\n".join(lines) + "\n")

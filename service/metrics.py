@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,21 +14,38 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text ``/metrics`` serves. With several workers (``PROMETHEUS_MULTIPROC_DIR`` set by
-    the supervisor) every worker's values are read from their files and summed, whichever
-    worker answers; gauges combine as each one's ``multiprocess_mode`` says."""
+def merged(registry: CollectorRegistry) -> CollectorRegistry:
+    """``registry`` itself; with several workers (``PROMETHEUS_MULTIPROC_DIR`` set by the
+    supervisor) a registry that reads every worker's values from their files and sums them,
+    whichever worker asks; gauges combine as each one's ``multiprocess_mode`` says."""
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
-        return generate_latest(registry)
-    merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged, path)
-    return generate_latest(merged)
+        return registry
+    out = CollectorRegistry()
+    multiprocess.MultiProcessCollector(out, path)
+    return out
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text ``/metrics`` serves: every worker's figures."""
+    return generate_latest(merged(registry))
+
+
+def families(metric: MetricWrapperBase) -> Iterable[Metric]:
+    """A metric's samples as ``collect()`` gives them; with several workers, summed over all
+    of them (so Triton's statistics extension, computed from these, covers every worker)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return metric.collect()
+    merged = multiprocess.MultiProcessCollector(None, path).collect()
+    return [f for f in merged if f.name == metric._name]
 
 
 class Metrics:
