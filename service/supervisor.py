@@ -15,8 +15,8 @@ every worker's files (see :func:`service.metrics.exposition`).
 Signals: SIGTERM/SIGINT are forwarded to every worker, each drains as a single server does
 (not ready, 503 to new work, queued and running batches finish); the supervisor exits 0 when
 all have exited 0. A second signal is forwarded too (workers then exit at once). A worker
-that dies while not draining is replaced; one that fails at start-up stops them all with its
-exit code. Workers die with the supervisor (``PR_SET_PDEATHSIG``), never orphaned.
+killed by a signal, or exiting later, while not draining is replaced; one that fails at
+start-up stops them all with its exit code. Workers die with the supervisor (``PR_SET_PDEATHSIG``), never orphaned.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ log = logging.getLogger("service")
 
 WORKER_ENV = "LSTM_WORKER_INDEX"  # set in each worker: the worker binds with SO_REUSEPORT
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-START_GRACE_S = 30.0  # a worker that exits within this of its start failed to start: stop all
+# a worker that exits with an error code (2: bad settings or model; 1: port not bound) this
+# soon after its start failed to start, and so would its replacement: stop all. A worker
+# killed by a signal, or failing later, is replaced.
+START_GRACE_S = 30.0
 
 
 def worker_count(settings: Settings) -> int:
@@ -114,7 +117,7 @@ class Supervisor:
             if self.signals:
                 codes[index] = code
                 continue
-            if time.monotonic() - self.started[index] < START_GRACE_S and code != 0:
+            if time.monotonic() - self.started[index] < START_GRACE_S and code > 0:
                 log.error("worker %d exited with %d at start-up: stopping", index, code)
                 self._on_signal(signal.SIGTERM, None)
                 codes[index] = code

@@ -1,0 +1,116 @@
+"""``LSTM_WORKERS`` > 1: a supervisor and worker processes on one port over Redis.
+
+What is specific to the mode: the memory store is refused at start; steps spread over the
+workers still give the offline outputs, in order; ``/metrics`` counts every worker's work,
+whichever worker answers; a worker killed mid-stream is replaced and loses nothing; SIGTERM
+drains every worker and the supervisor exits 0. The rest of the end-to-end suite runs in
+this mode too under ``make test-workers`` (``LSTM_TEST_WORKERS=2``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from harness.paths import ROOT
+from harness.redis import RedisServer
+from tests.service.conftest import random_steps, running_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory):
+    from harness.procs import free_port
+
+    r = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    r.start()
+    yield r.url
+    r.stop()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return sorted(out)
+
+
+def test_several_workers_with_the_memory_store_are_refused_at_start():
+    env = {**os.environ, "LSTM_WORKERS": "2", "LSTM_SESSION_STORE": "memory"}
+    p = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 2
+    assert "LSTM_WORKERS=2 needs LSTM_SESSION_STORE=redis" in p.stderr
+
+
+def step(c: httpx.Client, sid: str, x: np.ndarray, expected: int) -> list[list[float]]:
+    """One step on a new connection (the kernel spreads connections, not requests, over the
+    workers); retried with the same ``expected_step`` when the connection breaks, as the
+    client library does: a connection queued on a worker that was killed is reset."""
+    for attempt in range(3):
+        try:
+            r = c.post(
+                f"/v1/sessions/{sid}/step",
+                json={"inputs": x.tolist(), "expected_step": expected},
+                headers={"connection": "close"},
+            )
+            break
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+    assert r.status_code == 200, r.text
+    return r.json()["outputs"]
+
+
+def test_steps_over_two_workers_equal_offline_and_metrics_count_all_of_them(redis_url, offline):
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
+    x = random_steps(np.random.default_rng(3), 60)
+    with running_server(env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        assert len(children(s.proc.pid)) == 2
+        sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
+        got = [y for t in range(0, 60, 3) for y in step(c, sid, x[t : t + 3], t)]
+        offline.assert_outputs_close(got, offline.run(x)[0])
+        text = c.get("/metrics").text
+        steps = sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith("lstm_steps_total{"))
+        assert steps == 60
+        stats = c.get("/v2/models/demand/stats").json()["model_stats"][0]
+        assert stats["inference_stats"]["success"]["count"] == 20
+
+
+def test_a_killed_worker_is_replaced_and_its_sessions_go_on(redis_url, offline):
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
+    x = random_steps(np.random.default_rng(4), 40)
+    with running_server(env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
+        got = [y for t in range(20) for y in step(c, sid, x[t : t + 1], t)]
+        before = children(s.proc.pid)
+        os.kill(before[0], signal.SIGKILL)
+        got += [y for t in range(20, 40) for y in step(c, sid, x[t : t + 1], t)]
+        offline.assert_outputs_close(got, offline.run(x)[0])
+        assert s.proc.poll() is None
+        assert "exited with -9: starting another" in s.log()
+
+
+def test_sigterm_drains_every_worker_and_the_supervisor_exits_zero(redis_url):
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
+    with running_server(env) as s:
+        workers = children(s.proc.pid)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0
+        log = s.log()
+    assert log.count("draining (up to") == 2
+    assert "all 2 workers drained and exited" in log
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
