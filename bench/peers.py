@@ -223,7 +223,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__)
     ap.add_argument("-d", "--seconds", type=float, default=4.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--repeats", type=int, default=1, help="runs per point (the median is shown)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per point (the median is shown)")
     ap.add_argument("--pa-window-ms", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     a = ap.parse_args()

@@ -77,7 +77,10 @@ class Metrics:
             "lstm_queue_depth", "Requests waiting for a batch", ["model"], registry=r, multiprocess_mode="livesum"
         )
         self.sessions_live = Gauge(
-            "lstm_sessions_live", "Live sessions in this process's store view", registry=r, multiprocess_mode="max"
+            "lstm_sessions_live",
+            "Live sessions in this process's store view",
+            registry=r,
+            multiprocess_mode="mostrecent",  # set from the store by whichever worker answers a scrape
         )
         self.sessions_created = Counter("lstm_sessions_created", "Sessions created", registry=r)
         self.sessions_expired = Counter("lstm_sessions_expired", "Sessions removed after their idle TTL", registry=r)
