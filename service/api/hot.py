@@ -48,6 +48,14 @@ class HotRoute(APIRoute):
         return endpoint
 
 
+def hot_first(router: APIRouter) -> APIRouter:
+    """Put the router's hot routes before its others (order otherwise kept): a request is
+    matched against the routes in turn, a regular expression each, so the routes that take
+    nearly all the traffic are tried first. Their paths overlap no other route's."""
+    router.routes.sort(key=lambda route: not isinstance(route, HotRoute))
+    return router
+
+
 def hot(
     router: APIRouter,
     path: str,
