@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -22,7 +23,7 @@ from service.core.dataplane import DataPlane
 from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
-from service.supervisor import WORKER_ENV, check, supervise, worker_count
+from service.supervisor import HELD_SIGNALS, WORKER_ENV, check, supervise, worker_count
 
 log = logging.getLogger("service")
 
@@ -46,6 +47,12 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout = drain_timeout
         self.drain_quiet = drain_quiet
         self._draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        # a worker starts with SIGTERM/SIGINT held (service/supervisor.py); uvicorn's handlers
+        # are in place now, so one that came meanwhile is delivered here and drains as usual
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining:

@@ -58,9 +58,17 @@ def check(settings: Settings) -> str | None:
     return None
 
 
-def _die_with_parent() -> None:
+HELD_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _prepare_worker() -> None:
+    """In the worker, before exec: die with the supervisor, and start with SIGTERM/SIGINT held
+    (the mask survives exec). A drain may come while a worker still starts, its socket
+    already bound; held, the signal waits until uvicorn handles it (``DrainingServer.startup``
+    unblocks) instead of killing the worker with connections in its queue."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: the kernel signals the worker if we die
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
 
 
 class Supervisor:
@@ -74,7 +82,7 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         env = {**os.environ, WORKER_ENV: str(index), MULTIPROC_ENV: self.metrics_dir, "LSTM_WORKERS": "1"}
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "service", *self.argv], env=env, preexec_fn=_die_with_parent
+            [sys.executable, "-m", "service", *self.argv], env=env, preexec_fn=_prepare_worker
         )
         self.started[index] = time.monotonic()
 

@@ -90,24 +90,21 @@ def test_steps_over_two_workers_equal_offline_and_metrics_count_all_of_them(redi
         assert stats["inference_stats"]["success"]["count"] == 20
 
 
-def test_a_killed_worker_is_replaced_and_its_sessions_go_on(redis_url, offline):
+def test_a_killed_worker_is_replaced_and_sigterm_then_drains_every_worker(redis_url, offline):
     env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
     x = random_steps(np.random.default_rng(4), 40)
     with running_server(env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
         got = [y for t in range(20) for y in step(c, sid, x[t : t + 1], t)]
-        before = children(s.proc.pid)
-        os.kill(before[0], signal.SIGKILL)
+        killed = children(s.proc.pid)[0]
+        os.kill(killed, signal.SIGKILL)
         got += [y for t in range(20, 40) for y in step(c, sid, x[t : t + 1], t)]
         offline.assert_outputs_close(got, offline.run(x)[0])
         assert s.proc.poll() is None
         assert "exited with -9: starting another" in s.log()
-
-
-def test_sigterm_drains_every_worker_and_the_supervisor_exits_zero(redis_url):
-    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
-    with running_server(env) as s:
         workers = children(s.proc.pid)
+        assert len(workers) == 2 and killed not in workers
+
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(60) == 0
         log = s.log()
