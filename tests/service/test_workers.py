@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,37 @@ def children(pid: int) -> list[int]:
     return sorted(out)
 
 
+def listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``port`` (its own, SO_REUSEPORT)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == "0A" and f[9] in inodes:
+                return True
+    return False
+
+
+def all_workers_listening(s, n: int = 2, timeout: float = 60) -> list[int]:
+    """The supervisor's ``n`` workers once each listens on the port (readiness answers from
+    whichever worker is up first; a worker still loading does not listen yet)."""
+    port = int(s.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = children(s.proc.pid)
+        if len(workers) == n and all(listening(pid, port) for pid in workers):
+            return workers
+        assert time.monotonic() < deadline, f"workers {workers} not all listening on {port}"
+        time.sleep(0.05)
+
+
 def test_several_workers_with_the_memory_store_are_refused_at_start():
     env = {**os.environ, "LSTM_WORKERS": "2", "LSTM_SESSION_STORE": "memory"}
     p = subprocess.run(
@@ -79,7 +111,7 @@ def test_steps_over_two_workers_equal_offline_and_metrics_count_all_of_them(redi
     env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url, "LSTM_WORKERS": "2"}
     x = random_steps(np.random.default_rng(3), 60)
     with running_server(env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
-        assert len(children(s.proc.pid)) == 2
+        all_workers_listening(s)
         sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
         got = [y for t in range(0, 60, 3) for y in step(c, sid, x[t : t + 3], t)]
         offline.assert_outputs_close(got, offline.run(x)[0])
@@ -96,14 +128,14 @@ def test_a_killed_worker_is_replaced_and_sigterm_then_drains_every_worker(redis_
     with running_server(env) as s, httpx.Client(base_url=s.url, timeout=30) as c:
         sid = c.post("/v1/sessions", json={"model": "demand"}).json()["session_id"]
         got = [y for t in range(20) for y in step(c, sid, x[t : t + 1], t)]
-        killed = children(s.proc.pid)[0]
+        killed = all_workers_listening(s)[0]
         os.kill(killed, signal.SIGKILL)
         got += [y for t in range(20, 40) for y in step(c, sid, x[t : t + 1], t)]
         offline.assert_outputs_close(got, offline.run(x)[0])
         assert s.proc.poll() is None
         assert "exited with -9: starting another" in s.log()
-        workers = children(s.proc.pid)
-        assert len(workers) == 2 and killed not in workers
+        workers = all_workers_listening(s)
+        assert killed not in workers
 
         s.proc.send_signal(signal.SIGTERM)
         assert s.proc.wait(60) == 0
