@@ -6,7 +6,7 @@ MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup setup-serve tools serve model verify test lint format bench bench-full clean image image-test compose-test image-cuda
+.PHONY: setup setup-serve tools serve model verify test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -42,6 +42,12 @@ verify: $(VENV)/.dev
 # pytest exits 5 when it collected no test: that is a failure here, never a pass
 test: $(VENV)/.dev tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
+
+# the end-to-end tests of exactness, ordering, retries, failover, drain and fuzzing again, every
+# server a supervisor with 2 worker processes over Redis (harness/server.py); CI runs it too
+WORKER_TESTS ?= $(addprefix tests/service/,test_workers.py test_http_sessions.py test_v2_protocol.py test_replicas.py test_shutdown.py test_fuzz.py) tests/client/test_faults.py
+test-workers: $(VENV)/.dev tools
+	LSTM_TEST_WORKERS=2 PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(WORKER_TESTS)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check service export tests bench harness client
@@ -79,6 +85,12 @@ bench: $(VENV)/.dev
 
 bench-full: $(VENV)/.dev
 	$(PY) -m bench.run --full
+
+# peers in one run: Triton Inference Server (built into .tools/triton by bench/triton/setup.sh),
+# the naive server, this service with 1 and 2 workers; writes the peer section of docs/benchmarks.md
+bench-peers: $(VENV)/.dev tools
+	bash bench/triton/setup.sh
+	$(PY) -m bench.peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

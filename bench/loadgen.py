@@ -142,6 +142,14 @@ async def http_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyn
             first = False
         stats.add(time.perf_counter() - t0, st, steps, len(body))
         t += steps
+    if args.scenario in ("v2-json", "v2-binary") and not first:
+        # end the sequence (not measured): a server that keeps per-sequence slots frees them now,
+        # not after its idle timeout, so the next run starts from a clean batcher
+        req = {
+            "inputs": [{"name": "x", "shape": [1, 1, FEATURES], "datatype": "FP32", "data": [reading(t)]}],
+            "parameters": {"sequence_id": seq_id, "sequence_end": True},
+        }
+        await c.request("POST", f"/v2/models/{m}/infer", orjson.dumps(req))
     c.close()
 
 

@@ -308,4 +308,9 @@ def write_report(data: dict[str, Any], out: Path) -> None:
     ]
     if GRPC_BEGIN in old and GRPC_END in old:  # measured separately: keep it
         lines += [old[old.index(GRPC_BEGIN) : old.index(GRPC_END) + len(GRPC_END)], ""]
-    (out / "benchmarks.md").write_text("\n".join(lines) + "\n")
+    md = out / "benchmarks.md"
+    if "<!-- peers:begin -->" in old and "<!-- peers:end -->" in old:  # bench.peers' section is kept
+        peers = "<!-- peers:begin -->" + old.split("<!-- peers:begin -->", 1)[1].split("<!-- peers:end -->", 1)[0]
+        at = lines.index("## All points")
+        lines[at:at] = [*peers.splitlines(), "<!-- peers:end -->", ""]
+    md.write_text("\n".join(lines) + "\n")

@@ -1,4 +1,10 @@
-"""The service in a subprocess on a free loopback port, ready when its readiness route says so."""
+"""The service in a subprocess on a free loopback port, ready when its readiness route says so.
+
+``LSTM_TEST_WORKERS=N`` (N > 1) in the environment of the tests runs every such server with
+``LSTM_WORKERS=N``: a supervisor and N worker processes on one port. A server whose test
+chose no session store gets a Redis of its own (a real ``redis-server`` on a free port,
+stopped with the server), since several workers need one; a test that chose a store keeps it.
+``make test-workers`` runs the end-to-end tests this way."""
 
 from __future__ import annotations
 
@@ -7,12 +13,13 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.paths import ROOT
 from harness.procs import free_port, stop, wait_ready
+from harness.redis import RedisServer
 
 
 @dataclass
@@ -30,6 +37,22 @@ class Server:
 def running_server(
     env: dict[str, str] | None = None, repo: Path | None = None, timeout: float = 60
 ) -> Iterator[Server]:
+    env = dict(env or {})
+    with ExitStack() as stack:
+        workers = int(os.environ.get("LSTM_TEST_WORKERS", "1"))
+        if workers > 1 and "LSTM_WORKERS" not in env:
+            env["LSTM_WORKERS"] = str(workers)
+            if "LSTM_SESSION_STORE" not in env:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lstm-test-redis-")))
+                redis = RedisServer(free_port(), tmp)
+                redis.start()
+                stack.callback(redis.stop)
+                env |= {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url}
+        yield stack.enter_context(_running(env, repo, timeout))
+
+
+@contextmanager
+def _running(env: dict[str, str], repo: Path | None, timeout: float) -> Iterator[Server]:
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="lstm-server-", suffix=".log")[1])
     args = [sys.executable, "-m", "service", "--port", str(port)]
@@ -40,7 +63,7 @@ def running_server(
         **os.environ,
         "LSTM_MODEL_REPOSITORY": str(ROOT / "models"),
         "LSTM_GRPC_PORT": str(free_port()),
-        **(env or {}),
+        **env,
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import socket
 import sys
 import time
@@ -23,6 +25,7 @@ from service.core.dataplane import DataPlane
 from service.errors import ModelLoadError
 from service.logs import configure
 from service.metrics import Metrics
+from service.supervisor import HELD_SIGNALS, WORKER_ENV, check, supervise, worker_count
 
 log = logging.getLogger("service")
 
@@ -59,7 +62,10 @@ class DrainingServer(uvicorn.Server):
                 log.error("cannot start gRPC on %s: %s", self.grpc.address, e)
                 self.failed = self.should_exit = True
                 return
-        await super().startup(sockets)
+        await super().startup(sockets=sockets)
+        # a worker starts with SIGTERM/SIGINT held (service/supervisor.py); uvicorn's handlers
+        # are in place now, so one that came meanwhile is delivered here and drains as usual
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
         if self.grpc is not None and self.started:
             await self.grpc.serving()
 
@@ -116,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid settings:\n{e}", file=sys.stderr)
         return 2
     configure(settings.log_format, settings.log_level)
+    worker = os.environ.get(WORKER_ENV)
+    if worker is None and worker_count(settings) > 1:
+        problem = check(settings)
+        if problem:
+            log.error("cannot start: %s", problem)
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        return supervise(argv if argv is not None else sys.argv[1:], settings)
     metrics = Metrics()
     dp = DataPlane(settings, make_store(settings, metrics), metrics)
     try:
@@ -133,10 +147,23 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
-    grpc = GrpcServer(settings, dp, args.host) if settings.grpc_enabled else None
+    grpc = GrpcServer(settings, dp, args.host, share_port=worker is not None) if settings.grpc_enabled else None
     server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s, grpc)
-    server.run()
+    if worker is None:
+        server.run()
+    else:  # one of several processes on this port: the kernel spreads connections over them
+        server.run(sockets=[reuse_port_socket(args.host, args.port)])
     return 2 if server.failed else 0
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.state.metrics = metrics
     app.state.dataplane = dp
     errors.install(app)
-    docs.install(app)
     app.include_router(health.build_router())
+    docs.install(app)
     v1_routes, v2_routes = v1.build_router(), v2.build_router()
     app.include_router(v1_routes)
     app.include_router(stream.build_router())

@@ -125,6 +125,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level."""
 
+    workers: int = Field(1, ge=0)
+    """Server processes sharing the port (``SO_REUSEPORT``), each a whole service with its own
+    event loop, batcher and onnxruntime session; 0 means one per CPU core. More than one needs
+    ``session_store=redis``, where every process sees every session. 1 serves a laptop well;
+    see docs/service.md on sizing it."""
+
     drain_timeout_s: float = Field(20.0, ge=0)
     """On SIGTERM, how long to wait for queued and running work before exiting."""
 

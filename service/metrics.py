@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def merged(registry: CollectorRegistry) -> CollectorRegistry:
+    """``registry`` itself; with several workers (``PROMETHEUS_MULTIPROC_DIR`` set by the
+    supervisor) a registry that reads every worker's values from their files and sums them,
+    whichever worker asks; gauges combine as each one's ``multiprocess_mode`` says."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return registry
+    out = CollectorRegistry()
+    multiprocess.MultiProcessCollector(out, path)
+    return out
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text ``/metrics`` serves: every worker's figures."""
+    return generate_latest(merged(registry))
+
+
+def families(metric: MetricWrapperBase) -> Iterable[Metric]:
+    """A metric's samples as ``collect()`` gives them; with several workers, summed over all
+    of them (so Triton's statistics extension, computed from these, covers every worker)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return metric.collect()
+    merged = multiprocess.MultiProcessCollector(None, path).collect()
+    return [f for f in merged if f.name == metric._name]
 
 
 class Metrics:
@@ -33,8 +73,15 @@ class Metrics:
         self.batch_size = Histogram(
             "lstm_batch_size", "Rows per onnxruntime call", ["model"], buckets=BATCH_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("lstm_queue_depth", "Requests waiting for a batch", ["model"], registry=r)
-        self.sessions_live = Gauge("lstm_sessions_live", "Live sessions in this process's store view", registry=r)
+        self.queue_depth = Gauge(
+            "lstm_queue_depth", "Requests waiting for a batch", ["model"], registry=r, multiprocess_mode="livesum"
+        )
+        self.sessions_live = Gauge(
+            "lstm_sessions_live",
+            "Live sessions in this process's store view",
+            registry=r,
+            multiprocess_mode="mostrecent",  # set from the store by whichever worker answers a scrape
+        )
         self.sessions_created = Counter("lstm_sessions_created", "Sessions created", registry=r)
         self.sessions_expired = Counter("lstm_sessions_expired", "Sessions removed after their idle TTL", registry=r)
         self.sessions_deleted = Counter("lstm_sessions_deleted", "Sessions deleted by clients", registry=r)
@@ -49,14 +96,23 @@ class Metrics:
             registry=r,
         )
         self.steps = Counter("lstm_steps", "Time steps consumed by sessions", ["model"], registry=r)
-        self.state_bytes = Gauge("lstm_session_state_bytes", "Bytes of (h, C) state per session", ["model"], registry=r)
+        self.state_bytes = Gauge(
+            "lstm_session_state_bytes",
+            "Bytes of (h, C) state per session",
+            ["model"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.model_info = Gauge(
             "lstm_model_info",
             "Loaded model versions and the execution provider in use",
             ["model", "version", "provider"],
             registry=r,
+            multiprocess_mode="livemax",
         )
-        self.ready = Gauge("lstm_ready", "1 when the service is ready to take traffic", registry=r)
+        self.ready = Gauge(
+            "lstm_ready", "1 when the service is ready to take traffic", registry=r, multiprocess_mode="livemin"
+        )
         # Triton's statistics extension (GET /v2/models/.../stats) is computed from these and
         # queue_wait, in service/stats.py, so /stats and /metrics agree by construction.
         self.infer_requests = Counter(
@@ -98,4 +154,5 @@ class Metrics:
             "When a request to the model version last succeeded (Unix time)",
             ["model"],
             registry=r,
+            multiprocess_mode="max",
         )

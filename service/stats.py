@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
 
-from service.metrics import Metrics
+from service.metrics import Metrics, families
 from service.runtime.repository import ModelCard
 
 PHASES = ("compute_input", "compute_infer", "compute_output")
@@ -30,7 +30,7 @@ def _samples(metric: MetricWrapperBase, model: str, suffix: str) -> list[tuple[d
     """``(labels, value)`` of a metric's samples for one model whose name ends with ``suffix``."""
     return [
         (s.labels, s.value)
-        for family in metric.collect()
+        for family in families(metric)
         for s in family.samples
         if s.name.endswith(suffix) and s.labels.get("model") == model
     ]

@@ -31,6 +31,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from service.api.auth import load_keys
 from service.api.responses import FastJSON
 from service.errors import ModelNotFound
+from service.metrics import merged
 
 PROTOCOL = "lstm-serving"
 KEY_PREFIX = "bearer."
@@ -130,7 +131,7 @@ def build_router() -> APIRouter:
         m = request.app.state.metrics
         with contextlib.suppress(Exception):  # an unreachable store must not break the page
             m.sessions_live.set(await dp.count_sessions())
-        reg = m.registry
+        reg = merged(m.registry)  # every worker's figures
         return FastJSON(
             {
                 "time": time.time(),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import JSONResponse, Response
+
+from service.metrics import exposition
 
 
 def build_router() -> APIRouter:
@@ -27,6 +29,6 @@ def build_router() -> APIRouter:
         m = request.app.state.metrics
         with contextlib.suppress(Exception):  # an unreachable store must not break scraping
             m.sessions_live.set(await dp.count_sessions())
-        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     return r

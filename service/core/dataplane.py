@@ -38,7 +38,6 @@ from service.sessions.store import SessionStore
 log = logging.getLogger("service.dataplane")
 
 SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
-STALE_RETRIES = 3
 
 
 class DataPlane:
@@ -236,7 +235,7 @@ class DataPlane:
     async def _submit_step(self, w: ModelWorker, work: StepWork) -> StepResult:
         """Run a step; the caller holds the session's lock."""
         deadline = time.monotonic() + self.settings.request_timeout_s
-        for attempt in range(STALE_RETRIES):
+        while True:
             if w.retired:  # unloaded (forced) while this request waited for its session's lock
                 raise self._no_worker(work.session_id)
             try:
@@ -244,10 +243,11 @@ class DataPlane:
                     w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
                 )
             except StaleWrite:
-                # another replica advanced the session between our read and write
-                if work.expected_step is not None or attempt == STALE_RETRIES - 1:
+                # another replica or worker advanced the session between our read and write: a
+                # step without expected_step runs again from the new state until its deadline
+                # (each round one contender wins, so n contenders finish in n rounds)
+                if work.expected_step is not None or time.monotonic() >= deadline:
                     raise
-        raise AssertionError("unreachable")
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     @staticmethod

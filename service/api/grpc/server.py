@@ -66,7 +66,9 @@ def address(host: str, port: int) -> str:
 
 
 class GrpcServer:
-    def __init__(self, settings: Settings, dp: DataPlane, host: str) -> None:
+    def __init__(self, settings: Settings, dp: DataPlane, host: str, share_port: bool = False) -> None:
+        """``share_port``: one of several worker processes on the port (SO_REUSEPORT, as their HTTP socket)."""
+        self.share_port = share_port
         keys = load_keys(settings.api_keys, settings.api_key_file)
         self.servicer = Servicer(dp, KeyRing(keys) if keys else None, settings.auth_health, settings.grpc_stream_window)
         self.health = Health(self.servicer)
@@ -81,7 +83,8 @@ class GrpcServer:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", self.max_message),
-                ("grpc.so_reuseport", 0),  # a taken port is an error, not a second listener
+                # a taken port is an error, not a second listener -- except among workers sharing it
+                ("grpc.so_reuseport", 1 if self.share_port else 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]

@@ -1,0 +1,264 @@
+"""Peers, measured in one run: the naive FastAPI server, this service (one process with the
+memory store; 1 and 2 workers over Redis) and NVIDIA Triton Inference Server (its python
+backend behind the sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
+
+``python -m bench.peers`` (``make bench-peers``) starts every peer once, then runs each point
+on each peer in turn, point after point (interleaved: a change in the machine's load touches
+every peer alike), with the same load generator (``bench/loadgen.py``): v2 sequence steps as
+JSON at 1, 32 and 64 streams and as binary tensors at 32, one reading per request; the naive
+server gets its own protocol (the client carries h and C) at the same concurrencies. Then
+Triton's perf_analyzer in sequence mode against the service and Triton where it fits. Server
+CPU is counted over all of a peer's processes (workers, Triton's python stubs). Writes
+``docs/bench/results-peers.json`` and the peer section of ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench import perf_analyzer
+from bench.run import machine
+from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
+from bench.triton_peer import check as triton_check
+from bench.triton_peer import serve_triton
+from harness.procs import free_port
+from harness.redis import RedisServer
+
+LOADGEN = [sys.executable, "-m", "bench.loadgen"]
+BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+
+
+@contextmanager
+def redis() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        r = RedisServer(free_port(), Path(tmp))
+        r.start()
+        try:
+            yield r.url
+        finally:
+            r.stop()
+
+
+def peers(redis_url: str) -> dict[str, Callable[[], AbstractContextManager[Proc]]]:
+    rd = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url}
+    return {
+        "naive FastAPI": lambda: serve("naive", DEFAULT_MODEL_DIR),
+        "ours (memory, 1 process)": lambda: serve("service", DEFAULT_MODEL_DIR),
+        "ours (Redis, 1 worker)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "1"}),
+        "ours (Redis, 2 workers)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "2"}),
+        "Triton (oldest, 1 instance)": lambda: serve_triton("oldest", 1),
+        "Triton (direct, 2 instances)": lambda: serve_triton("direct", 2),
+    }
+
+
+def plan() -> list[tuple[str, int]]:
+    return [("v2-json", 1), ("v2-json", 32), ("v2-json", 64), ("v2-binary", 32)]
+
+
+def load(p: Proc, scenario: str, c: int, seconds: float, warmup: float) -> dict[str, Any]:
+    cpu0 = p.cpu_seconds()
+    out = subprocess.run(
+        [*LOADGEN, "--url", p.url, "--scenario", scenario, "-c", str(c), "-d", str(seconds), "--warmup", str(warmup)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"loadgen {scenario} -c {c} against {p.url} failed:\n{out.stdout}\n{out.stderr}")
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    # the CPU of the whole run (warm-up and the sequences' END included) per measured request
+    r["server_cpu_s"] = p.cpu_seconds() - cpu0
+    r["server_cpu_ms_per_req"] = 1000 * r["server_cpu_s"] / max(1e-9, r["req_per_s"] * (seconds + warmup))
+    r["server_cores"] = r["server_cpu_s"] / (seconds + warmup)
+    return r
+
+
+def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> dict[str, Any]:
+    results: list[dict[str, Any]] = []
+    pa: list[dict[str, Any]] = []
+    exactness: dict[str, float] = {}
+    with ExitStack() as stack:
+        url = stack.enter_context(redis())
+        procs = {name: stack.enter_context(start()) for name, start in peers(url).items()}
+        for name, p in procs.items():
+            if name.startswith("Triton"):
+                exactness[name] = triton_check(p.url)
+        runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for _ in range(repeats):
+            for scenario, c in plan():
+                for name, p in procs.items():
+                    sc = "naive" if name.startswith("naive") else scenario
+                    if sc == "naive" and scenario != "v2-json":
+                        continue
+                    r = load(p, sc, c, seconds, warmup)
+                    runs.setdefault((name, sc, c), []).append(r)
+                    print(
+                        f"{name:32} {sc:9} c={c:<3} {r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms", flush=True
+                    )
+        for (name, _, _), rs in runs.items():
+            best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
+            results.append({**best, "peer": name, "runs_req_per_s": [r["req_per_s"] for r in rs]})
+        perf_analyzer.install()
+        for name in ("ours (memory, 1 process)", "ours (Redis, 2 workers)", "Triton (oldest, 1 instance)"):
+            for c in (1, 32):
+                p = procs[name]
+                cpu0 = p.cpu_seconds()
+                t0 = time.monotonic()
+                r = perf_analyzer.run_point(p.url, "sequence", c, pa_window_ms)
+                r["peer"] = name
+                r["server_cores"] = (p.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+                pa.append(r)
+                print(f"{name:32} perf_analyzer c={c:<3} {r['infer_per_s']:8.0f} infer/s", flush=True)
+    return {
+        "machine": machine(),
+        "seconds_per_run": seconds,
+        "warmup_s": warmup,
+        "repeats": repeats,
+        "results": results,
+        "perf_analyzer": pa,
+        "triton_exactness": exactness,
+    }
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    R = data["results"]
+
+    def get(peer: str, sc: str, c: int) -> dict[str, Any] | None:
+        return next((r for r in R if r["peer"] == peer and r["scenario"] == sc and r["concurrency"] == c), None)
+
+    lines = [
+        BEGIN,
+        "## Peers: Triton Inference Server, the naive server, 1 and 2 workers",
+        "",
+        f"`make bench-peers` (`python -m bench.peers`), {data['repeats']} run(s) of {data['seconds_per_run']:g} s per point"
+        f" after {data['warmup_s']:g} s warm-up, the median shown; every peer up at once and the points run on each in"
+        f" turn, so a change in the machine's load touches all alike. Machine: {data['machine']}; the load generator"
+        " (one Python asyncio process) shares the 2 cores with the server, and the machine was shared with other work,"
+        " so compare peers within this table, as ratios, not with figures measured at other times.",
+        "",
+        "Peers: the naive FastAPI server (one onnxruntime call per request on the event loop, the client carrying h"
+        " and C); this service in one process with the memory store, and over Redis with `LSTM_WORKERS` 1 and 2;"
+        " Triton (`tritonserver` from the `nvidia-pytriton` wheel, CPU only) with `bench/triton/model.py` on the"
+        " python backend behind the sequence batcher, `max_batch_size` 64, `oldest` (64 candidate sequences, no"
+        " queue delay) with 1 instance, or `direct` with 2. Every request is one reading of one sequence (v2"
+        " `sequence_id`, start on the first, end after the run); the naive server is driven with its own protocol."
+        " Server CPU counts all of a peer's processes (workers, Triton's python stubs) over the run's warm-up and"
+        " measurement: per request at the measured rate, and as cores (CPU seconds per second).",
+        "",
+        "| peer | scenario | streams | req/s | p50 ms | p99 ms | errors | server CPU ms / req | server cores |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for scenario, c in plan():
+        for name in dict.fromkeys(r["peer"] for r in R):
+            r = get(name, "naive" if name.startswith("naive") else scenario, c)
+            if r is None or (name.startswith("naive") and scenario != "v2-json"):
+                continue
+            label = "naive (client state)" if r["scenario"] == "naive" else r["scenario"]
+            lines.append(
+                f"| {name} | {label} | {c} | {r['req_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+                f" {r['errors'] or 0} | {r['server_cpu_ms_per_req']:.3f} | {r['server_cores']:.2f} |"
+            )
+    ours, tri = get("ours (memory, 1 process)", "v2-json", 32), get("Triton (oldest, 1 instance)", "v2-json", 32)
+    ours1, tri1 = get("ours (memory, 1 process)", "v2-json", 1), get("Triton (oldest, 1 instance)", "v2-json", 1)
+    best32 = max(
+        (r for r in R if r["peer"].startswith("ours") and r["scenario"] == "v2-json" and r["concurrency"] == 32),
+        key=lambda r: r["req_per_s"],
+        default=None,
+    )
+    if ours and tri and ours1 and tri1 and best32:
+        lines += [
+            "",
+            "| target | measured | met |",
+            "|---|---|---|",
+            f"| v2 JSON, 32 streams: ≥ Triton's req/s | {best32['peer']} (our best) {best32['req_per_s']:.0f} vs"
+            f" {tri['req_per_s']:.0f} ({best32['req_per_s'] / tri['req_per_s']:.2f}×) |"
+            f" {'yes' if best32['req_per_s'] >= tri['req_per_s'] else '**no**'} |",
+            f"| concurrency 1: p50 ≤ Triton's | {ours1['p50_ms']:.2f} vs {tri1['p50_ms']:.2f} ms"
+            f" ({ours1['p50_ms'] / tri1['p50_ms']:.2f}×) | {'yes' if ours1['p50_ms'] <= tri1['p50_ms'] else '**no**'} |",
+            "",
+            f"Why: at 32 streams our server spent {ours['server_cpu_ms_per_req'] / tri['server_cpu_ms_per_req']:.1f}×"
+            " Triton's CPU per request (the column above): Python's HTTP parsing, routing, JSON and the session"
+            " bookkeeping on one event loop against Triton's C++ front end and"
+            " sequence batcher, whose python backend runs only the batch. Where the time goes and what was"
+            " changed: `docs/performance.md`.",
+        ]
+    ex = data.get("triton_exactness", {})
+    if ex:
+        worst = max(ex.values())
+        lines += [
+            "",
+            f"Triton's streamed outputs against one offline onnxruntime run over the same 40 readings: largest"
+            f" difference {worst:.2g} of the largest output (float32 rounding).",
+        ]
+    lines += ["", "Against Triton (oldest, 1 instance), v2 JSON:", ""]
+    lines += ["| ours | streams | req/s ratio | p50 ratio |", "|---|---:|---:|---:|"]
+    for name in ("ours (memory, 1 process)", "ours (Redis, 1 worker)", "ours (Redis, 2 workers)"):
+        for c in (1, 32, 64):
+            a, t = get(name, "v2-json", c), get("Triton (oldest, 1 instance)", "v2-json", c)
+            if a and t:
+                lines.append(
+                    f"| {name} | {c} | {a['req_per_s'] / t['req_per_s']:.2f}× | {a['p50_ms'] / t['p50_ms']:.2f}× |"
+                )
+    if data["perf_analyzer"]:
+        lines += [
+            "",
+            "perf_analyzer (sequence mode: sequences of 20 single-reading requests, 1 s windows, `-s 100`), in the same"
+            " run:",
+            "",
+            "| peer | conc. | infer/s | p50 ms | p99 ms | server queue ms | compute infer ms | server cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in data["perf_analyzer"]:
+            lines.append(
+                f"| {r['peer']} | {r['concurrency']} | {r['infer_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+                f" {r.get('server_queue_ms', 0):.3f} | {r.get('server_compute_infer_ms', 0):.3f} |"
+                f" {r['server_cores']:.2f} |"
+            )
+    lines += [END]
+    return lines
+
+
+def write_section(data: dict[str, Any], md: Path) -> None:
+    """Replace the peer section of ``md`` (or add it after the targets) and keep the rest."""
+    text = md.read_text() if md.exists() else "# Benchmarks\n"
+    block = "\n".join(section(data))
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    elif "\n## All points" in text:
+        head, rest = text.split("\n## All points", 1)
+        text = head + "\n" + block + "\n\n## All points" + rest
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    md.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.peers", description=__doc__)
+    ap.add_argument("-d", "--seconds", type=float, default=4.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--repeats", type=int, default=3, help="runs per point (the median is shown)")
+    ap.add_argument("--pa-window-ms", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    a = ap.parse_args()
+    t0 = time.time()
+    data = run_all(a.seconds, a.warmup, a.repeats, a.pa_window_ms)
+    data["wall_s"] = round(time.time() - t0, 1)
+    (a.out / "bench").mkdir(parents=True, exist_ok=True)
+    (a.out / "bench" / "results-peers.json").write_text(json.dumps(data, indent=1))
+    write_section(data, a.out / "benchmarks.md")
+    print(f"wrote {a.out / 'benchmarks.md'} (peers) in {data['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()
