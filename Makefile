@@ -5,6 +5,7 @@ PIP := $(PY) -m pip
 MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
+TEST_PROCS ?= 2
 
 .PHONY: setup setup-serve tools serve model verify test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
 
@@ -40,8 +41,9 @@ verify: $(VENV)/.dev
 	$(PY) -m export.verify $(MODEL)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a pass
+# two test processes (pytest-xdist, a file's tests in one process): most tests wait on servers
 test: $(VENV)/.dev tools
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 # the end-to-end tests of exactness, ordering, retries, failover, drain and fuzzing again, every
 # server a supervisor with 2 worker processes over Redis (harness/server.py); CI runs it too
