@@ -18,22 +18,15 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
+from harness.browser import CHROMIUM as CHROMIUM_PATH
+from harness.browser import CHROMIUM_ARGS
 from tests.conftest import DEFAULT_MODEL
 from tests.service.conftest import running_server
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = Path(CHROMIUM_PATH)
+ARGS = CHROMIUM_ARGS
 KEY = "console-test-key"
 
 

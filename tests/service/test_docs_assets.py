@@ -11,6 +11,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import pytest
 
+from harness.browser import CHROMIUM
+from harness.browser import CHROMIUM_ARGS as BROWSER_ARGS
 from service.api.docs import STATIC_DIR
 from service.app import create_app
 from service.config import Settings
@@ -120,19 +122,7 @@ def test_vendored_files_match_their_record():
 # -- a real browser with every request to another host refused ---------------------------------
 
 HOST = "docs.test"  # the server's name in the browser: not localhost, as in production
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-    f"--host-resolver-rules=MAP {HOST} 127.0.0.1",
-]
+CHROMIUM_ARGS = [*BROWSER_ARGS, "--no-proxy-server", f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
 
 
 def _browser():
