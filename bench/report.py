@@ -100,9 +100,9 @@ WHY_MISSED = {
     "chunked": (
         "**Chunked streams.** The ceiling is onnxruntime on one core (1.3 M row-steps/s at batch 64 × 64 steps). "
         "The server spends its other core's time per request on HTTP parsing, JSON (192 numbers in, 64 out) and "
-        "batching, about 150-250 µs per request (`server CPU ms / 1000 req` above), and the load generator needs a "
-        "share of the same two cores: at ~5,400 req/s the server uses ~1.3 cores, of which onnxruntime ~0.3 "
-        "(py-spy: JSON parsing and the fast lane's parse were the top frames). What would fix it: "
+        "batching (`server CPU ms / 1000 req` above), and the load generator needs a share of the same two cores; "
+        "profiled, JSON parsing is the top frame and onnxruntime takes under a third of the server's CPU. "
+        "What would fix it: "
         "binary bodies for chunks (the v2 binary tensor extension or WebSocket binary frames skip JSON), and more "
         "cores (onnxruntime and the event loop each want one; `LSTM_INFERENCE_WORKERS=2` needs a third). See "
         "`docs/performance.md`."

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from bench import perf_analyzer, raw_ort
 from bench.servers import ROOT, Proc, serve
+from harness.reference import model_shape
 
 BIG = ROOT / "bench" / ".models" / "demand512" / "1"
 DEFAULT = ROOT / "models" / "demand" / "1"
@@ -66,8 +67,9 @@ def scrape(text: str, family: str) -> dict[str, float]:
 
 
 def load(
-    p: Proc, scenario: str, c: int, seconds: float, warmup: float, hidden: int, extra: list[str]
+    p: Proc, scenario: str, c: int, seconds: float, warmup: float, model_dir: Path, extra: list[str]
 ) -> dict[str, Any]:
+    layers, hidden = model_shape(model_dir)  # the naive client carries the state: its shape
     before_m, cpu0 = p.metrics() if scenario != "naive" else "", p.cpu_seconds()
     out = subprocess.run(
         [
@@ -86,8 +88,10 @@ def load(
             str(warmup),
             "--hidden",
             str(hidden),
+            "--layers",
+            str(layers),
             "--model",
-            "demand512" if hidden == 512 else "demand",
+            model_dir.parent.name,
             *extra,
         ],
         cwd=ROOT,
@@ -136,10 +140,9 @@ def run_all(full: bool) -> dict[str, Any]:
             for k, m, scenario, c, extra in plan:
                 if (k, m) != (kind, model_dir):
                     continue
-                hidden = 512 if m == big else 64
                 runs = []
                 for _ in range(repeats):
-                    runs.append(load(p, scenario, c, seconds, warmup, hidden, extra))
+                    runs.append(load(p, scenario, c, seconds, warmup, m, extra))
                     bar.update()
                 best = sorted(runs, key=lambda r: r["steps_per_s"])[len(runs) // 2]  # the median run
                 best["median_of"] = len(runs)
