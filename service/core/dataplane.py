@@ -149,7 +149,6 @@ class DataPlane:
         w = self.worker(name, version)
         c, s = w.card, self.settings
         inputs.check_sequences(c, x, field, s.max_sequences_per_request, s.max_steps_per_request)
-        arr = x
         n = x.shape[0]
         if (h0 is None) != (c0 is None):
             raise InvalidInput("give both h0 and c0, or neither (zeros)")
@@ -157,7 +156,7 @@ class DataPlane:
         if h0 is not None and c0 is not None:
             state[0] = inputs.check_state(c, h0, n, "h0")
             state[1] = inputs.check_state(c, c0, n, "c0")
-        result = await w.batcher.submit(StatelessWork(arr, state), rows=n, timeout=self.settings.request_timeout_s)
+        result = await w.batcher.submit(StatelessWork(x, state), rows=n, timeout=self.settings.request_timeout_s)
         return w, result
 
     # -- sessions ------------------------------------------------------------------------
@@ -224,11 +223,10 @@ class DataPlane:
         """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing."""
         self._admit()
         w = self._session_worker(session_id)
-        arr = x
         inputs.check_steps(w.card, x, field, self.settings.max_steps_per_request)
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
-        work = StepWork(session_id, arr, expected_step, digest(arr), owner)
+        work = StepWork(session_id, x, expected_step, digest(x), owner)
         async with self._locks.hold(session_id, self.settings.request_timeout_s):
             return await self._submit_step(w, work)
 
@@ -272,10 +270,9 @@ class DataPlane:
         releases it after replying. Otherwise exactly a session step."""
         self._admit()
         w = await self._sequence_worker(name, version, sequence_id, owner, start)
-        arr = x
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
-        work = StepWork(sid, arr, None, digest(arr), owner)
+        work = StepWork(sid, x, None, digest(x), owner)
         async with self._locks.hold(sid, self.settings.request_timeout_s):
             if start:
                 await self._reset_sequence(w, sid, owner)
