@@ -69,8 +69,8 @@ async def streamed(model_dir: Path, x: np.ndarray) -> np.ndarray:
     await dp.start()
     try:
         name = model_dir.parent.name
-        sid = (await dp.create_session(name)).id
-        return np.concatenate([(await dp.step(sid, x[t : t + 1])).outputs for t in range(len(x))])
+        sid = (await dp.sessions.create(name)).id
+        return np.concatenate([(await dp.sessions.step(sid, x[t : t + 1])).outputs for t in range(len(x))])
     finally:
         await dp.stop()
 

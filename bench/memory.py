@@ -37,10 +37,10 @@ async def per_session(store, n: int, settings: Settings, step: bool) -> dict:
     before = rss() if isinstance(store, MemoryStore) else int((await store._r.info("memory"))["used_memory"])
     ids = []
     for _ in range(n):
-        ids.append((await dp.create_session("demand")).id)
+        ids.append((await dp.sessions.create("demand")).id)
     if step:  # one step each, so every session also holds its last reply for retries
         for sid in ids:
-            await dp.step(sid, [[30000.0, 1.0, 1.0]], 0)
+            await dp.sessions.step(sid, [[30000.0, 1.0, 1.0]], 0)
     gc.collect()
     after = rss() if isinstance(store, MemoryStore) else int((await store._r.info("memory"))["used_memory"])
     await dp.stop()

@@ -82,7 +82,7 @@ def pydantic_step_app(dp: Any) -> FastAPI:
 
     @app.post("/v1/sessions/{session_id}/step")
     async def step(session_id: str, body: StepRequest) -> FastJSON:
-        res = await dp.step(session_id, np.asarray(body.inputs, np.float32), body.expected_step)
+        res = await dp.sessions.step(session_id, np.asarray(body.inputs, np.float32), body.expected_step)
         return FastJSON({"session_id": res.session_id, "step": res.step, "outputs": res.outputs})
 
     return app
@@ -94,12 +94,12 @@ async def measure(n: int) -> dict[str, float]:
     out: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         dp = app.state.dataplane
-        sid = (await dp.create_session("demand")).id
+        sid = (await dp.sessions.create("demand")).id
         x = np.asarray([ROW], np.float32)
         step_body = orjson.dumps({"inputs": [ROW]})
 
         async def plane(i: int) -> None:
-            await dp.step(sid, x)
+            await dp.sessions.step(sid, x)
 
         out["dp.step (data plane alone)"] = await cpu_us(n, plane)
 

@@ -130,7 +130,7 @@ def build_router() -> APIRouter:
         dp = request.app.state.dataplane
         m = request.app.state.metrics
         with contextlib.suppress(Exception):  # an unreachable store must not break the page
-            m.sessions_live.set(await dp.count_sessions())
+            m.sessions_live.set(await dp.sessions.count())
         reg = merged(m.registry)  # every worker's figures
         return FastJSON(
             {

@@ -28,7 +28,7 @@ def build_router() -> APIRouter:
         dp = request.app.state.dataplane
         m = request.app.state.metrics
         with contextlib.suppress(Exception):  # an unreachable store must not break scraping
-            m.sessions_live.set(await dp.count_sessions())
+            m.sessions_live.set(await dp.sessions.count())
         return Response(exposition(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     return r

@@ -69,7 +69,7 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
             )
         if "h0" in req.inputs or "c0" in req.inputs:
             raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
-        w, res = await dp.sequence_step(
+        w, res = await dp.sessions.sequence_step(
             name,
             version,
             seq,

@@ -124,7 +124,7 @@ class _Stream:
         if data is None or self.session_id is None or not data or len(data) > self.dp.settings.max_body_bytes:
             return None
         try:
-            f = self.dp.session_card(self.session_id).n_features
+            f = self.dp.sessions.card(self.session_id).n_features
         except ServiceError:
             return None
         if len(data) % (4 * f):
@@ -140,7 +140,7 @@ class _Stream:
         """One step over several valid binary frames; a reply per frame, or the same error for each."""
         assert self.session_id is not None
         try:
-            res = await self.dp.step(
+            res = await self.dp.sessions.step(
                 self.session_id, np.concatenate(frames) if len(frames) > 1 else frames[0], None, self.owner
             )
         except ServiceError as e:
@@ -176,14 +176,14 @@ class _Stream:
         if self.session_id is None:
             raise InvalidInput("binary frames are accepted only on /v1/sessions/{session_id}/stream; send JSON here")
         self._check_size(len(data))
-        f = self.dp.session_card(self.session_id).n_features
+        f = self.dp.sessions.card(self.session_id).n_features
         if len(data) % (4 * f):
             raise InvalidInput(
                 f"a binary frame must hold whole time steps of {f} float32 values ({4 * f} bytes each); "
                 f"got {len(data)} bytes"
             )
         x = np.frombuffer(data, "<f4").reshape(-1, f)
-        res = await self.dp.step(self.session_id, x, None, self.owner)
+        res = await self.dp.sessions.step(self.session_id, x, None, self.owner)
         out = np.ascontiguousarray(res.outputs, "<f4").tobytes()
         return {"type": "websocket.send", "bytes": STEP.pack(res.step) + out}
 
@@ -201,7 +201,7 @@ class _Stream:
         if "inputs" not in body:
             raise InvalidInput("inputs is required: a list of time steps, each a list of n_features numbers")
         expected = optional_step(body.get("expected_step"))
-        res = await self.dp.step(sid, to_array(body["inputs"], "inputs", 2), expected, self.owner)
+        res = await self.dp.sessions.step(sid, to_array(body["inputs"], "inputs", 2), expected, self.owner)
         return _text(
             {
                 "id": echo["id"],
@@ -216,7 +216,7 @@ class _Stream:
 def _check(dp: DataPlane, session_id: str, x: np.ndarray) -> ServiceError | None:
     """The error a binary frame's steps would get from the data plane's checks, if any."""
     try:
-        check_steps(dp.session_card(session_id), x, "inputs", dp.settings.max_steps_per_request)
+        check_steps(dp.sessions.card(session_id), x, "inputs", dp.settings.max_steps_per_request)
     except ServiceError as e:
         return e
     return None

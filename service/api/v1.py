@@ -60,7 +60,7 @@ def session_info(dp: DataPlane, rec: SessionRecord) -> dict:
         "step": rec.step,
         "created_at": rec.created,
         "last_used_at": rec.last_used,
-        "expires_at": rec.last_used + dp.session_ttl_s,
+        "expires_at": rec.last_used + dp.sessions.ttl_s,
     }
 
 
@@ -125,7 +125,7 @@ def build_router() -> APIRouter:
     )
     async def create_session(dp: DP, who: Owner, body: CreateSessionRequest) -> FastJSON:
         """Open a stream: the server keeps its (h, C) between steps. 429 when at capacity."""
-        rec = await dp.create_session(
+        rec = await dp.sessions.create(
             body.model, body.version, optional_state(body.h0, "h0", 2), optional_state(body.c0, "c0", 2), owner=who
         )
         return FastJSON(session_info(dp, rec), status_code=201)
@@ -141,7 +141,7 @@ def build_router() -> APIRouter:
     async def import_session(dp: DP, who: Owner, body: Snapshot) -> FastJSON:
         """Create a new session from a snapshot; 409 if the served model's checksum differs."""
         snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": to_array(body.c, "c", 2)}
-        rec = await dp.import_session(snap, owner=who)
+        rec = await dp.sessions.import_snapshot(snap, owner=who)
         return FastJSON(session_info(dp, rec), status_code=201)
 
     @r.get(
@@ -152,7 +152,7 @@ def build_router() -> APIRouter:
         responses=errors(401, 404, 503),
     )
     async def get_session(dp: DP, who: Owner, session_id: str) -> FastJSON:
-        return FastJSON(session_info(dp, await dp.get_session(session_id, who)))
+        return FastJSON(session_info(dp, await dp.sessions.get(session_id, who)))
 
     @hot(
         r,
@@ -171,7 +171,7 @@ def build_router() -> APIRouter:
         if "inputs" not in body:
             raise InvalidInput("inputs is required: a list of time steps, each a list of n_features numbers")
         dp: DataPlane = request.app.state.dataplane
-        res = await dp.step(
+        res = await dp.sessions.step(
             request.path_params["session_id"],
             to_array(body["inputs"], "inputs", 2),
             optional_step(body.get("expected_step")),
@@ -187,7 +187,7 @@ def build_router() -> APIRouter:
         responses=errors(401, 404, 503),
     )
     async def export_session(dp: DP, who: Owner, session_id: str) -> FastJSON:
-        return FastJSON(await dp.export_session(session_id, who))
+        return FastJSON(await dp.sessions.export(session_id, who))
 
     @r.delete(
         "/sessions/{session_id}",
@@ -197,7 +197,7 @@ def build_router() -> APIRouter:
         responses=errors(401, 404, 503),
     )
     async def delete_session(dp: DP, who: Owner, session_id: str) -> Response:
-        await dp.delete_session(session_id, who)
+        await dp.sessions.delete(session_id, who)
         return Response(status_code=204)
 
     return r

@@ -75,7 +75,7 @@ async def _ops(ops, rng, offset):
         for o in ops:
             kind = o[0]
             if kind == "create":
-                rec = await dp.create_session("demand")
+                rec = await dp.sessions.create("demand")
                 ids.append(rec.id)
                 model[rec.id] = {"step": 0, "state": None, "last": None, "alive": True, "used": offset[0]}
                 continue
@@ -91,7 +91,7 @@ async def _ops(ops, rng, offset):
             m = model[sid]
             if kind == "delete":
                 try:
-                    await dp.delete_session(sid)
+                    await dp.sessions.delete(sid)
                     assert m["alive"]
                     m["alive"] = False
                 except SessionNotFound:
@@ -102,7 +102,7 @@ async def _ops(ops, rng, offset):
                     continue
                 expected, x, outputs, step_after = m["last"]
                 try:
-                    res = await dp.step(sid, x, expected)
+                    res = await dp.sessions.step(sid, x, expected)
                 except SessionNotFound:
                     assert not m["alive"]
                     continue
@@ -116,7 +116,7 @@ async def _ops(ops, rng, offset):
             x = random_steps(rng, n)
             expected = {"none": None, "right": m["step"], "wrong": m["step"] + 1}[mode]
             try:
-                res = await dp.step(sid, x, expected)
+                res = await dp.sessions.step(sid, x, expected)
             except SessionNotFound:
                 assert not m["alive"]
                 continue
@@ -133,7 +133,7 @@ async def _ops(ops, rng, offset):
             assert res.step == m["step"]
         for sid, m in model.items():
             if m["alive"]:
-                rec = await dp.get_session(sid)
+                rec = await dp.sessions.get(sid)
                 assert rec.step == m["step"]
                 if m["state"] is not None:
                     assert np.max(np.abs(rec.state - m["state"])) <= 1e-5

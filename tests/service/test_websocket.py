@@ -298,7 +298,7 @@ def ws_scope(path: str) -> dict:
 
 async def test_draining_data_plane_answers_503_then_closes_with_1012(inprocess):
     app, dp = inprocess
-    sid = (await dp.create_session("demand")).id
+    sid = (await dp.sessions.create("demand")).id
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     outbox: asyncio.Queue[Message] = asyncio.Queue()
     task = asyncio.create_task(app(ws_scope(f"/v1/sessions/{sid}/stream"), inbox.get, outbox.put))
@@ -318,7 +318,7 @@ async def test_draining_data_plane_answers_503_then_closes_with_1012(inprocess):
 async def test_a_client_that_does_not_read_stops_the_server_reading(inprocess):
     """Backpressure: with replies stuck, the server takes at most its queue's worth of messages."""
     app, dp = inprocess
-    sid = (await dp.create_session("demand")).id
+    sid = (await dp.sessions.create("demand")).id
     received = 0
     stuck = asyncio.Event()
 
@@ -340,7 +340,7 @@ async def test_a_client_that_does_not_read_stops_the_server_reading(inprocess):
     for _ in range(500):  # let every runnable task run: the reader stops once the queue is full
         await asyncio.sleep(0)
     assert received <= 1 + 1 + 64 + 1, f"the server read {received} messages with its replies stuck"
-    assert (await dp.get_session(sid)).step == 1
+    assert (await dp.sessions.get(sid)).step == 1
     task.cancel()  # the connection is torn down: both of its tasks stop
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)

@@ -1,0 +1,294 @@
+"""The session service: sessions and sequences (the Open Inference Protocol's sequence
+extension) over the store, for every transport.
+
+It keeps the steps of one session in order inside this process (a per-session lock; across
+processes the store's compare-and-set does it), checks ownership in one place
+(:func:`service.sessions.record.visible`), counts every session it creates or deletes, and
+hands steps to the model version's batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.core import inputs
+from service.core.locks import KeyedLocks
+from service.core.model_worker import ModelWorker, unknown_session
+from service.core.registry import ModelRegistry
+from service.core.work import StaleWrite, StepResult, StepWork
+from service.errors import InvalidInput, SessionNotFound, SnapshotMismatch, StoreUnavailable
+from service.metrics import Metrics
+from service.runtime.repository import ModelCard
+from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id, visible
+from service.sessions.store import SessionStore
+
+SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
+
+
+class SessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: SessionStore,
+        metrics: Metrics,
+        registry: ModelRegistry,
+        admit: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.registry = registry
+        self._admit = admit  # raises NotReady while the service starts or drains
+        self._locks = KeyedLocks()
+
+    @property
+    def ttl_s(self) -> float:
+        """Seconds a session lives without a step."""
+        return self.store.ttl_s
+
+    def card(self, session_id: str) -> ModelCard:
+        """The card of the model version a session id names (404 when none is served)."""
+        return self._session_worker(session_id).card
+
+    # -- sessions ------------------------------------------------------------------------
+    def _new_record(
+        self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None, session_id: str | None = None
+    ) -> SessionRecord:
+        now = self.store.clock()
+        c = w.card
+        return SessionRecord(
+            id=session_id or new_session_id(c.name, c.version),
+            model=c.name,
+            version=c.version,
+            sha256=c.sha256,
+            state=state,
+            step=step,
+            created=now,
+            last_used=now,
+            owner=owner,
+        )
+
+    async def create(
+        self,
+        name: str,
+        version: str | None = None,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+        owner: str | None = None,
+    ) -> SessionRecord:
+        self._admit()
+        w = self.registry.worker(name, version)
+        c = w.card
+        state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+        if (h0 is None) != (c0 is None):
+            raise InvalidInput("give both h0 and c0, or neither (zeros)")
+        if h0 is not None and c0 is not None:
+            state[0] = inputs.check_state(c, h0, None, "h0")
+            state[1] = inputs.check_state(c, c0, None, "c0")
+        return await self._create(self._new_record(w, state, 0, owner))
+
+    def _session_worker(self, session_id: str) -> ModelWorker:
+        w = self.registry.session_worker(session_id)
+        if w is None or w.retired:
+            raise self._no_worker(session_id)
+        return w
+
+    def _no_worker(self, session_id: str) -> SessionNotFound:
+        parsed = parse_session_id(session_id)
+        reason = self.registry.unavailable(*parsed) if parsed else None
+        if parsed and reason and reason.startswith("unloaded"):
+            return SessionNotFound(
+                f"session {session_id!r} ran on version {parsed[1]!r} of model {parsed[0]!r}, which was {reason}: "
+                "its state is gone; create a new session"
+            )
+        return unknown_session(session_id, self.store.ttl_s)
+
+    async def step(
+        self,
+        session_id: str,
+        x: np.ndarray,
+        expected_step: int | None = None,
+        owner: str | None = None,
+        field: str = "inputs",
+    ) -> StepResult:
+        """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing."""
+        self._admit()
+        w = self._session_worker(session_id)
+        inputs.check_steps(w.card, x, field, self.settings.max_steps_per_request)
+        if expected_step is not None and expected_step < 0:
+            raise InvalidInput("expected_step must be >= 0")
+        work = StepWork(session_id, x, expected_step, digest(x), owner)
+        async with self._locks.hold(session_id, self.settings.request_timeout_s):
+            return await self._submit_step(w, work)
+
+    async def _submit_step(self, w: ModelWorker, work: StepWork) -> StepResult:
+        """Run a step; the caller holds the session's lock."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        while True:
+            if w.retired:  # unloaded (forced) while this request waited for its session's lock
+                raise self._no_worker(work.session_id)
+            try:
+                return await self._store_call(
+                    w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
+                )
+            except StaleWrite:
+                # another replica or worker advanced the session between our read and write: a
+                # step without expected_step runs again from the new state until its deadline
+                # (each round one contender wins, so n contenders finish in n rounds)
+                if work.expected_step is not None or time.monotonic() >= deadline:
+                    raise
+
+    # -- sequences (Open Inference Protocol sequence extension) --------------------------
+    @staticmethod
+    def sequence_session_id(w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
+        """A sequence is a session whose id derives from (model, version, API key, sequence id):
+        with auth on, each key has its own sequence ids."""
+        kind = "i" if isinstance(sequence_id, int) else "s"
+        token = base64.urlsafe_b64encode(f"{owner or ''}/{sequence_id}".encode()).rstrip(b"=").decode()
+        return f"{w.card.name}.{w.card.version}.~{kind}{token}"
+
+    async def sequence_step(
+        self,
+        name: str,
+        version: str | None,
+        sequence_id: int | str,
+        x: np.ndarray,
+        start: bool = False,
+        end: bool = False,
+        owner: str | None = None,
+    ) -> tuple[ModelWorker, StepResult]:
+        """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
+        releases it after replying. Otherwise exactly a session step."""
+        self._admit()
+        w = await self._sequence_worker(name, version, sequence_id, owner, start)
+        inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
+        sid = self.sequence_session_id(w, sequence_id, owner)
+        work = StepWork(sid, x, None, digest(x), owner)
+        async with self._locks.hold(sid, self.settings.request_timeout_s):
+            if start:
+                await self._reset_sequence(w, sid, owner)
+            try:
+                result = await self._submit_step(w, work)
+            except SessionNotFound:
+                if start:
+                    raise
+                raise InvalidInput(
+                    f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
+                    f"expired after {self.store.ttl_s:g} s idle): send its first request with sequence_start=true"
+                ) from None
+            if end:
+                await self._delete(sid, owner)
+        return w, result
+
+    async def _sequence_worker(
+        self, name: str, version: str | None, sequence_id: int | str, owner: str | None, start: bool
+    ) -> ModelWorker:
+        """The version a sequence runs on. Named in the request: that one. Otherwise a new
+        sequence (``start``) goes to the newest version, and a continuing one stays on the
+        version it started on: its id carries no version, so the served versions are looked
+        up, newest first, in one store read (only while more than one version is served)."""
+        if version is not None:
+            return self.registry.worker(name, version)
+        newest = self.registry.worker(name)
+        served = self.registry.served_newest_first(name)
+        if len(served) == 1:
+            return newest
+        ids = [self.sequence_session_id(v, sequence_id, owner) for v in served]
+        records = await self._store_call(self.store.get_many(ids))
+        if start:  # a restart on a newer version ends the sequence where it ran before
+            for v, sid, rec in zip(served, ids, records, strict=True):
+                if v is not newest and visible(rec, owner):
+                    await self._delete(sid, owner)
+            return newest
+        for v, rec in zip(served, records, strict=True):
+            if visible(rec, owner):
+                return v
+        return newest
+
+    async def _reset_sequence(self, w: ModelWorker, sid: str, owner: str | None) -> None:
+        c = w.card
+        zeros = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+        (rec,) = await self._store_call(self.store.get_many([sid]))
+        if not visible(rec, owner):
+            if rec is not None:
+                raise unknown_session(sid, self.store.ttl_s)
+            await self._create(self._new_record(w, zeros, 0, owner, sid))
+            return
+        fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
+        (ok,) = await self._store_call(self.store.commit_many([fresh]))
+        if not ok:
+            raise StaleWrite("the sequence was changed by another request while it was being restarted; retry")
+
+    async def get(self, session_id: str, owner: str | None = None) -> SessionRecord:
+        self._admit()
+        (rec,) = await self._store_call(self.store.get_many([session_id]))
+        if not visible(rec, owner):
+            raise unknown_session(session_id, self.store.ttl_s)
+        assert rec is not None
+        return rec
+
+    async def delete(self, session_id: str, owner: str | None = None) -> None:
+        rec = await self.get(session_id, owner)
+        if not await self._delete(session_id, rec.owner):
+            raise unknown_session(session_id, self.store.ttl_s)
+
+    async def export(self, session_id: str, owner: str | None = None) -> dict[str, Any]:
+        rec = await self.get(session_id, owner)
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "model": rec.model,
+            "version": rec.version,
+            "sha256": rec.sha256,
+            "step": rec.step,
+            "h": rec.state[0].tolist(),
+            "c": rec.state[1].tolist(),
+        }
+
+    async def import_snapshot(self, snap: dict[str, Any], owner: str | None = None) -> SessionRecord:
+        self._admit()
+        if snap.get("format") != SNAPSHOT_FORMAT:
+            raise InvalidInput(f"not a session snapshot: format must be {SNAPSHOT_FORMAT!r}")
+        w = self.registry.worker(str(snap.get("model")), str(snap.get("version")))
+        if snap.get("sha256") != w.card.sha256:
+            raise SnapshotMismatch(
+                f"the snapshot was taken on {w.card.key} with checksum {snap.get('sha256')!r}, but the served "
+                f"{w.card.key} has checksum {w.card.sha256!r}: its state would not mean the same"
+            )
+        step = snap.get("step")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InvalidInput("snapshot step must be an integer >= 0")
+        h, c = (snap.get(k) for k in ("h", "c"))
+        if not isinstance(h, np.ndarray) or not isinstance(c, np.ndarray):
+            raise InvalidInput("snapshot h and c must be arrays [layers, hidden]")
+        state = np.stack([inputs.check_state(w.card, h, None, "h"), inputs.check_state(w.card, c, None, "c")])
+        return await self._create(self._new_record(w, state, step, owner))
+
+    async def _create(self, rec: SessionRecord) -> SessionRecord:
+        """Store a new session within the capacity limits, and count it."""
+        await self._store_call(self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key))
+        self.metrics.sessions_created.inc()
+        return rec
+
+    async def _delete(self, session_id: str, owner: str | None) -> bool:
+        """Delete a session, and count it; False if it was already gone."""
+        gone = bool(await self._store_call(self.store.delete(session_id, owner)))
+        if gone:
+            self.metrics.sessions_deleted.inc()
+        return gone
+
+    async def count(self) -> int:
+        return await self.store.count()
+
+    async def _store_call(self, aw: Any) -> Any:
+        try:
+            return await aw
+        except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
+            raise StoreUnavailable(f"the session store is unreachable ({e}); nothing was changed, retry shortly") from e
