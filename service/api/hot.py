@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from service.api.wire import ErrorBody
 
@@ -43,9 +44,22 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 class HotRoute(APIRoute):
-    def get_route_handler(self) -> Endpoint:
-        endpoint: Endpoint = self.endpoint
-        return endpoint
+    """An ``APIRoute`` whose ASGI app calls the endpoint and sends its reply, nothing more.
+
+    FastAPI's wrapper around an endpoint also opens two exit stacks for dependencies with
+    ``yield`` (a hot endpoint has none) and catches exceptions with the app's handlers;
+    here an exception goes up to the app's exception middleware, which holds the very same
+    handlers, so every error is rendered as before."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        serve: Endpoint = self.endpoint
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await serve(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
 
 
 class HotDispatch:

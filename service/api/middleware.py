@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -83,18 +84,38 @@ def route_template(scope: dict) -> str:
 
 
 class AccessLog:
-    """Request id, one info line per request, request count and latency by route template."""
+    """Request id, one info line per request, request count and latency by route template.
+
+    A request without an ``X-Request-ID`` gets one: this process's random prefix and a
+    counter (unique across replicas without a system call per request). The metric
+    children of each (route, method, status) are looked up once; the log record is built
+    only when the info level is on."""
 
     def __init__(self, app: Any, metrics: Metrics, lifecycle: Lifecycle) -> None:
         self.app = app
         self.metrics = metrics
         self.lifecycle = lifecycle
+        self._prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _count(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            children = self._children[key] = (
+                m.requests.labels(route, method, str(status)),
+                m.request_duration.labels(route, method),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
-        rid = (rid or uuid.uuid4().hex)[:64]
+        rid = rid[:64] if rid else f"{self._prefix}{next(self._ids):016x}"
         status = 500
         t0 = time.perf_counter()
 
@@ -114,16 +135,16 @@ class AccessLog:
             self.lifecycle.finished()
             dt = time.perf_counter() - t0
             path = scope.get("path", "")
-            route = getattr(scope.get("route"), "path", None) or route_template(scope)
             if not path.startswith(UNCOUNTED):
+                route = getattr(scope.get("route"), "path", None) or route_template(scope)
                 method = scope.get("method", "")
-                self.metrics.requests.labels(route, method, str(status)).inc()
-                self.metrics.request_duration.labels(route, method).observe(dt)
-                log.info(
-                    "%s %s %d %.2fms",
-                    method,
-                    path,
-                    status,
-                    dt * 1000,
-                    extra={"request_id": rid, "route": route, "status": status, "duration_ms": round(dt * 1000, 3)},
-                )
+                self._count(route, method, status, dt)
+                if log.isEnabledFor(logging.INFO):
+                    log.info(
+                        "%s %s %d %.2fms",
+                        method,
+                        path,
+                        status,
+                        dt * 1000,
+                        extra={"request_id": rid, "route": route, "status": status, "duration_ms": round(dt * 1000, 3)},
+                    )

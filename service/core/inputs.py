@@ -21,12 +21,14 @@ def check_finite(x: np.ndarray, field: str) -> None:
         raise InvalidInput(f"{field} holds NaN or infinite values (or numbers too large for float32)")
 
 
-def check_ranges(card: ModelCard, x: np.ndarray, field: str) -> None:
-    """Each feature within the range its model card declares (features without one: any finite value)."""
+def check_values(card: ModelCard, x: np.ndarray, field: str) -> None:
+    """Every value finite and each feature within the range its model card declares
+    (features without one: any finite value)."""
     lo, hi = card.bounds
-    bad = (x < lo) | (x > hi)  # one vectorised test over every feature
-    if not bad.any():
+    if ((x >= lo) & (x <= hi)).all():  # one vectorised test: NaN and infinities fail it too
         return
+    check_finite(x, field)
+    bad = (x < lo) | (x > hi)
     at = tuple(int(a) for a in np.argwhere(bad)[0])
     i = at[-1]
     low, high = card.feature_ranges[i] or (-np.inf, np.inf)
@@ -49,8 +51,7 @@ def check_steps(card: ModelCard, x: np.ndarray, field: str, max_steps: int) -> N
         )
     if not 1 <= x.shape[0] <= max_steps:
         raise InvalidInput(f"{field} must hold 1 to {max_steps} time steps; got {x.shape[0]}")
-    check_finite(x, field)
-    check_ranges(card, x, field)
+    check_values(card, x, field)
 
 
 def check_sequences(card: ModelCard, x: np.ndarray, field: str, max_sequences: int, max_steps: int) -> None:
@@ -67,8 +68,7 @@ def check_sequences(card: ModelCard, x: np.ndarray, field: str, max_sequences: i
         raise InvalidInput(f"{field} must hold 1 to {max_sequences} sequences; got {n}")
     if not 1 <= t <= max_steps:
         raise InvalidInput(f"each sequence must hold 1 to {max_steps} time steps; got {t}")
-    check_finite(x, field)
-    check_ranges(card, x, field)
+    check_values(card, x, field)
 
 
 def check_state(card: ModelCard, arr: np.ndarray, n: int | None, field: str) -> np.ndarray:

@@ -3,38 +3,70 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Hashable
+from types import TracebackType
 
 from service.errors import DeadlineExceeded
 
 
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class _Hold:
+    """``async with locks.hold(key, timeout)``: a plain class, not a generator-based context
+    manager, since it sits on every step's path."""
+
+    __slots__ = ("_entry", "_key", "_locks", "_timeout")
+
+    def __init__(self, locks: KeyedLocks, key: Hashable, timeout: float) -> None:
+        self._locks = locks
+        self._key = key
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        table = self._locks._locks
+        entry = table.get(self._key)
+        if entry is None:
+            entry = table[self._key] = _Entry()
+        entry.users += 1
+        self._entry = entry
+        try:
+            if entry.lock.locked():  # wait_for costs a task: only pay it when there is a wait
+                await asyncio.wait_for(entry.lock.acquire(), self._timeout)
+            else:
+                await entry.lock.acquire()
+        except BaseException as e:
+            self._leave()
+            if isinstance(e, TimeoutError):
+                raise DeadlineExceeded(
+                    f"the request waited its whole deadline of {self._timeout:g} s behind earlier steps of the same "
+                    "session"
+                ) from None
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._entry.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry.users -= 1
+        if self._entry.users == 0:
+            del self._locks._locks[self._key]
+
+
 class KeyedLocks:
     def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks: dict[Hashable, _Entry] = {}
 
     def __len__(self) -> int:
         return len(self._locks)
 
-    @asynccontextmanager
-    async def hold(self, key: Hashable, timeout: float) -> AsyncIterator[None]:
-        lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            try:
-                if lock.locked():  # wait_for costs a task: only pay it when there is a wait
-                    await asyncio.wait_for(lock.acquire(), timeout)
-                else:
-                    await lock.acquire()
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"the request waited its whole deadline of {timeout:g} s behind earlier steps of the same session"
-                ) from None
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._locks[key]
+    def hold(self, key: Hashable, timeout: float) -> _Hold:
+        return _Hold(self, key, timeout)

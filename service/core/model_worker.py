@@ -49,12 +49,13 @@ class _Observer(BatcherObserver):
             self.wait.observe(now - t.enqueued)
         self.size.observe(rows)
 
+    def finished(self, seconds: float) -> None:
+        self.last.set(time.time())  # once per batch: its requests finish together
+
     def completed(self, ok: bool, seconds: float) -> None:
         count, total = self.outcomes[ok]
         count.inc()
         total.inc(seconds)
-        if ok:
-            self.last.set(time.time())
 
 
 def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:

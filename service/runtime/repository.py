@@ -38,9 +38,11 @@ class ModelCard:
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature lower and upper bounds as float32 arrays (-inf/inf where none)."""
-        lo = np.array([r[0] if r else -np.inf for r in self.feature_ranges] or [-np.inf], np.float32)
-        hi = np.array([r[1] if r else np.inf for r in self.feature_ranges] or [np.inf], np.float32)
+        """Per-feature lower and upper bounds as float32 arrays; a feature without a range is
+        bounded by the largest finite float32, so that one test also refuses NaN and infinities."""
+        big = float(np.finfo(np.float32).max)
+        lo = np.array([r[0] if r else -big for r in self.feature_ranges] or [-big], np.float32)
+        hi = np.array([r[1] if r else big for r in self.feature_ranges] or [big], np.float32)
         return lo, hi
 
     @property
