@@ -9,6 +9,7 @@ outputs as JSON ``data`` or, when asked (``binary_data_output`` on the request o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         if dtype is None:
             raise InvalidInput(f"input {name!r}: datatype {spec.get('datatype')!r} is not supported here")
         shape = _shape(spec.get("shape"), name)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         size = (spec.get("parameters") or {}).get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):

@@ -207,14 +207,16 @@ class ModelWorker:
                 commit_idx.append((i, outputs))
         if commits:
             oks = await self.store.commit_many(commits)
+            steps = 0
             for (i, outputs), ok, new in zip(commit_idx, oks, commits, strict=True):
                 if ok:
                     results[i] = StepResult(new.id, outputs, new.step, replayed=False, state=new.state)
-                    self._steps.inc(len(outputs))
+                    steps += len(outputs)
                 else:
                     results[i] = StaleWrite(
                         "the session was advanced by another request at the same time; retry with its current step"
                     )
+            self._steps.inc(steps)
         phases[2] += time.perf_counter() - t_out  # store write
         self._record_phases(len(owners), phases)
         return results

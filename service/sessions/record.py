@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,14 +56,19 @@ class SessionRecord:
     last: LastStep | None = None
 
     def advanced(self, state: np.ndarray, outputs: np.ndarray, d: bytes, now: float) -> SessionRecord:
-        t = outputs.shape[0]
-        return replace(
-            self,
-            state=state,
-            step=self.step + t,
-            last_used=now,
-            rev=self.rev + 1,
-            last=LastStep(from_step=self.step, digest=d, outputs=outputs),
+        # the constructor, not dataclasses.replace: this runs for every step
+        return SessionRecord(
+            self.id,
+            self.model,
+            self.version,
+            self.sha256,
+            state,
+            self.step + outputs.shape[0],
+            self.created,
+            now,
+            self.rev + 1,
+            self.owner,
+            LastStep(self.step, d, outputs),
         )
 
 
