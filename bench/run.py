@@ -101,7 +101,10 @@ def load(
     )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["server_cpu_s"] = p.cpu_seconds() - cpu0
-    r["server_cpu_ms_per_1000"] = 1e6 * r["server_cpu_s"] / max(1, r["requests"]) if r["requests"] else None
+    # the CPU time spans warm-up and measurement, the request count the measurement only:
+    # scaled to the measured window (the rate is steady by then)
+    measured = r["server_cpu_s"] * seconds / (seconds + warmup)
+    r["server_cpu_ms_per_1000"] = 1e6 * measured / r["requests"] if r["requests"] else None
     if scenario != "naive":
         after = p.metrics()
         for fam in ("lstm_batch_size", "lstm_queue_wait_seconds"):
@@ -122,7 +125,8 @@ def points(full: bool) -> list[tuple[str, str, int, list[str]]]:
     """(server kind, scenario, concurrency, extra loadgen args) for the default model."""
     cs = [1, 4, 16, 64] if full else [1, 64]
     pts = [("naive", "naive", c, []) for c in cs] + [("service", "rest-step", c, []) for c in cs]
-    pts += [("service", s, 64, []) for s in ("predict", "v2-binary", "v2-json", "chunked")]
+    pts += [("service", s, c, []) for s in ("predict", "v2-binary", "v2-json") for c in (1, 64)]
+    pts += [("service", "chunked", 64, [])]
     pts += [("service", "ws", 64, ["--window", "32"])]  # pipelined: up to 32 readings in flight per stream
     return pts
 
