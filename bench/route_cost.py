@@ -6,7 +6,7 @@ machine slows the run but hardly changes the figure. Next to the routes, the sam
 through the data plane alone (``dp.step``) and a plain FastAPI route with a pydantic body
 (the way the step route was served before the hot-route mechanism) give the baselines.
 
-    python -m bench.route_cost [--n 3000]
+    python -m bench.route_cost [--n 3000] [--streams 32]
 """
 
 from __future__ import annotations
@@ -67,13 +67,19 @@ async def asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes,
     return status
 
 
-async def cpu_us(n: int, call: Callable[[int], Awaitable[Any]]) -> float:
-    for i in range(min(200, n)):  # warm up
-        await call(i)
+async def cpu_us(n: int, streams: int, call: Callable[[int, int], Awaitable[Any]]) -> float:
+    """CPU µs per request of ``call(stream, i)``: ``streams`` callers at once, ``n`` requests in all
+    (concurrent callers' steps are batched together, as under load)."""
+    per = max(1, n // streams)
+
+    async def caller(k: int, count: int) -> None:
+        for i in range(count):
+            await call(k, i)
+
+    await asyncio.gather(*(caller(k, min(per, 50)) for k in range(streams)))  # warm up
     t0 = time.process_time()
-    for i in range(n):
-        await call(i)
-    return (time.process_time() - t0) / n * 1e6
+    await asyncio.gather(*(caller(k, per) for k in range(streams)))
+    return (time.process_time() - t0) / (per * streams) * 1e6
 
 
 def pydantic_step_app(dp: Any) -> FastAPI:
@@ -88,86 +94,96 @@ def pydantic_step_app(dp: Any) -> FastAPI:
     return app
 
 
-async def measure(n: int) -> dict[str, float]:
+async def measure(n: int, streams: int) -> dict[str, float]:
     settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, gc_gen0_threshold=0)
     app = create_app(settings)
     out: dict[str, float] = {}
     async with app.router.lifespan_context(app):
         dp = app.state.dataplane
-        sid = (await dp.sessions.create("demand")).id
+        sids = [(await dp.sessions.create("demand")).id for _ in range(streams)]
         x = np.asarray([ROW], np.float32)
         step_body = orjson.dumps({"inputs": [ROW]})
 
-        async def plane(i: int) -> None:
-            await dp.sessions.step(sid, x)
+        async def plane(k: int, i: int) -> None:
+            await dp.sessions.step(sids[k], x)
 
-        out["dp.step (data plane alone)"] = await cpu_us(n, plane)
+        out["dp.sessions.step (data plane alone)"] = await cpu_us(n, streams, plane)
 
-        async def v1_step(i: int) -> None:
-            assert await asgi_post(app, f"/v1/sessions/{sid}/step", step_body) == 200
+        async def v1_step(k: int, i: int) -> None:
+            assert await asgi_post(app, f"/v1/sessions/{sids[k]}/step", step_body) == 200
 
-        out["POST /v1/sessions/{id}/step"] = await cpu_us(n, v1_step)
+        out["POST /v1/sessions/{id}/step"] = await cpu_us(n, streams, v1_step)
 
         baseline = pydantic_step_app(dp)
 
-        async def v1_step_pydantic(i: int) -> None:
-            assert await asgi_post(baseline, f"/v1/sessions/{sid}/step", step_body) == 200
+        async def v1_step_pydantic(k: int, i: int) -> None:
+            assert await asgi_post(baseline, f"/v1/sessions/{sids[k]}/step", step_body) == 200
 
-        out["same step, FastAPI route with a pydantic body (baseline)"] = await cpu_us(n, v1_step_pydantic)
+        out["same step, FastAPI route with a pydantic body (baseline)"] = await cpu_us(n, streams, v1_step_pydantic)
 
         predict_body = orjson.dumps({"inputs": [[ROW]]})
 
-        async def v1_predict(i: int) -> None:
+        async def v1_predict(k: int, i: int) -> None:
             assert await asgi_post(app, "/v1/models/demand/predict", predict_body) == 200
 
-        out["POST /v1/models/{m}/predict (1x1)"] = await cpu_us(n, v1_predict)
+        out["POST /v1/models/{m}/predict (1x1)"] = await cpu_us(n, streams, v1_predict)
 
-        def v2_body(i: int, start: bool) -> bytes:
+        def v2_body(seq: int, start: bool) -> bytes:
             return orjson.dumps(
                 {
-                    "parameters": {"sequence_id": 7, "sequence_start": start},
+                    "parameters": {"sequence_id": seq, "sequence_start": start},
                     "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1, 3], "data": ROW}],
                 }
             )
 
-        async def v2_json(i: int) -> None:
-            assert await asgi_post(app, "/v2/models/demand/infer", v2_body(i, i == 0)) == 200
+        json_bodies = [v2_body(100 + k, False) for k in range(streams)]
+        for k in range(streams):
+            assert await asgi_post(app, "/v2/models/demand/infer", v2_body(100 + k, True)) == 200
 
-        out["POST /v2/models/{m}/infer (JSON, sequence step)"] = await cpu_us(n, v2_json)
+        async def v2_json(k: int, i: int) -> None:
+            assert await asgi_post(app, "/v2/models/demand/infer", json_bodies[k]) == 200
+
+        out["POST /v2/models/{m}/infer (JSON, sequence step)"] = await cpu_us(n, streams, v2_json)
 
         raw = np.asarray([[ROW]], "<f4").tobytes()
-        head = orjson.dumps(
-            {
-                "parameters": {"sequence_id": 8},
-                "inputs": [
-                    {"name": "x", "datatype": "FP32", "shape": [1, 1, 3], "parameters": {"binary_data_size": len(raw)}}
-                ],
-                "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
-            }
-        )
-        start = orjson.loads(head)
-        start["parameters"]["sequence_start"] = True
-        start_head = orjson.dumps(start)
-        await asgi_post(
-            app,
-            "/v2/models/demand/infer",
-            start_head + raw,
-            [(b"inference-header-content-length", str(len(start_head)).encode())],
-        )
 
-        async def v2_binary(i: int) -> None:
-            hdr = [(b"inference-header-content-length", str(len(head)).encode())]
-            assert await asgi_post(app, "/v2/models/demand/infer", head + raw, hdr) == 200
+        def binary_head(seq: int, start: bool) -> bytes:
+            return orjson.dumps(
+                {
+                    "parameters": {"sequence_id": seq, "sequence_start": start},
+                    "inputs": [
+                        {
+                            "name": "x",
+                            "datatype": "FP32",
+                            "shape": [1, 1, 3],
+                            "parameters": {"binary_data_size": len(raw)},
+                        }
+                    ],
+                    "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+                }
+            )
 
-        out["POST /v2/models/{m}/infer (binary, sequence step)"] = await cpu_us(n, v2_binary)
+        def hdr(head: bytes) -> list[tuple[bytes, bytes]]:
+            return [(b"inference-header-content-length", str(len(head)).encode())]
+
+        heads = [binary_head(200 + k, False) for k in range(streams)]
+        for k in range(streams):
+            start = binary_head(200 + k, True)
+            assert await asgi_post(app, "/v2/models/demand/infer", start + raw, hdr(start)) == 200
+
+        async def v2_binary(k: int, i: int) -> None:
+            assert await asgi_post(app, "/v2/models/demand/infer", heads[k] + raw, hdr(heads[k])) == 200
+
+        out["POST /v2/models/{m}/infer (binary, sequence step)"] = await cpu_us(n, streams, v2_binary)
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=3000, help="requests per route")
+    p.add_argument("--streams", type=int, default=1, help="concurrent callers (their steps batch together)")
     args = p.parse_args()
-    print(json.dumps({k: round(v, 1) for k, v in asyncio.run(measure(args.n)).items()}, indent=1))
+    print(json.dumps({k: round(v, 1) for k, v in asyncio.run(measure(args.n, args.streams)).items()}, indent=1))
 
 
 if __name__ == "__main__":
