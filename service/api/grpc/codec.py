@@ -10,6 +10,7 @@ clients usually read).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ def decode(msg: pb.ModelInferRequest) -> InferRequest:
         shape = list(t.shape)
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if raw:
             if t.HasField("contents"):
                 raise InvalidInput(f"input {name!r} has both typed contents and raw_input_contents")
