@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI
+from starlette.requests import Request
 
 from harness.paths import DEFAULT_MODEL
 from service.api.responses import FastJSON
@@ -31,24 +32,8 @@ from service.config import Settings
 ROW = [30500.0, 8.0, 2.0]
 
 
-async def asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
-    """One POST through the ASGI app; its status."""
-    status = 0
-    sent = False
-
-    async def receive() -> dict:
-        nonlocal sent
-        if sent:
-            await asyncio.Event().wait()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(msg: dict) -> None:
-        nonlocal status
-        if msg["type"] == "http.response.start":
-            status = msg["status"]
-
-    scope = {
+def http_scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -58,12 +43,41 @@ async def asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes,
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        "headers": [(b"content-type", b"application/json"), *headers],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 8000),
         "state": {},
     }
-    await app(scope, receive, send)
+
+
+def one_message(body: bytes) -> Callable[[], Awaitable[dict]]:
+    """An ASGI ``receive`` that gives the whole body, then waits (as for a client that stays)."""
+    sent = False
+
+    async def receive() -> dict:
+        nonlocal sent
+        if sent:
+            await asyncio.Event().wait()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def discard(msg: dict) -> None:
+    pass
+
+
+async def asgi_post(app: Any, path: str, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+    """One POST through the ASGI app; its status."""
+    status = 0
+
+    async def send(msg: dict) -> None:
+        nonlocal status
+        if msg["type"] == "http.response.start":
+            status = msg["status"]
+
+    await app(http_scope(path, headers or []), one_message(body), send)
     return status
 
 
@@ -113,6 +127,28 @@ async def measure(n: int, streams: int) -> dict[str, float]:
             assert await asgi_post(app, f"/v1/sessions/{sids[k]}/step", step_body) == 200
 
         out["POST /v1/sessions/{id}/step"] = await cpu_us(n, streams, v1_step)
+
+        # the same step through fewer layers: where a request's CPU goes
+        router = app.router.middleware_stack  # HotDispatch in front of the router
+        route = next(r for r in router.routes if r.path == "/v1/sessions/{session_id}/step")
+
+        def routed(k: int) -> tuple[dict, Any, Any]:
+            scope = http_scope(f"/v1/sessions/{sids[k]}/step", [])
+            scope |= {"app": app, "path_params": {"session_id": sids[k]}, "route": route}
+            return scope, one_message(step_body), discard
+
+        async def endpoint_only(k: int, i: int) -> None:
+            await route.endpoint(Request(*routed(k)))
+
+        async def route_app(k: int, i: int) -> None:
+            await route.app(*routed(k))
+
+        async def router_stack(k: int, i: int) -> None:
+            await router(*routed(k))
+
+        out["  v1 step, the endpoint alone (decode, data plane, encode)"] = await cpu_us(n, streams, endpoint_only)
+        out["  v1 step, + the route's ASGI app (reply sent)"] = await cpu_us(n, streams, route_app)
+        out["  v1 step, + hot dispatch (the router's stack)"] = await cpu_us(n, streams, router_stack)
 
         baseline = pydantic_step_app(dp)
 

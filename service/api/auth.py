@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ def load_keys(keys: tuple[str, ...], key_file: Path | None) -> list[bytes]:
             if line:
                 out.append(line)
     return [k.encode() for k in out]
+
+
+def caller(scope: MutableMapping[str, Any]) -> str | None:
+    """The owner the middleware put in a request's scope (None when auth is off)."""
+    state = scope.get("state")
+    return state.get("owner") if state else None
 
 
 def owner_of(key: bytes) -> str:

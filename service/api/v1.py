@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from service.api.auth import caller
 from service.api.decode import json_object, only_fields, optional_step, to_array
 from service.api.hot import errors, hot
 from service.api.responses import FastJSON
@@ -33,7 +34,7 @@ async def dataplane(request: Request) -> DataPlane:
 
 async def owner(request: Request) -> str | None:
     """The API key that identifies the caller (set by the auth middleware when auth is on)."""
-    return getattr(request.state, "owner", None)
+    return caller(request.scope)
 
 
 DP = Annotated[DataPlane, Depends(dataplane)]
@@ -175,7 +176,7 @@ def build_router() -> APIRouter:
             request.path_params["session_id"],
             to_array(body["inputs"], "inputs", 2),
             optional_step(body.get("expected_step")),
-            getattr(request.state, "owner", None),
+            caller(request.scope),
         )
         return FastJSON(step_reply(res))
 

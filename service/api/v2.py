@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from service.api.auth import caller
 from service.api.hot import errors, hot
 from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
@@ -111,7 +112,7 @@ async def infer(request: Request, model: str, version: str | None) -> Response:
     """Content-Type is not looked at, as in Triton: the Inference-Header-Content-Length header
     says whether binary tensors follow the JSON header."""
     req = decode(await request.body(), request.headers.get("inference-header-content-length"))
-    reply = await run_infer(request.app.state.dataplane, model, version, req, getattr(request.state, "owner", None))
+    reply = await run_infer(request.app.state.dataplane, model, version, req, caller(request.scope))
     body, header_len = encode(reply, req)
     if header_len is None:
         return Response(body, media_type="application/json")
