@@ -39,6 +39,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
+from service.api.auth import caller
 from service.api.decode import json_object, only_fields, optional_step, to_array
 from service.core.dataplane import DataPlane
 from service.core.inputs import check_steps
@@ -62,7 +63,7 @@ class _Stream:
     def __init__(self, ws: WebSocket, session_id: str | None) -> None:
         self.ws = ws
         self.dp: DataPlane = ws.app.state.dataplane
-        self.owner: str | None = getattr(ws.state, "owner", None)
+        self.owner = caller(ws.scope)
         self.session_id = session_id  # None on /v1/stream
         self.queue: asyncio.Queue[Message | None] = asyncio.Queue(QUEUE_SIZE)
 
