@@ -8,8 +8,10 @@ and the ONNX graph exported from it -- take and return real units.
 Two choices shape what the network has to learn:
 
 * the calendar encoding: ``hour_harmonics`` sin/cos pairs of the hour of day (k = 1..K
-  cycles a day) and ``day_harmonics`` pairs of the day of week (k = 1..K cycles a week;
-  three pairs span every function of the seven days);
+  cycles a day) or a one-hot of the 48 half hours (``hour_onehot``), and ``day_harmonics``
+  pairs of the day of week (k = 1..K cycles a week; three pairs span every function of the
+  seven days) or a one-hot of the 7 days (``day_onehot``, exact 0/1 for gates that must
+  open on one day);
 * the output: with ``residual=True`` the head predicts the change from the current
   reading, ``y = demand + out_scale * head(h)``; otherwise the level,
   ``y = mean + std * head(h)``.
@@ -53,7 +55,13 @@ class Preprocess(nn.Module):
     """
 
     def __init__(
-        self, mean: float, std: float, hour_harmonics: int = 1, day_harmonics: int = 1, hour_onehot: bool = False
+        self,
+        mean: float,
+        std: float,
+        hour_harmonics: int = 1,
+        day_harmonics: int = 1,
+        hour_onehot: bool = False,
+        day_onehot: bool = False,
     ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
@@ -66,10 +74,17 @@ class Preprocess(nn.Module):
             self.register_buffer("hour_k", harmonics(hour_harmonics))
             self.register_buffer("hour_rad", torch.tensor(2 * math.pi / HOURS_PER_DAY))
             n_hour = 2 * hour_harmonics
-        self.register_buffer("day_k", harmonics(day_harmonics))
-        self.register_buffer("day_rad", torch.tensor(2 * math.pi / DAYS_PER_WEEK))
+        self.day_onehot = day_onehot
+        if day_onehot:
+            self.register_buffer("day_slots", torch.arange(int(DAYS_PER_WEEK), dtype=torch.float32))
+            n_day = int(DAYS_PER_WEEK)
+        else:
+            self.register_buffer("day_k", harmonics(day_harmonics))
+            self.register_buffer("day_rad", torch.tensor(2 * math.pi / DAYS_PER_WEEK))
+            n_day = 2 * day_harmonics
         self.n_hour = n_hour
-        self.n_out = 1 + n_hour + 2 * day_harmonics
+        self.n_day = n_day
+        self.n_out = 1 + n_hour + n_day
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         demand, hour, dow = x[..., 0:1], x[..., 1:2], x[..., 2:3]
@@ -78,9 +93,13 @@ class Preprocess(nn.Module):
         else:
             ha = phase(hour, self.hour_k, HOURS_PER_DAY, self.hour_rad)
             hour_feat = [ha.sin(), ha.cos()]
-        da = phase(dow, self.day_k, DAYS_PER_WEEK, self.day_rad)
+        if self.day_onehot:
+            day_feat = [(dow == self.day_slots).to(x.dtype)]
+        else:
+            da = phase(dow, self.day_k, DAYS_PER_WEEK, self.day_rad)
+            day_feat = [da.sin(), da.cos()]
         z = (demand - self.mean) / self.std
-        return torch.cat([z, *hour_feat, da.sin(), da.cos()], dim=-1)
+        return torch.cat([z, *hour_feat, *day_feat], dim=-1)
 
 
 class Forecaster(nn.Module):
@@ -97,6 +116,8 @@ class Forecaster(nn.Module):
         residual: bool = False,
         out_scale: float | None = None,
         hour_onehot: bool = False,
+        half_weights: bool = False,
+        day_onehot: bool = False,
     ) -> None:
         super().__init__()
         if n_features != 3:
@@ -112,13 +133,23 @@ class Forecaster(nn.Module):
         self.num_layers = num_layers
         self.n_outputs = n_outputs
         self.residual = residual
-        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot)
+        # the LSTM weight matrices are stored as float16 in the ONNX graph (cast to float32 there):
+        # the torch weights must then hold float16 values (see round_weights_to_half)
+        self.half_weights = half_weights
+        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot, day_onehot)
         self.lstm = nn.LSTM(self.pre.n_out, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_outputs)
         # y = skip * demand + offset + out_scale * head(h)
         self.register_buffer("out_scale", torch.tensor(float(out_scale if out_scale is not None else std)))
         self.register_buffer("skip", torch.tensor(1.0 if residual else 0.0))
         self.register_buffer("offset", torch.tensor(0.0 if residual else float(mean)))
+
+    def round_weights_to_half(self) -> None:
+        """Round the LSTM weight matrices to float16 values, as the ONNX graph stores them."""
+        with torch.no_grad():
+            for name, param in self.lstm.named_parameters():
+                if name.startswith("weight_"):
+                    param.copy_(param.half().float())
 
     def zero_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (self.num_layers, batch, self.hidden_size)
@@ -173,10 +204,12 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
         mean=float(first.pre.mean),
         std=float(first.pre.std),
         hour_harmonics=first.pre.n_hour // 2,
-        day_harmonics=len(first.pre.day_k),
+        day_harmonics=max(1, first.pre.n_day // 2),
         residual=first.residual,
         out_scale=float(first.out_scale),
         hour_onehot=first.pre.hour_onehot,
+        half_weights=first.half_weights,
+        day_onehot=first.pre.day_onehot,
     )
     sd = {name: torch.zeros_like(v) for name, v in merged.state_dict().items()}
     for name in buffers:
@@ -203,7 +236,7 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
 
 
 def init_daily_memory(
-    model: Forecaster, decay: float = 0.7, gate: float = 24.0, prev_scale: float = 0.01, write_scale: float = 0.5
+    model: Forecaster, decay: float = 0.7, gate: float = 24.0, prev_scale: float = 2**-7, write_scale: float = 0.5
 ) -> None:
     """Start the first 49 hidden units of layer 0 as a memory of the half-hourly changes by time of day.
 
@@ -211,7 +244,8 @@ def init_daily_memory(
     change ``z_t - z_{t-1}`` of the scaled demand seen at half hour ``j + 1`` of each day
     (the change into it): its forget and input gates open only at that half hour, and its
     output gate only at half hour ``j``, when that change is the one to forecast. Unit 48
-    holds the previous reading (``h ≈ prev_scale · z_{t-1}``) that the change needs. The
+    holds the previous reading (``h ≈ prev_scale · z_{t-1}``, ``prev_scale`` = 2⁻⁷ so that the
+    weights are exact in float16) that the change needs. The
     head starts reading the memory as the forecast change.
 
     The gates read the one-hot of the half hour (``hour_onehot``), so "is it half hour j?"
@@ -272,17 +306,84 @@ def init_daily_memory(
     head.weight.data[0, steps] = 0.0
 
 
-def freeze_daily_memory(model: Forecaster) -> None:
-    """Keep the memory units of :func:`init_daily_memory` as built: zero their rows' gradients.
+DAILY_UNITS = STEPS_PER_DAY + 1  # the daily memory and the previous reading
+WEEKLY_UNITS = 7 * STEPS_PER_DAY
 
+
+def init_weekly_memory(model: Forecaster, decay: float = 0.7, gate: float = 24.0, write_scale: float = 0.5) -> None:
+    """Units 49..384 of layer 0: a memory, by half hour of the week, of what the daily memory missed.
+
+    Unit ``49 + 48 d + j`` belongs to the forecast made on day ``d`` at half hour ``j``: at the
+    next half hour it mixes in (weight ``1 - decay``) the change just seen minus the daily
+    memory's forecast of it (read from the daily memory unit that was open one step earlier),
+    and a week later, at (d, j), its output gate opens: the head adds it to the daily memory's
+    forecast. Each gate opens only when the half hour *and* the day (both one-hot inputs, exact
+    0 or 1 in any precision) are right, a linear threshold at ±``gate``: an ordinary LSTM
+    cell. Taylor's double seasonal method has the same two seasons: a daily shape that adapts
+    from day to day and a weekly correction that adapts from week to week. Needs
+    :func:`init_daily_memory` first; the head starts reading both memories at their scale and
+    the other units not at all.
+    """
+    steps, H = STEPS_PER_DAY, model.hidden_size
+    if H < DAILY_UNITS + WEEKLY_UNITS or not model.pre.day_onehot:
+        raise ValueError(f"a weekly memory needs hidden_size >= {DAILY_UNITS + WEEKLY_UNITS} and the one-hot day")
+    hour_col, day_col = 1, 1 + steps
+    prev = steps
+    lstm = model.lstm
+    w_ih, w_hh = lstm.weight_ih_l0.data, lstm.weight_hh_l0.data
+    b_ih, b_hh = lstm.bias_ih_l0.data, lstm.bias_hh_l0.data
+    i_, f_, g_, o_ = (slice(n * H, (n + 1) * H) for n in range(4))
+    # the daily memory's candidate reads write_scale · z_t + w_prev · h_prev (the change): reuse its weights
+    w_z = float(w_ih[g_][0, 0])
+    w_prev = float(w_hh[g_][0, prev])
+    logit = math.log
+
+    def gate_at(block: slice, u: int, slot: int, day: int, both: float, one: float) -> None:
+        """Pre-activation ``both`` when half hour == slot and day == day, ``one`` when only one is, beyond when neither."""
+        a = both - one  # a·[slot] + a·[day] + b: both -> 2a + b, one -> a + b, none -> b
+        w_ih[block][u, hour_col + slot] = a
+        w_ih[block][u, day_col + day] = a
+        b_ih[block][u] = one - a
+
+    for d in range(7):
+        for j in range(steps):
+            u = DAILY_UNITS + steps * d + j
+            for block in (i_, f_, g_, o_):
+                w_ih[block][u] = 0.0
+                w_hh[block][u] = 0.0
+                b_ih[block][u] = 0.0
+                b_hh[block][u] = 0.0
+            write_slot, write_day = (j + 1) % steps, (d + (j + 1) // steps) % 7
+            gate_at(i_, u, write_slot, write_day, logit((1 - decay) / decay), -gate)
+            gate_at(f_, u, write_slot, write_day, logit(decay / (1 - decay)), gate)
+            gate_at(o_, u, j, d, gate, -gate)
+            # candidate: the change just seen minus the daily memory's forecast of it
+            w_ih[g_][u, 0] = w_z
+            w_hh[g_][u, prev] = w_prev
+            # the open daily memory unit holds tanh(C) ≈ C, the mean of tanh(write_scale · change)
+            w_hh[g_][u, :steps] = -1.0
+    lo, hi = DAILY_UNITS, DAILY_UNITS + WEEKLY_UNITS
+    rows = torch.arange(4 * H)[:, None] % H
+    w_hh[:, lo:hi] = torch.where((rows >= lo) & (rows < hi), w_hh[:, lo:hi], torch.zeros_like(w_hh[:, lo:hi]))
+    head = model.head
+    std, out_scale = float(model.pre.std), float(model.out_scale)
+    head.weight.data[0, lo:hi] = std / (write_scale * out_scale)
+    # the forecast starts as the two memories' alone: the other units enter the head as they learn
+    head.weight.data[0, hi:] = 0.0
+    head.bias.data.zero_()
+
+
+def freeze_daily_memory(model: Forecaster, units: int = DAILY_UNITS) -> None:
+    """Keep the first ``units`` hidden units as built: zero their rows' gradients.
+
+    ``units`` = 49 for :func:`init_daily_memory`, 49 + 336 with :func:`init_weekly_memory`.
     The memory's weights are exact to ~1e-2 of a gate's range (the previous reading is held at
-    1/100 scale); the first Adam steps, which move every weight by about the learning rate,
+    2⁻⁷ scale); the first Adam steps, which move every weight by about the learning rate,
     would otherwise wipe it out. The rest of the layer, and the head that reads the memory,
     train as usual.
     """
-    steps = STEPS_PER_DAY
     H = model.hidden_size
-    rows = (torch.arange(4 * H) % H) <= steps  # the memory units and the previous-reading unit
+    rows = (torch.arange(4 * H) % H) < units  # the memory units and the previous-reading unit
     for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
         param = getattr(model.lstm, name)
         mask = (~rows).to(param.dtype).reshape(-1, *([1] * (param.dim() - 1)))

@@ -8,8 +8,11 @@ contract of the service:
   "every row is ``seq`` long");
 * outputs ``y`` float32 ``[batch, seq, 1]``, ``hn``/``cn`` shaped like ``h0``;
 * ``batch`` and ``seq`` dynamic on every input and output;
-* demand scaling, the calendar encoding (sin/cos harmonics of hour and day) and the
-  output scaling inside the graph (real units in and out);
+* demand scaling, the calendar encoding (one-hot half hour and day, or sin/cos harmonics)
+  and the output scaling inside the graph (real units in and out);
+* the LSTM weight matrices stored as float16 and cast to float32 in the graph when the
+  model asks for it (``half_weights``: the default model, whose 416 units would take 3.2 MB
+  in float32);
 * one ONNX ``LSTM`` node per layer, with ``lengths`` wired into its ``sequence_lens``, so
   rows of different lengths in one padded batch each get their own exact final state.
   Outputs at padded positions (``t >= lengths[row]``) are meaningless and must be ignored.
@@ -54,9 +57,12 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     mean = const("scale.mean", np.array(sd["pre.mean"], f32))
     std = const("scale.std", np.array(sd["pre.std"], f32))
     # angles ((value * k) mod period) * 2 pi / period: exact products on the calendar grid
-    day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))  # [K] harmonic numbers
-    day_period = const("cal.day_period", np.array(DAYS_PER_WEEK, f32))
-    day_rad = const("cal.day_rad", np.array(sd["pre.day_rad"], f32))
+    if model.pre.day_onehot:
+        day_slots = const("cal.day_slots", sd["pre.day_slots"].astype(f32))  # [7] days
+    else:
+        day_k = const("cal.day_k", sd["pre.day_k"].astype(f32))  # [K] harmonic numbers
+        day_period = const("cal.day_period", np.array(DAYS_PER_WEEK, f32))
+        day_rad = const("cal.day_rad", np.array(sd["pre.day_rad"], f32))
     if model.pre.hour_onehot:
         hour_slots = const("cal.hour_slots", sd["pre.hour_slots"].astype(f32))  # [48] half hours
     else:
@@ -69,9 +75,11 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     split3 = const("split3", np.array([1, 1, 1], np.int64))
     const("head.W", sd["head.weight"].T.astype(f32))
     const("head.b", sd["head.bias"].astype(f32))
+    # float16 storage halves the file; the LSTM nodes get the float32 cast (exact) of the same values
+    wtype = np.float16 if model.half_weights else f32
     for k in range(L):
-        const(f"lstm{k}.W", _reorder(sd[f"lstm.weight_ih_l{k}"])[None].astype(f32))
-        const(f"lstm{k}.R", _reorder(sd[f"lstm.weight_hh_l{k}"])[None].astype(f32))
+        const(f"lstm{k}.W", _reorder(sd[f"lstm.weight_ih_l{k}"])[None].astype(wtype))
+        const(f"lstm{k}.R", _reorder(sd[f"lstm.weight_hh_l{k}"])[None].astype(wtype))
         b = np.concatenate([_reorder(sd[f"lstm.bias_ih_l{k}"]), _reorder(sd[f"lstm.bias_hh_l{k}"])])
         const(f"lstm{k}.B", b[None].astype(f32))
     default_len = np.array([np.iinfo(np.int32).max], np.int32)
@@ -87,12 +95,22 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
         N("Sub", ["demand", mean], ["demand_c"]),
         N("Div", ["demand_c", std], ["demand_z"]),
-        N("Mul", ["day", day_k], ["day_kx"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
-        N("Mod", ["day_kx", day_period], ["day_m"], fmod=1),
-        N("Mul", ["day_m", day_rad], ["day_a"]),
-        N("Sin", ["day_a"], ["day_sin"]),
-        N("Cos", ["day_a"], ["day_cos"]),
     ]
+    if model.pre.day_onehot:
+        nodes += [
+            N("Equal", ["day", day_slots], ["day_eq"]),  # [batch, seq, 7]: exact on whole days
+            N("Cast", ["day_eq"], ["day_onehot"], to=TensorProto.FLOAT),
+        ]
+        day_feat = ["day_onehot"]
+    else:
+        nodes += [
+            N("Mul", ["day", day_k], ["day_kx"]),  # [batch, seq, 1] * [K] -> [batch, seq, K]
+            N("Mod", ["day_kx", day_period], ["day_m"], fmod=1),
+            N("Mul", ["day_m", day_rad], ["day_a"]),
+            N("Sin", ["day_a"], ["day_sin"]),
+            N("Cos", ["day_a"], ["day_cos"]),
+        ]
+        day_feat = ["day_sin", "day_cos"]
     if model.pre.hour_onehot:
         nodes += [
             N("Equal", ["hour", hour_slots], ["hour_eq"]),  # [batch, seq, 48]: exact on the half-hour grid
@@ -109,7 +127,7 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         ]
         hour_feat = ["hour_sin", "hour_cos"]
     nodes += [
-        N("Concat", ["demand_z", *hour_feat, "day_sin", "day_cos"], ["feat"], axis=2),
+        N("Concat", ["demand_z", *hour_feat, *day_feat], ["feat"], axis=2),
         N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, features]
         # per-row lengths: broadcast to [batch], clip to seq
         N("Shape", ["x"], ["x_shape"]),
@@ -120,13 +138,23 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         N("Min", ["lengths_b", "seq_dim32"], ["seq_lens"]),
     ]
     hn_parts, cn_parts = [], []
+    weights = {}
+    for k in range(L):
+        if model.half_weights:
+            nodes += [
+                N("Cast", [f"lstm{k}.W"], [f"lstm{k}.W32"], to=TensorProto.FLOAT),
+                N("Cast", [f"lstm{k}.R"], [f"lstm{k}.R32"], to=TensorProto.FLOAT),
+            ]
+            weights[k] = (f"lstm{k}.W32", f"lstm{k}.R32")
+        else:
+            weights[k] = (f"lstm{k}.W", f"lstm{k}.R")
     for k in range(L):
         nodes += [
             N("Slice", ["h0", f"idx{k}", f"idx{k + 1}", "axis0"], [f"h0_{k}"]),
             N("Slice", ["c0", f"idx{k}", f"idx{k + 1}", "axis0"], [f"c0_{k}"]),
             N(
                 "LSTM",
-                [f"seq{k}", f"lstm{k}.W", f"lstm{k}.R", f"lstm{k}.B", "seq_lens", f"h0_{k}", f"c0_{k}"],
+                [f"seq{k}", *weights[k], f"lstm{k}.B", "seq_lens", f"h0_{k}", f"c0_{k}"],
                 [f"Y{k}", f"hn_{k}", f"cn_{k}"],
                 hidden_size=H,
                 direction="forward",

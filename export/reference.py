@@ -61,10 +61,11 @@ class ReferenceModel:
     std: float
     hour_k: np.ndarray  # [K] harmonic numbers: k cycles a day (hour of day); empty with hour_slots
     hour_slots: np.ndarray | None  # [48] half hours of a one-hot hour encoding, or None
-    day_k: np.ndarray  # [K] harmonic numbers: k cycles a week (day of week)
+    day_k: np.ndarray  # [K] harmonic numbers: k cycles a week (day of week); empty with day_slots
     skip: float  # y = skip * demand + offset + out_scale * head(h)
     offset: float
     out_scale: float
+    day_slots: np.ndarray | None = None  # [7] days of a one-hot day encoding, or None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -72,16 +73,20 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def preprocess(x: np.ndarray, model: ReferenceModel) -> np.ndarray:
-    """Real units ``[demand, hour, day]`` -> ``[z, one-hot half hour | sin k·h, cos k·h, sin k·d, cos k·d]``."""
+    """Real units ``[demand, hour, day]`` -> ``[z, one-hot half hour | sin k·h, cos k·h, one-hot day | sin k·d, cos k·d]``."""
     x = np.asarray(x, np.float64)
     if model.hour_slots is not None:
         hour = [(x[..., 1:2] == model.hour_slots).astype(np.float64)]
     else:
         ha = np.fmod(x[..., 1:2] * model.hour_k, 24.0) * (2 * math.pi / 24.0)
         hour = [np.sin(ha), np.cos(ha)]
-    da = np.fmod(x[..., 2:3] * model.day_k, 7.0) * (2 * math.pi / 7.0)
+    if model.day_slots is not None:
+        day = [(x[..., 2:3] == model.day_slots).astype(np.float64)]
+    else:
+        da = np.fmod(x[..., 2:3] * model.day_k, 7.0) * (2 * math.pi / 7.0)
+        day = [np.sin(da), np.cos(da)]
     z = (x[..., 0:1] - model.mean) / model.std
-    return np.concatenate([z, *hour, np.sin(da), np.cos(da)], axis=-1)
+    return np.concatenate([z, *hour, *day], axis=-1)
 
 
 def cell(w: LayerWeights, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,10 +159,11 @@ def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceM
         std=float(state_dict["pre.std"]),
         hour_k=np.asarray(state_dict.get("pre.hour_k", []), np.float64),
         hour_slots=_optional(state_dict.get("pre.hour_slots")),
-        day_k=np.asarray(state_dict["pre.day_k"], np.float64),
+        day_k=np.asarray(state_dict.get("pre.day_k", []), np.float64),
         skip=float(state_dict["skip"]),
         offset=float(state_dict["offset"]),
         out_scale=float(state_dict["out_scale"]),
+        day_slots=_optional(state_dict.get("pre.day_slots")),
     )
 
 
@@ -183,8 +189,9 @@ def from_onnx(initializers: dict[str, np.ndarray], num_layers: int) -> Reference
         std=float(initializers["scale.std"]),
         hour_k=np.asarray(initializers.get("cal.hour_k", []), np.float64).reshape(-1),
         hour_slots=_optional(initializers.get("cal.hour_slots")),
-        day_k=np.asarray(initializers["cal.day_k"], np.float64).reshape(-1),
+        day_k=np.asarray(initializers.get("cal.day_k", []), np.float64).reshape(-1),
         skip=float(initializers["head.skip"]),
         offset=float(initializers["head.offset"]),
         out_scale=float(initializers["head.scale"]),
+        day_slots=_optional(initializers.get("cal.day_slots")),
     )

@@ -28,6 +28,9 @@ from export.data import (
     load,
 )
 
+DAILY_UNITS = STEPS_PER_DAY + 1  # as export.model (imported without torch here)
+WEEKLY_UNITS = STEPS_PER_WEEK
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.train", description=__doc__)
@@ -35,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--name", default="demand", help="model name in the repository")
     p.add_argument("--version", default="1", help="model version (a positive integer)")
     p.add_argument("--models", type=Path, default=Path("models"), help="model repository root")
-    p.add_argument("--hidden", type=int, default=128, help="LSTM hidden size (of each ensemble member)")
+    p.add_argument("--hidden", type=int, default=416, help="LSTM hidden size (of each ensemble member)")
     p.add_argument("--layers", type=int, default=1, help="number of stacked LSTM layers")
     p.add_argument(
         "--ensemble", type=int, default=1, help="members trained from successive seeds, averaged in one graph"
@@ -47,7 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the hour of day as a one-hot of the 48 half hours, or as --hour-harmonics sin/cos pairs",
     )
     p.add_argument("--hour-harmonics", type=int, default=4, help="sin/cos pairs of the hour of day (harmonics)")
-    p.add_argument("--day-harmonics", type=int, default=3, help="sin/cos pairs of the day of week")
+    p.add_argument("--day-harmonics", type=int, default=3, help="sin/cos pairs of the day of week (harmonics)")
+    p.add_argument(
+        "--day-encoding",
+        choices=("onehot", "harmonics"),
+        default="onehot",
+        help="the day of week as a one-hot of the 7 days, or as --day-harmonics sin/cos pairs",
+    )
     p.add_argument(
         "--residual",
         action=argparse.BooleanOptionalAction,
@@ -62,13 +71,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start layer 0 with a by-time-of-day memory of the half-hourly changes that forgets at this rate "
         "per day (0: no memory; needs --residual and --hour-encoding onehot)",
     )
-    p.add_argument("--window", type=int, default=2 * STEPS_PER_WEEK, help="training window (steps)")
-    p.add_argument("--burn-in", type=int, default=5 * STEPS_PER_DAY, help="steps of each window not scored")
-    p.add_argument("--stride", type=int, default=24, help="step between training window starts")
+    p.add_argument(
+        "--weekly-memory",
+        type=float,
+        default=0.7,
+        metavar="DECAY",
+        help="add a memory, by half hour of the week, of what the daily memory missed, that forgets at this rate "
+        "per week (0: none; needs --daily-memory and --hidden >= 385)",
+    )
+    p.add_argument(
+        "--half-weights",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store the LSTM weight matrices as float16 in the ONNX graph (the torch weights are rounded to them)",
+    )
+    p.add_argument(
+        "--warm-windows",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start each training window from the state of a stateful run over the series (memories full) "
+        "instead of zeros; windows start after the first two weeks",
+    )
+    p.add_argument(
+        "--warm-from",
+        type=int,
+        default=2,
+        metavar="WEEKS",
+        help="with --warm-windows, the first training window starts after this many weeks of the series",
+    )
+    p.add_argument("--window", type=int, default=2 * STEPS_PER_DAY, help="training window (steps)")
+    p.add_argument("--burn-in", type=int, default=STEPS_PER_DAY // 2, help="steps of each window not scored")
+    p.add_argument("--stride", type=int, default=12, help="step between training window starts")
     p.add_argument("--batch", type=int, default=16, help="windows per optimiser step")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
+    p.add_argument(
+        "--loss",
+        choices=("mse", "mae"),
+        default="mse",
+        help="training loss and early-stopping criterion (scaled units): mean squared or mean absolute error",
+    )
     p.add_argument("--epochs", type=int, default=300, help="maximum epochs")
     p.add_argument("--patience", type=int, default=20, help="epochs without validation gain before stopping")
+    p.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="after early stopping on validation, train again from the same start on train + validation "
+        "for the selected number of epochs, and export that model",
+    )
+    p.add_argument(
+        "--refit-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip the selection run: train on train + validation for N epochs (no out-of-sample validation MAE)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps runs bit-identical)")
     p.add_argument(
@@ -92,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         if getattr(args, field) <= 0:
             p.error(f"--{field.replace('_', '-')} must be positive, got {getattr(args, field)}")
+    if args.refit_epochs is not None and args.refit_epochs <= 0:
+        p.error(f"--refit-epochs must be positive, got {args.refit_epochs}")
     if args.patience < 0 or args.burn_in < 0 or args.burn_in >= args.window:
         p.error("--patience must be >= 0 and --burn-in must lie in [0, --window)")
     if args.lr <= 0:
@@ -101,6 +160,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
         if not args.residual or args.hour_encoding != "onehot" or args.hidden <= STEPS_PER_DAY:
             p.error(f"--daily-memory needs --residual, --hour-encoding onehot and --hidden > {STEPS_PER_DAY}")
+    if args.weekly_memory:
+        if not 0 < args.weekly_memory < 1:
+            p.error(f"--weekly-memory must lie in (0, 1), got {args.weekly_memory}")
+        if not args.daily_memory or args.hidden < DAILY_UNITS + WEEKLY_UNITS or args.day_encoding != "onehot":
+            p.error(
+                f"--weekly-memory needs --daily-memory, --hidden >= {DAILY_UNITS + WEEKLY_UNITS} "
+                "and --day-encoding onehot"
+            )
     if not args.version.isdigit() or int(args.version) < 1:
         p.error(f"--version must be a positive integer, got {args.version!r}")
     return args
@@ -117,6 +184,27 @@ def run_full(model: Any, inputs: np.ndarray) -> np.ndarray:
     return ys[0, :, 0].numpy()
 
 
+def stream_states(model: Any, inputs: np.ndarray, stride: int) -> tuple[Any, Any]:
+    """The model's state ``(h, C)`` run statefully from zero over ``inputs``, before every ``stride``-th step.
+
+    ``h[:, n]`` is the state before input ``n * stride``: a training window starting there starts
+    from what a streaming client's state would be (the memories full), not from zeros.
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    hs, cs = [], []
+    with torch.no_grad():
+        h, c = model.zero_state(1)
+        for lo in range(0, len(inputs), stride):
+            hs.append(h)
+            cs.append(c)
+            _, h, c = model.forward_scaled(torch.from_numpy(inputs[None, lo : lo + stride]), h, c)
+    model.train(was_training)
+    return torch.cat(hs, dim=1), torch.cat(cs, dim=1)
+
+
 HYPERPARAMETERS = (
     "hidden",
     "layers",
@@ -124,6 +212,7 @@ HYPERPARAMETERS = (
     "hour_encoding",
     "hour_harmonics",
     "day_harmonics",
+    "day_encoding",
     "residual",
     "daily_memory",
     "window",
@@ -131,20 +220,42 @@ HYPERPARAMETERS = (
     "stride",
     "batch",
     "lr",
+    "loss",
     "epochs",
     "patience",
+    "refit",
+    "refit_epochs",
+    "weekly_memory",
+    "half_weights",
+    "warm_windows",
+    "warm_from",
 )
 
 
-def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target_z: np.ndarray) -> dict[str, Any]:
-    """Train one member from ``seed``; leaves ``model`` at its best validation epoch."""
+def _fit(
+    model: Any,
+    args: argparse.Namespace,
+    series: Series,
+    seed: int,
+    target_z: np.ndarray,
+    refit_epochs: int | None = None,
+) -> dict[str, Any]:
+    """Train one member from ``seed``; leaves ``model`` at its best validation epoch.
+
+    With ``refit_epochs`` the windows come from train + validation and the model trains for
+    exactly that many epochs and keeps its last weights (the validation loss it reports is
+    then in-sample, not a selection criterion).
+    """
     import torch
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     inputs = series.features[:-1]  # input t predicts target t + 1
-    # a window starting at s uses inputs s .. s+W-1 and targets s+1 .. s+W, all in train
-    starts = np.arange(0, series.train_end - 1 - args.window + 1, args.stride)
+    # a window starting at s uses inputs s .. s+W-1 and targets s+1 .. s+W, all in the fitted part
+    fit_end = series.train_end if refit_epochs is None else series.val_end
+    starts = np.arange(0, fit_end - 1 - args.window + 1, args.stride)
+    if args.warm_windows:
+        starts = starts[starts >= args.warm_from * STEPS_PER_WEEK]
     if len(starts) == 0:
         raise DatasetError("the training part is shorter than one --window")
     val_lo, val_hi = series.train_end - 1, series.val_end - 1  # target rows t+1 in validation
@@ -155,8 +266,12 @@ def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target
     best_val_mae = float("nan")
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(1, args.epochs + 1), desc=f"training seed {seed}", unit="epoch", file=sys.stderr)
+    epochs = args.epochs if refit_epochs is None else refit_epochs
+    desc = f"training seed {seed}" if refit_epochs is None else f"refit seed {seed} on train + validation"
+    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", file=sys.stderr)
     for epoch in bar:
+        if args.warm_windows:
+            warm_h, warm_c = stream_states(model, inputs[: fit_end - 1], args.stride)
         model.train()
         order = rng.permutation(starts)
         losses = []
@@ -164,9 +279,14 @@ def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target
             idx = order[b : b + args.batch, None] + np.arange(args.window)[None]
             x = torch.from_numpy(inputs[idx])
             y = torch.from_numpy(target_z[idx])
-            h0, c0 = model.zero_state(len(idx))
+            if args.warm_windows:
+                chunk = torch.from_numpy(order[b : b + args.batch] // args.stride)
+                h0, c0 = warm_h[:, chunk], warm_c[:, chunk]
+            else:
+                h0, c0 = model.zero_state(len(idx))
             pred, _, _ = model.forward_scaled(x, h0, c0)
-            loss = torch.mean((pred[:, args.burn_in :, 0] - y[:, args.burn_in :]) ** 2)
+            err = pred[:, args.burn_in :, 0] - y[:, args.burn_in :]
+            loss = torch.mean(err.abs()) if args.loss == "mae" else torch.mean(err**2)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -175,16 +295,16 @@ def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target
         model.eval()
         pred = run_full(model, inputs[:val_hi])
         val_err = pred[val_lo:val_hi] - target_z[val_lo:val_hi]
-        val_loss = float(np.mean(val_err**2))
+        val_loss = float(np.mean(np.abs(val_err))) if args.loss == "mae" else float(np.mean(val_err**2))
         val_mae = float(np.mean(np.abs(val_err))) * out_scale
         history.append(
             {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_mae_mw": val_mae}
         )
-        if val_loss < best[0]:
+        if val_loss < best[0] or refit_epochs is not None:
             best = (val_loss, epoch, {k: v.clone() for k, v in model.state_dict().items()})
             best_val_mae = val_mae
         bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{val_loss:.4f}", best=best[1])
-        if epoch - best[1] >= args.patience:
+        if refit_epochs is None and epoch - best[1] >= args.patience:
             break
     bar.close()
     model.load_state_dict(best[2])
@@ -192,7 +312,7 @@ def _fit(model: Any, args: argparse.Namespace, series: Series, seed: int, target
         "seed": seed,
         "epochs_run": len(history),
         "best_epoch": best[1],
-        "best_val_mse_scaled": best[0],
+        "best_val_loss_scaled": best[0],
         "best_val_mae_mw": best_val_mae,
         "seconds": round(time.perf_counter() - t0, 1),
         "history": history,
@@ -203,7 +323,7 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
     """Train ``--ensemble`` members from seeds ``--seed``, ``--seed + 1``, ... and merge them."""
     import torch
 
-    from export.model import Forecaster, ensemble, freeze_daily_memory, init_daily_memory
+    from export.model import Forecaster, ensemble, freeze_daily_memory, init_daily_memory, init_weekly_memory
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(args.threads)
@@ -225,10 +345,18 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
             residual=args.residual,
             out_scale=out_scale,
             hour_onehot=args.hour_encoding == "onehot",
+            half_weights=args.half_weights,
+            day_onehot=args.day_encoding == "onehot",
         )
         if args.daily_memory:
             init_daily_memory(model, decay=args.daily_memory)
-            freeze_daily_memory(model)
+            units = DAILY_UNITS
+            if args.weekly_memory:
+                init_weekly_memory(model, decay=args.weekly_memory)
+                units += WEEKLY_UNITS
+            freeze_daily_memory(model, units)
+        if args.half_weights:
+            model.round_weights_to_half()
         return model
 
     seeds = [args.seed + j for j in range(args.ensemble)]
@@ -241,22 +369,46 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
     target_z = ((series.values[1:] - base) / out_scale).astype(np.float32)
     t0 = time.perf_counter()
     members, runs = [], []
+    refits: list[dict[str, Any]] = []
+    val_lo, val_hi = series.train_end - 1, series.val_end - 1
+    selected_val: list[np.ndarray] = []
     for seed in seeds:
         model = member(seed)
-        runs.append(_fit(model, args, series, seed, target_z))
+        if args.refit_epochs is None:
+            runs.append(_fit(model, args, series, seed, target_z))
+            if args.half_weights:
+                model.round_weights_to_half()
+            selected_val.append(run_full(model.eval(), series.features[:val_hi]))
+            epochs = runs[-1]["best_epoch"]
+        else:
+            epochs = args.refit_epochs
+        if args.refit or args.refit_epochs is not None:
+            model = member(seed)  # the same start, now trained on train + validation
+            refits.append(_fit(model, args, series, seed, target_z, refit_epochs=epochs))
+        if args.half_weights:
+            model.round_weights_to_half()  # what the graph stores
         members.append(model.eval())
     merged = members[0] if len(members) == 1 else ensemble(members)
-    val_lo, val_hi = series.train_end - 1, series.val_end - 1
+    # validation MAE of the selection run(s) (trained on train only): the out-of-sample figure;
+    # after a refit on train + validation the exported model's own validation MAE is in-sample
+    if selected_val:
+        val_pred = np.mean(selected_val, axis=0)
+        val_mae = float(np.mean(np.abs(val_pred[val_lo:val_hi] - target_z[val_lo:val_hi]))) * out_scale
+    else:
+        val_mae = float("nan")
     pred = run_full(merged, series.features[:val_hi])
-    val_mae = float(np.mean(np.abs(pred[val_lo:val_hi] - target_z[val_lo:val_hi]))) * out_scale
+    final_val_mae = float(np.mean(np.abs(pred[val_lo:val_hi] - target_z[val_lo:val_hi]))) * out_scale
     info.update(
         trained=True,
-        epochs_run=sum(r["epochs_run"] for r in runs),
-        best_epoch=[r["best_epoch"] for r in runs] if len(runs) > 1 else runs[0]["best_epoch"],
+        epochs_run=sum(r["epochs_run"] for r in runs + refits),
+        best_epoch=[r["best_epoch"] for r in runs] if len(runs) > 1 else (runs[0]["best_epoch"] if runs else None),
         val_mae_mw=val_mae,
+        refit_on_train_and_validation=bool(refits),
+        exported_val_mae_mw_in_sample=final_val_mae if refits else None,
+        refits=[{k: v for k, v in r.items() if k != "history"} for r in refits],
         seconds=round(time.perf_counter() - t0, 1),
         members=[{k: v for k, v in r.items() if k != "history"} for r in runs],
-        history=[r["history"] for r in runs],
+        history=[r["history"] for r in runs + refits],
         hyperparameters={k: getattr(args, k) for k in HYPERPARAMETERS},
     )
     return merged, info

@@ -32,6 +32,10 @@ def _run(*args: str):
         (["--hidden", "32"], "--daily-memory needs --residual, --hour-encoding onehot and --hidden > 48"),
         (["--hour-encoding", "harmonics"], "--daily-memory needs"),
         (["--no-residual"], "--daily-memory needs --residual"),
+        (["--weekly-memory", "1.5"], "--weekly-memory must lie in (0, 1)"),
+        (["--hidden", "300"], "--weekly-memory needs --daily-memory, --hidden >= 385"),
+        (["--day-encoding", "harmonics"], "--weekly-memory needs"),
+        (["--refit-epochs", "0"], "--refit-epochs must be positive"),
     ],
 )
 def test_bad_configuration_is_a_message(args, message, tmp_path):
@@ -59,7 +63,8 @@ def test_split_is_chronological_and_scaling_uses_train_only(default_model_dir):
 
 
 def test_short_training_run_writes_a_complete_model(tmp_path):
-    out = _run("--models", str(tmp_path), "--epochs", "2", "--hidden", "52", "--ensemble", "2", "--no-plots")
+    args = ["--epochs", "2", "--hidden", "52", "--weekly-memory", "0", "--ensemble", "2", "--no-plots"]
+    out = _run("--models", str(tmp_path), *args)
     assert out.returncode == 0, out.stderr
     d = tmp_path / "demand" / "1"
     card = json.loads((d / "model.json").read_text())
