@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.metrics import Metrics
@@ -40,7 +42,7 @@ async def per_session(store, n: int, settings: Settings, step: bool) -> dict:
         ids.append((await dp.sessions.create("demand")).id)
     if step:  # one step each, so every session also holds its last reply for retries
         for sid in ids:
-            await dp.sessions.step(sid, [[30000.0, 1.0, 1.0]], 0)
+            await dp.sessions.step(sid, np.asarray([[30000.0, 1.0, 1.0]], np.float32), 0)
     gc.collect()
     after = rss() if isinstance(store, MemoryStore) else int((await store._r.info("memory"))["used_memory"])
     await dp.stop()

@@ -177,31 +177,95 @@ def hot_targets(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return rows
 
 
-WHY_MISSED = {
-    "chunked": (
-        "**Chunked streams.** The ceiling is onnxruntime on one core (1.3 M row-steps/s at batch 64 × 64 steps). "
-        "The server spends its other core's time per request on HTTP parsing, JSON (192 numbers in, 64 out) and "
-        "batching (`server CPU ms / 1000 req` above), and the load generator needs a share of the same two cores; "
-        "profiled, JSON parsing is the top frame and onnxruntime takes under a third of the server's CPU. "
-        "What would fix it: "
-        "binary bodies for chunks (the v2 binary tensor extension or WebSocket binary frames skip JSON), and more "
-        "cores (onnxruntime and the event loop each want one; `LSTM_INFERENCE_WORKERS=2` needs a third). See "
-        "`docs/performance.md`."
-    ),
-    "hidden-512": (
-        "**Hidden-512 p99.** Throughput is far past the target; the tail comes from the two cores being shared by "
-        "the load generator, the event loop and onnxruntime (1.8 ms per batch of 64): a request that arrives just "
-        "after a batch left waits for it and the next. Python's garbage collector added 40-50 ms pauses until it "
-        "was tuned (`LSTM_GC_GEN0_THRESHOLD`, see `docs/performance.md`)."
-    ),
-    "WebSocket": (
-        "**WebSocket.** Measured with 32 readings in flight per stream (frames queued behind each other run as "
-        "one step). A WebSocket step costs the server ~25 ms of CPU per 1,000 against ~90 for REST (3.6× less), but "
-        "at ~50,000 steps/s the server (~1.2 cores) and the load generator (the rest) saturate the two cores "
-        "between them. Across full runs the ratio moved with the REST figure (4.77× when REST measured 11,200 "
-        "steps/s, 3.56× at 13,800). What would settle it: the load generator on cores of its own (or in C)."
-    ),
-}
+def hot_why(data: dict[str, Any]) -> list[str]:
+    """Why missed hot-route targets were missed, from the run's own figures."""
+    R = data["results"]
+    n64 = _find(R, model="default", scenario="naive", concurrency=64)
+    if not n64:
+        return []
+    span = data["seconds_per_run"] + data.get("warmup_s", 3.0 if data["mode"] == "full" else 1.0)
+    lines = []
+    for scen, want in (("rest-step", 3.5), ("v2-json", 3.0), ("v2-binary", 3.0), ("ws", 12.0)):
+        r = _find(R, model="default", scenario=scen, concurrency=64)
+        if not r or r["steps_per_s"] / n64["steps_per_s"] >= want:
+            continue
+        cores = r["server_cpu_s"] / span
+        client = r.get("client_cpu_s", 0.0) / data["seconds_per_run"]
+        need = 1e6 * cores / (want * n64["steps_per_s"])
+        lines.append(
+            f"* **{scen}**: {r['steps_per_s']:.0f} steps/s at {r['server_cpu_ms_per_1000']:.0f} µs of server CPU each;"
+            f" the service process was busy {cores:.2f} cores and the load generator {client:.2f}. At that"
+            f" occupancy, {want:g}× naive needs ≤ {need:.0f} µs per step."
+        )
+    if not lines:
+        return []
+    return [
+        "**Why the missed hot-route targets were missed.** The service is one Python process: one event loop does"
+        " the HTTP parsing, routing, decoding, batching and encoding of every request, so its throughput is one core"
+        " divided by its CPU per request (onnxruntime runs off the loop for batches big enough to be worth it). Per"
+        " route, from this run:",
+        "",
+        *lines,
+        "",
+        "Where a v1 step's CPU goes (in-process, `python -m bench.route_cost --streams 32`, which also times the step"
+        " through fewer layers; figures in `docs/performance.md`): about a third in the data plane (lock, batcher,"
+        " store, onnxruntime's share), about a third in the endpoint's decode and encode and Starlette's request and"
+        " response objects, and the rest in the middleware (access log and metrics, body limit, error handling) and,"
+        " outside the ASGI app, uvicorn's HTTP protocol. What would close the gap: less Python per request (an HTTP front end outside Python, or"
+        " requests that carry several readings: the chunked and WebSocket rows), and more cores for the front end"
+        " (`LSTM_WORKERS` over Redis; `docs/service.md`). The load generator is Python too and shares the two cores.",
+    ]
+
+
+def _raw(data: dict[str, Any], model: str, batch: int, seq: int) -> dict[str, Any] | None:
+    return next((r for r in data["raw_ort"] if r["model"] == model and r["batch"] == batch and r["seq"] == seq), None)
+
+
+def why_chunked(data: dict[str, Any]) -> str:
+    raw = _raw(data, "default", 64, 64)
+    ch = _find(data["results"], model="default", scenario="chunked", concurrency=64)
+    if not (raw and ch):
+        return ""
+    return (
+        f"**Chunked streams.** The ceiling is onnxruntime on one core ({raw['row_steps_per_s']:,.0f} row-steps/s at"
+        f" batch 64 × 64 steps). The server spent {ch['server_cpu_ms_per_1000']:.0f} µs of CPU per request (HTTP,"
+        " JSON of 192 numbers in and 64 out, batching) on the event loop's core, and the load generator needs a share"
+        " of the same two cores. Binary bodies (v2 binary tensors, WebSocket binary frames) skip the JSON; a second"
+        " onnxruntime worker (`LSTM_INFERENCE_WORKERS=2`) would need a third core."
+    )
+
+
+def why_big(data: dict[str, Any]) -> str:
+    raw = _raw(data, "hidden512", 64, 1)
+    if not raw:
+        return ""
+    return (
+        "**Hidden-512 p99.** Throughput is far past the target; the tail comes from the two cores being shared by the"
+        f" load generator, the event loop and onnxruntime ({raw['ms_per_call']:.1f} ms per batch of 64 here): a request"
+        " that arrives just after a batch left waits for it and the next. Python's garbage collector added 40-50 ms"
+        " pauses until it was tuned (`LSTM_GC_GEN0_THRESHOLD`, see `docs/performance.md`)."
+    )
+
+
+def why_websocket(data: dict[str, Any]) -> str:
+    R = data["results"]
+    ws, rest = (_find(R, model="default", scenario=s, concurrency=64) for s in ("ws", "rest-step"))
+    if not (ws and rest):
+        return ""
+    span = data["seconds_per_run"] + data.get("warmup_s", 3.0 if data["mode"] == "full" else 1.0)
+    return (
+        "**WebSocket.** Measured with 32 readings in flight per stream (frames queued behind each other run as one"
+        f" step). A WebSocket step cost the server {ws['server_cpu_ms_per_1000']:.0f} µs of CPU against"
+        f" {rest['server_cpu_ms_per_1000']:.0f} for a REST step"
+        f" ({rest['server_cpu_ms_per_1000'] / ws['server_cpu_ms_per_1000']:.1f}× less), but at"
+        f" {ws['steps_per_s']:,.0f} steps/s the service ({ws['server_cpu_s'] / span:.2f} cores) and the load generator"
+        f" ({ws.get('client_cpu_s', 0.0) / data['seconds_per_run']:.2f} cores) share the two cores, and onnxruntime's"
+        " batches (off the event loop) take their share. What would settle it: the load generator on cores of its"
+        " own (or in C)."
+    )
+
+
+WHY_MISSED = {"chunked": why_chunked, "hidden-512": why_big, "WebSocket": why_websocket}
 
 
 def plots(data: dict[str, Any], out: Path) -> list[str]:
@@ -346,14 +410,15 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "|---|---|---|",
     ]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in hot_targets(data)]
-    if data.get("hot_note"):
-        lines += ["", data["hot_note"]]
+    why = hot_why(data)
+    if why:
+        lines += ["", *why]
     missed = [t for t, _, _, ok in targets(data) if not ok]
     if missed:
         lines += ["", "## Missed targets: why, and what would fix them", ""]
         for key, why in WHY_MISSED.items():
-            if any(key in t for t in missed):
-                lines += [why, ""]
+            if any(key in t for t in missed) and (text := why(data)):
+                lines += [text, ""]
     lines += [
         "",
         "## All points",
@@ -389,10 +454,13 @@ def write_report(data: dict[str, Any], out: Path) -> None:
     for k, v in data["memory"].items():
         if "bytes_per_session" in v:
             lines.append(f"| {k} | {v['sessions']} | {v['bytes_per_session']:.0f} | {v['state_bytes']} |")
+        else:
+            lines.append(f"| {k} | failed: {'; '.join(v.get('failed', ['?']))} | | |")
     lines += [
         "",
         "`memory`: sessions created, never stepped (RSS growth). `memory_stepped`: after one step each, so each also",
-        "keeps its last reply for idempotent retries. `redis`: Redis `used_memory` growth per stepped session.",
+        "keeps its last reply for idempotent retries. `redis`: Redis `used_memory` growth per stepped session."
+        + (f" {data['memory_note']}" if data.get("memory_note") else ""),
         "",
     ]
     lines += [f"![{p}]({p})" for p in pics]

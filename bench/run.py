@@ -179,6 +179,7 @@ def run_all(full: bool) -> dict[str, Any]:
         "mode": "full" if full else "quick",
         "machine": machine(),
         "seconds_per_run": seconds,
+        "warmup_s": warmup,
         "repeats": repeats,
     }
 
