@@ -75,7 +75,7 @@ def measure(seconds: float, warmup: float) -> tuple[list[dict[str, Any]], float]
         with serve(kind, DEFAULT) as p:
             for k, scenario, c, extra in PLAN:
                 if k == kind:
-                    r = load(p, scenario, c, seconds, warmup, 64, extra)
+                    r = load(p, scenario, c, seconds, warmup, DEFAULT, extra)
                     r["server"] = kind
                     results.append(r)
             if kind == "service":
@@ -106,7 +106,7 @@ def section(data: dict[str, Any]) -> str:
             steps = max(1.0, r["steps_per_s"] * r["duration_s"])
             rows.append(
                 f"| {names[scenario]} | {c} | {r['steps_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
-                f"| {1e6 * r['server_cpu_s'] / steps:.0f} | {1e6 * r['client_cpu_s'] / steps:.0f} |"
+                f"| {r['server_cpu_ms_per_1000']:.0f} | {1e6 * r['client_cpu_s'] / steps:.0f} |"
             )
     ratios = []
     for a, b, c in (
@@ -128,8 +128,7 @@ def section(data: dict[str, Any]) -> str:
             "",
             f"`python -m bench.grpc_compare` ({data['seconds']:g} s per point after {data['warmup']:g} s warm-up, one "
             f"run each; {data['machine']}; {data['note']}). Server CPU is the service process's user + system time "
-            "over the run divided by the steps answered (it includes the warm-up's share, so it is an upper bound); "
-            "client CPU is the load generator's. All points come from the same run.",
+            "over the run, scaled to the measured window, per step answered; client CPU is the load generator's. All points come from the same run.",
             "",
             *rows,
             "",

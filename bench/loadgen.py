@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -210,8 +211,9 @@ async def ws_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asynci
     ws.w.close()
 
 
-def infer_request(model: str, seq_id: int, first: bool, x: np.ndarray) -> bytes:
-    """A serialized ModelInferRequest: one step of a sequence, raw tensor, only ``y`` back."""
+def infer_request(model: str, seq_id: int, first: bool, x: np.ndarray, last: bool = False) -> bytes:
+    """A serialized ModelInferRequest: one step of a sequence, raw tensor, only ``y`` back;
+    ``last`` ends the sequence (a server with sequence slots, as Triton's, frees its slot)."""
     from tritonclient.grpc import service_pb2 as pb
 
     r = pb.ModelInferRequest(model_name=model)
@@ -221,6 +223,8 @@ def infer_request(model: str, seq_id: int, first: bool, x: np.ndarray) -> bytes:
     r.parameters["sequence_id"].int64_param = seq_id
     if first:
         r.parameters["sequence_start"].bool_param = True
+    if last:
+        r.parameters["sequence_end"].bool_param = True
     return r.SerializeToString()
 
 
@@ -243,6 +247,11 @@ async def grpc_unary_worker(args: argparse.Namespace, k: int, stats: Stats, stop
                 st = 1000 + e.code().value[0]
             stats.add(time.perf_counter() - t0, st, 1)
             t, first = t + 1, False
+        if not first:  # end the sequence (not counted)
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await call(
+                    infer_request(args.model, 20_000 + k, False, np.asarray([[reading(t)]]), last=True), timeout=30
+                )
 
 
 async def grpc_stream_worker(args: argparse.Namespace, k: int, stats: Stats, stop: asyncio.Event) -> None:
@@ -261,6 +270,9 @@ async def grpc_stream_worker(args: argparse.Namespace, k: int, stats: Stats, sto
             t0 = sent.popleft()
             # field 1 (error_message) first means an error reply; a reply starts with field 2
             stats.add(time.perf_counter() - t0, 400 if msg[:1] == b"\n" else 200, 1)
+        if not first:  # end the sequence (not counted)
+            await call.write(infer_request(args.model, 30_000 + k, False, np.asarray([[reading(t)]]), last=True))
+            await asyncio.wait_for(call.read(), 30)
         await call.done_writing()
 
 

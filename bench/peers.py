@@ -32,6 +32,7 @@ from bench.triton_peer import check as triton_check
 from bench.triton_peer import serve_triton
 from harness.procs import free_port
 from harness.redis import RedisServer
+from harness.reference import model_shape
 
 LOADGEN = [sys.executable, "-m", "bench.loadgen"]
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
@@ -61,13 +62,61 @@ def peers(redis_url: str) -> dict[str, Callable[[], AbstractContextManager[Proc]
 
 
 def plan() -> list[tuple[str, int]]:
-    return [("v2-json", 1), ("v2-json", 32), ("v2-json", 64), ("v2-binary", 32)]
+    return [
+        ("v2-json", 1),
+        ("v2-json", 32),
+        ("v2-json", 64),
+        ("v2-binary", 32),
+        ("grpc-unary", 32),
+        ("grpc-stream", 64),
+        ("rest-step", 32),
+        ("ws", 64),
+    ]
+
+
+# who runs what beyond v2 JSON and binary: unary gRPC on ours and Triton's sequence batcher
+# (oldest); v1 steps, WebSocket and gRPC streaming on ours, against Triton's best path (this
+# Triton build's ModelStreamInfer crashed -- SIGSEGV in TRITONBACKEND_RequestRelease -- with 64
+# streams, and with 32 streams of 8 in flight on the second run in a row)
+ONLY = {
+    "grpc-unary": ("ours (memory, 1 process)", "Triton (oldest, 1 instance)"),
+    "grpc-stream": ("ours (memory, 1 process)",),
+    "rest-step": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
+    "ws": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
+}
+WINDOW = {"ws": 32, "grpc-stream": 32}  # readings in flight per stream
+
+
+def runs_on(peer: str, scenario: str) -> str | None:
+    """The scenario ``peer`` runs for a point of the plan (None: it sits this one out)."""
+    if peer.startswith("naive"):
+        return "naive" if scenario == "v2-json" else None
+    if scenario in ONLY:
+        return scenario if peer in ONLY[scenario] else None
+    return scenario
 
 
 def load(p: Proc, scenario: str, c: int, seconds: float, warmup: float) -> dict[str, Any]:
     cpu0 = p.cpu_seconds()
+    url = p.grpc if scenario.startswith("grpc") else p.url
+    window = ["--window", str(WINDOW[scenario])] if scenario in WINDOW else []
+    layers, hidden = model_shape(DEFAULT_MODEL_DIR)  # the naive client carries the state: its shape
+    window += ["--layers", str(layers), "--hidden", str(hidden)]
     out = subprocess.run(
-        [*LOADGEN, "--url", p.url, "--scenario", scenario, "-c", str(c), "-d", str(seconds), "--warmup", str(warmup)],
+        [
+            *LOADGEN,
+            "--url",
+            url,
+            "--scenario",
+            scenario,
+            "-c",
+            str(c),
+            "-d",
+            str(seconds),
+            "--warmup",
+            str(warmup),
+            *window,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -78,7 +127,7 @@ def load(p: Proc, scenario: str, c: int, seconds: float, warmup: float) -> dict[
     r = json.loads(out.stdout.strip().splitlines()[-1])
     # the CPU of the whole run (warm-up and the sequences' END included) per measured request
     r["server_cpu_s"] = p.cpu_seconds() - cpu0
-    r["server_cpu_ms_per_req"] = 1000 * r["server_cpu_s"] / max(1e-9, r["req_per_s"] * (seconds + warmup))
+    r["server_cpu_ms_per_req"] = 1000 * r["server_cpu_s"] / max(1e-9, r["steps_per_s"] * (seconds + warmup))
     r["server_cores"] = r["server_cpu_s"] / (seconds + warmup)
     return r
 
@@ -97,8 +146,8 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
         for _ in range(repeats):
             for scenario, c in plan():
                 for name, p in procs.items():
-                    sc = "naive" if name.startswith("naive") else scenario
-                    if sc == "naive" and scenario != "v2-json":
+                    sc = runs_on(name, scenario)
+                    if sc is None:
                         continue
                     r = load(p, sc, c, seconds, warmup)
                     runs.setdefault((name, sc, c), []).append(r)
@@ -130,6 +179,30 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
     }
 
 
+def ahead_of_triton(R: list[dict[str, Any]]) -> list[str]:
+    """Rows: our v1 steps, WebSocket and gRPC streaming against Triton's best path in the run
+    (its highest steps/s over every scenario and concurrency it ran)."""
+    tri = [r for r in R if r["peer"].startswith("Triton")]
+    if not tri:
+        return []
+    best = max(tri, key=lambda r: r["steps_per_s"])
+    rows = []
+    for sc, c in (("rest-step", 32), ("ws", 64), ("grpc-stream", 64)):
+        ours = max(
+            (r for r in R if r["peer"].startswith("ours") and r["scenario"] == sc and r["concurrency"] == c),
+            key=lambda r: r["steps_per_s"],
+            default=None,
+        )
+        if ours:
+            q = ours["steps_per_s"] / best["steps_per_s"]
+            rows.append(
+                f"| {sc}, {c} streams: ahead of Triton's best path | {ours['peer']} {ours['steps_per_s']:.0f} steps/s vs"
+                f" {best['peer']} {best['scenario']} at {best['concurrency']} streams {best['steps_per_s']:.0f}"
+                f" ({q:.2f}×) | {'yes' if q > 1 else '**no**'} |"
+            )
+    return rows
+
+
 def section(data: dict[str, Any]) -> list[str]:
     R = data["results"]
 
@@ -143,7 +216,7 @@ def section(data: dict[str, Any]) -> list[str]:
         f"`make bench-peers` (`python -m bench.peers`), {data['repeats']} run(s) of {data['seconds_per_run']:g} s per point"
         f" after {data['warmup_s']:g} s warm-up, the median shown; every peer up at once and the points run on each in"
         f" turn, so a change in the machine's load touches all alike. Machine: {data['machine']}; the load generator"
-        " (one Python asyncio process) shares the 2 cores with the server, and the machine was shared with other work,"
+        " (one Python asyncio process) shares the 2 cores with the server, and other work may have shared the machine,"
         " so compare peers within this table, as ratios, not with figures measured at other times.",
         "",
         "Peers: the naive FastAPI server (one onnxruntime call per request on the event loop, the client carrying h"
@@ -153,19 +226,26 @@ def section(data: dict[str, Any]) -> list[str]:
         " queue delay) with 1 instance, or `direct` with 2. Every request is one reading of one sequence (v2"
         " `sequence_id`, start on the first, end after the run); the naive server is driven with its own protocol."
         " Server CPU counts all of a peer's processes (workers, Triton's python stubs) over the run's warm-up and"
-        " measurement: per request at the measured rate, and as cores (CPU seconds per second).",
+        " measurement: per step at the measured rate, and as cores (CPU seconds per second). gRPC: unary"
+        " `ModelInfer` on ours and Triton; streaming (`ModelStreamInfer`, 32 readings in flight per stream) on ours"
+        " only: this Triton build crashed (SIGSEGV in `TRITONBACKEND_RequestRelease`) under 64 streams, and under 32"
+        " streams of 8 in flight on the second run in a row. v1 steps and WebSocket are this service's own"
+        " protocols; they are measured against Triton's best path in the run (the targets below).",
         "",
-        "| peer | scenario | streams | req/s | p50 ms | p99 ms | errors | server CPU ms / req | server cores |",
+        "| peer | scenario | streams | steps/s | p50 ms | p99 ms | errors | server CPU ms / step | server cores |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for scenario, c in plan():
         for name in dict.fromkeys(r["peer"] for r in R):
-            r = get(name, "naive" if name.startswith("naive") else scenario, c)
-            if r is None or (name.startswith("naive") and scenario != "v2-json"):
+            sc = runs_on(name, scenario)
+            r = get(name, sc, c) if sc else None
+            if r is None:
                 continue
-            label = "naive (client state)" if r["scenario"] == "naive" else r["scenario"]
+            label = (
+                "naive (client state)" if sc == "naive" else sc + (f" ({WINDOW[sc]} in flight)" if sc in WINDOW else "")
+            )
             lines.append(
-                f"| {name} | {label} | {c} | {r['req_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
+                f"| {name} | {label} | {c} | {r['steps_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
                 f" {r['errors'] or 0} | {r['server_cpu_ms_per_req']:.3f} | {r['server_cores']:.2f} |"
             )
     ours, tri = get("ours (memory, 1 process)", "v2-json", 32), get("Triton (oldest, 1 instance)", "v2-json", 32)
@@ -185,6 +265,7 @@ def section(data: dict[str, Any]) -> list[str]:
             f" {'yes' if best32['req_per_s'] >= tri['req_per_s'] else '**no**'} |",
             f"| concurrency 1: p50 ≤ Triton's | {ours1['p50_ms']:.2f} vs {tri1['p50_ms']:.2f} ms"
             f" ({ours1['p50_ms'] / tri1['p50_ms']:.2f}×) | {'yes' if ours1['p50_ms'] <= tri1['p50_ms'] else '**no**'} |",
+            *ahead_of_triton(R),
             "",
             f"Why: at 32 streams our server spent {ours['server_cpu_ms_per_req'] / tri['server_cpu_ms_per_req']:.1f}×"
             " Triton's CPU per request (the column above): Python's HTTP parsing, routing, JSON and the session"

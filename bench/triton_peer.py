@@ -107,7 +107,7 @@ def serve_triton(strategy: str = "oldest", instances: int = 1, model_dir: Path =
         log = Path(tmp) / "triton.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(args, cwd=tmp, env=penv, stdout=out, stderr=subprocess.STDOUT)
-            p = Proc(f"http://127.0.0.1:{http}", proc)
+            p = Proc(f"http://127.0.0.1:{http}", proc, f"127.0.0.1:{grpc}")
             try:
                 wait_ready(proc, f"{p.url}/v2/models/{MODEL}/ready", 120, lambda: log.read_text(errors="replace"))
                 yield p

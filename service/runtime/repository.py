@@ -45,6 +45,12 @@ class ModelCard:
         hi = np.array([r[1] if r else big for r in self.feature_ranges] or [big], np.float32)
         return lo, hi
 
+    @cached_property
+    def bound_lists(self) -> tuple[list[float], list[float]]:
+        """:attr:`bounds` as Python floats (the same float32 values), for tests on a few values."""
+        lo, hi = self.bounds
+        return lo.tolist(), hi.tolist()
+
     @property
     def key(self) -> str:
         return f"{self.name}/{self.version}"
