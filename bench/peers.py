@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,15 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from bench import perf_analyzer
-from bench.run import machine
+from bench.run import loadgen_command, machine
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as triton_check
 from bench.triton_peer import serve_triton
 from harness.procs import free_port
 from harness.redis import RedisServer
-from harness.reference import model_shape
 
-LOADGEN = [sys.executable, "-m", "bench.loadgen"]
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
 
 
@@ -98,25 +95,9 @@ def runs_on(peer: str, scenario: str) -> str | None:
 
 def load(p: Proc, scenario: str, c: int, seconds: float, warmup: float) -> dict[str, Any]:
     cpu0 = p.cpu_seconds()
-    url = p.grpc if scenario.startswith("grpc") else p.url
     window = ["--window", str(WINDOW[scenario])] if scenario in WINDOW else []
-    layers, hidden = model_shape(DEFAULT_MODEL_DIR)  # the naive client carries the state: its shape
-    window += ["--layers", str(layers), "--hidden", str(hidden)]
     out = subprocess.run(
-        [
-            *LOADGEN,
-            "--url",
-            url,
-            "--scenario",
-            scenario,
-            "-c",
-            str(c),
-            "-d",
-            str(seconds),
-            "--warmup",
-            str(warmup),
-            *window,
-        ],
+        loadgen_command(p, scenario, c, seconds, warmup, DEFAULT_MODEL_DIR, window),
         cwd=ROOT,
         capture_output=True,
         text=True,

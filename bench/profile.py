@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.run import loadgen_command
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, serve
-from harness.reference import model_shape
 
 # (layer, path fragments of its frames), tried in order on each frame
 LAYERS = (
@@ -90,13 +90,9 @@ def main() -> None:
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         sys.exit("py-spy is missing: install the dev dependencies (make setup)")
-    layers, hidden = model_shape(DEFAULT_MODEL_DIR)
     with serve("service", DEFAULT_MODEL_DIR) as server, tempfile.TemporaryDirectory() as tmp:
-        url = server.grpc if a.scenario.startswith("grpc") else server.url
-        args = ["--url", url, "--scenario", a.scenario, "-c", str(a.concurrency), "-d", str(a.seconds + 4)]
-        args += ["--warmup", "1", "--layers", str(layers), "--hidden", str(hidden)]
         load = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", *args],
+            loadgen_command(server, a.scenario, a.concurrency, a.seconds + 4, 1.0, DEFAULT_MODEL_DIR, []),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

@@ -66,34 +66,42 @@ def scrape(text: str, family: str) -> dict[str, float]:
     return out
 
 
+def loadgen_command(
+    p: Proc, scenario: str, c: int, seconds: float, warmup: float, model_dir: Path, extra: list[str]
+) -> list[str]:
+    """The load generator's command line for one point against ``p`` (its gRPC port for the
+    gRPC scenarios), the naive client's state shaped like the model's."""
+    layers, hidden = model_shape(model_dir)
+    return [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--url",
+        p.grpc if scenario.startswith("grpc") else p.url,
+        "--scenario",
+        scenario,
+        "-c",
+        str(c),
+        "-d",
+        str(seconds),
+        "--warmup",
+        str(warmup),
+        "--hidden",
+        str(hidden),
+        "--layers",
+        str(layers),
+        "--model",
+        model_dir.parent.name,
+        *extra,
+    ]
+
+
 def load(
     p: Proc, scenario: str, c: int, seconds: float, warmup: float, model_dir: Path, extra: list[str]
 ) -> dict[str, Any]:
-    layers, hidden = model_shape(model_dir)  # the naive client carries the state: its shape
     before_m, cpu0 = p.metrics() if scenario != "naive" else "", p.cpu_seconds()
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.loadgen",
-            "--url",
-            p.grpc if scenario.startswith("grpc") else p.url,
-            "--scenario",
-            scenario,
-            "-c",
-            str(c),
-            "-d",
-            str(seconds),
-            "--warmup",
-            str(warmup),
-            "--hidden",
-            str(hidden),
-            "--layers",
-            str(layers),
-            "--model",
-            model_dir.parent.name,
-            *extra,
-        ],
+        loadgen_command(p, scenario, c, seconds, warmup, model_dir, extra),
         cwd=ROOT,
         capture_output=True,
         text=True,

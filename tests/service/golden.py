@@ -35,6 +35,7 @@ from harness.paths import DEFAULT_MODEL
 from service.app import create_app
 from service.config import Settings
 from tests.service.test_bad_input import BAD_BODIES, BAD_VALUES, OK
+from tests.service.test_websocket import ws_scope
 
 RECORD = Path(__file__).with_name("golden_replies.json")
 LIMIT = 50_000
@@ -211,20 +212,7 @@ async def _websocket(app: Any, path: str, frames: list[str | bytes]) -> list[tup
     reply; the replies as ``("text" | "bytes", data)``."""
     inbox: asyncio.Queue[dict] = asyncio.Queue()
     outbox: asyncio.Queue[dict] = asyncio.Queue()
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"app")],
-        "client": ("127.0.0.1", 1),
-        "server": ("app", 80),
-        "subprotocols": [],
-        "state": {},
-    }
+    scope = ws_scope(path)
     await inbox.put({"type": "websocket.connect"})
     task = asyncio.create_task(app(scope, inbox.get, outbox.put))
     assert (await outbox.get())["type"] == "websocket.accept"
