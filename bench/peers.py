@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import perf_analyzer
-from bench.run import loadgen_command, machine
+from bench.run import loadgen_command, machine, run_loadgen
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as triton_check
 from bench.triton_peer import serve_triton
@@ -96,16 +95,7 @@ def runs_on(peer: str, scenario: str) -> str | None:
 def load(p: Proc, scenario: str, c: int, seconds: float, warmup: float) -> dict[str, Any]:
     cpu0 = p.cpu_seconds()
     window = ["--window", str(WINDOW[scenario])] if scenario in WINDOW else []
-    out = subprocess.run(
-        loadgen_command(p, scenario, c, seconds, warmup, DEFAULT_MODEL_DIR, window),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"loadgen {scenario} -c {c} against {p.url} failed:\n{out.stdout}\n{out.stderr}")
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_loadgen(loadgen_command(p, scenario, c, seconds, warmup, DEFAULT_MODEL_DIR, window))
     # the CPU of the whole run (warm-up and the sequences' END included) per measured request
     r["server_cpu_s"] = p.cpu_seconds() - cpu0
     r["server_cpu_ms_per_req"] = 1000 * r["server_cpu_s"] / max(1e-9, r["steps_per_s"] * (seconds + warmup))

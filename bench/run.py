@@ -96,18 +96,20 @@ def loadgen_command(
     ]
 
 
+def run_loadgen(command: list[str]) -> dict[str, Any]:
+    """Run the load generator to its end; its result (the JSON object it prints last)."""
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed:\n{out.stdout}\n{out.stderr}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def load(
     p: Proc, scenario: str, c: int, seconds: float, warmup: float, model_dir: Path, extra: list[str]
 ) -> dict[str, Any]:
     before_m, cpu0 = p.metrics() if scenario != "naive" else "", p.cpu_seconds()
-    out = subprocess.run(
-        loadgen_command(p, scenario, c, seconds, warmup, model_dir, extra),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_loadgen(loadgen_command(p, scenario, c, seconds, warmup, model_dir, extra))
     r["server_cpu_s"] = p.cpu_seconds() - cpu0
     # the CPU time spans warm-up and measurement, the request count the measurement only:
     # scaled to the measured window (the rate is steady by then)

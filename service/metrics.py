@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -14,7 +13,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -38,14 +36,10 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(merged(registry))
 
 
-def families(metric: MetricWrapperBase) -> Iterable[Metric]:
-    """A metric's samples as ``collect()`` gives them; with several workers, summed over all
-    of them (so Triton's statistics extension, computed from these, covers every worker)."""
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        return metric.collect()
-    merged = multiprocess.MultiProcessCollector(None, path).collect()
-    return [f for f in merged if f.name == metric._name]
+def collected(registry: CollectorRegistry) -> dict[str, Metric]:
+    """Every metric family of ``registry`` by name, read once (with several workers, summed
+    over all of them: Triton's statistics extension, computed from these, covers every worker)."""
+    return {f.name: f for f in merged(registry).collect()}
 
 
 class Metrics:

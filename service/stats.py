@@ -19,26 +19,31 @@ from collections import defaultdict
 from typing import Any
 
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
-from service.metrics import Metrics, families
+from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 
 PHASES = ("compute_input", "compute_infer", "compute_output")
 
 
-def _samples(metric: MetricWrapperBase, model: str, suffix: str) -> list[tuple[dict[str, str], float]]:
+def _samples(
+    fams: dict[str, Metric], metric: MetricWrapperBase, model: str, suffix: str
+) -> list[tuple[dict[str, str], float]]:
     """``(labels, value)`` of a metric's samples for one model whose name ends with ``suffix``."""
+    family = fams.get(metric._name)
     return [
         (s.labels, s.value)
-        for family in families(metric)
-        for s in family.samples
+        for s in (family.samples if family else ())
         if s.name.endswith(suffix) and s.labels.get("model") == model
     ]
 
 
-def _by(metric: MetricWrapperBase, model: str, label: str, suffix: str = "_total") -> dict[str, float]:
+def _by(
+    fams: dict[str, Metric], metric: MetricWrapperBase, model: str, label: str, suffix: str = "_total"
+) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
-    for labels, value in _samples(metric, model, suffix):
+    for labels, value in _samples(fams, metric, model, suffix):
         out[labels[label]] += value
     return out
 
@@ -47,22 +52,25 @@ def _duration(count: float, seconds: float) -> dict[str, int]:
     return {"count": int(count), "ns": round(seconds * 1e9)}
 
 
-def model_statistics(metrics: Metrics, card: ModelCard, name: str | None = None) -> dict[str, Any]:
+def model_statistics(
+    metrics: Metrics, fams: dict[str, Metric], card: ModelCard, name: str | None = None
+) -> dict[str, Any]:
     """One ``$model_stat`` of the statistics extension for a loaded model version, reported
-    under ``name`` (a view's name) or the model's own."""
+    under ``name`` (a view's name) or the model's own; ``fams`` is
+    :func:`service.metrics.collected` of ``metrics.registry``, read once per request."""
     key = card.key
-    requests = _by(metrics.infer_requests, key, "outcome")
-    request_s = _by(metrics.infer_request_seconds, key, "outcome")
-    phase_n = _by(metrics.phase_requests, key, "phase")
-    phase_s = _by(metrics.phase_seconds, key, "phase")
-    queue_n = sum(v for _, v in _samples(metrics.queue_wait, key, "_count"))
-    queue_s = sum(v for _, v in _samples(metrics.queue_wait, key, "_sum"))
-    executions = {int(size): n for size, n in _by(metrics.executions, key, "batch_size").items()}
+    requests = _by(fams, metrics.infer_requests, key, "outcome")
+    request_s = _by(fams, metrics.infer_request_seconds, key, "outcome")
+    phase_n = _by(fams, metrics.phase_requests, key, "phase")
+    phase_s = _by(fams, metrics.phase_seconds, key, "phase")
+    queue_n = sum(v for _, v in _samples(fams, metrics.queue_wait, key, "_count"))
+    queue_s = sum(v for _, v in _samples(fams, metrics.queue_wait, key, "_sum"))
+    executions = {int(size): n for size, n in _by(fams, metrics.executions, key, "batch_size").items()}
     exec_s: dict[tuple[int, str], float] = {
         (int(labels["batch_size"]), labels["phase"]): v
-        for labels, v in _samples(metrics.execution_seconds, key, "_total")
+        for labels, v in _samples(fams, metrics.execution_seconds, key, "_total")
     }
-    last = sum(v for _, v in _samples(metrics.last_inference, key, ""))
+    last = sum(v for _, v in _samples(fams, metrics.last_inference, key, ""))
     zero = _duration(0, 0.0)
     return {
         "name": name or card.name,

@@ -20,6 +20,7 @@ from service.api.model_config import model_config, model_metadata, split_view, v
 from service.api.v2_codec import decode, encode
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
+from service.metrics import collected
 from service.stats import model_statistics
 
 V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
@@ -103,8 +104,11 @@ def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[st
         workers = [(v, stateless) for v in dp.workers[w.card.name].values()]
     else:
         workers = [resolve(dp, model, version)]
+    fams = collected(dp.metrics.registry)  # one read of every metric (every worker's files)
     return {
-        "model_stats": [model_statistics(dp.metrics, w.card, view_name(w.card, stateless)) for w, stateless in workers]
+        "model_stats": [
+            model_statistics(dp.metrics, fams, w.card, view_name(w.card, stateless)) for w, stateless in workers
+        ]
     }
 
 

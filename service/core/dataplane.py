@@ -19,7 +19,7 @@ from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
 from service.core.session_service import SessionService
 from service.core.work import PredictResult, StatelessWork
-from service.errors import InvalidInput, NotReady
+from service.errors import NotReady
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 from service.sessions.store import SessionStore
@@ -127,11 +127,6 @@ class DataPlane:
         c, s = w.card, self.settings
         inputs.check_sequences(c, x, field, s.max_sequences_per_request, s.max_steps_per_request)
         n = x.shape[0]
-        if (h0 is None) != (c0 is None):
-            raise InvalidInput("give both h0 and c0, or neither (zeros)")
-        state = np.zeros((2, c.num_layers, n, c.hidden_size), np.float32)
-        if h0 is not None and c0 is not None:
-            state[0] = inputs.check_state(c, h0, n, "h0")
-            state[1] = inputs.check_state(c, c0, n, "c0")
+        state = inputs.initial_state(c, h0, c0, n)
         result = await w.batcher.submit(StatelessWork(x, state), rows=n, timeout=self.settings.request_timeout_s)
         return w, result

@@ -95,3 +95,16 @@ def check_state(card: ModelCard, arr: np.ndarray, n: int | None, field: str) -> 
         )
     check_finite(arr, field)
     return arr
+
+
+def initial_state(card: ModelCard, h0: np.ndarray | None, c0: np.ndarray | None, n: int | None) -> np.ndarray:
+    """The state to start from: zeros, or a client's ``h0`` and ``c0`` (both or neither), as
+    ``[2, layers, n, hidden]`` (``[2, layers, hidden]`` when ``n`` is None)."""
+    if (h0 is None) != (c0 is None):
+        raise InvalidInput("give both h0 and c0, or neither (zeros)")
+    shape = (2, card.num_layers, n, card.hidden_size) if n else (2, card.num_layers, card.hidden_size)
+    state = np.zeros(shape, np.float32)
+    if h0 is not None and c0 is not None:
+        state[0] = check_state(card, h0, n, "h0")
+        state[1] = check_state(card, c0, n, "c0")
+    return state

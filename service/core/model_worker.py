@@ -39,7 +39,6 @@ class _Observer(BatcherObserver):
             ok: (metrics.infer_requests.labels(key, o), metrics.infer_request_seconds.labels(key, o))
             for ok, o in ((True, "success"), (False, "fail"))
         }
-        self.last = metrics.last_inference.labels(key)
 
     def queued(self, depth: int) -> None:
         self.depth.set(depth)
@@ -48,9 +47,6 @@ class _Observer(BatcherObserver):
         for t in tickets:
             self.wait.observe(now - t.enqueued)
         self.size.observe(rows)
-
-    def finished(self, seconds: float) -> None:
-        self.last.set(time.time())  # once per batch: its requests finish together
 
     def completed(self, ok: bool, seconds: float) -> None:
         count, total = self.outcomes[ok]
@@ -77,6 +73,7 @@ class ModelWorker:
         self._inline_s = settings.inline_compute_us / 1e6
         self._inference = metrics.inference.labels(self.card.key)
         self._steps = metrics.steps.labels(self.card.key)
+        self._last = metrics.last_inference.labels(self.card.key)
         self._phases = [
             (metrics.phase_requests.labels(self.card.key, p), metrics.phase_seconds.labels(self.card.key, p))
             for p in PHASES
@@ -162,6 +159,12 @@ class ModelWorker:
         )
 
     async def handle(self, tickets: list[Ticket]) -> list[Any]:
+        results = await self._handle(tickets)
+        if any(not isinstance(r, BaseException) for r in results):
+            self._last.set(time.time())  # once per batch: its requests finish together
+        return results
+
+    async def _handle(self, tickets: list[Ticket]) -> list[Any]:
         t0 = time.perf_counter()
         results: list[Any] = [None] * len(tickets)
         step_idx = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]

@@ -86,13 +86,7 @@ class SessionService:
     ) -> SessionRecord:
         self._admit()
         w = self.registry.worker(name, version)
-        c = w.card
-        state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
-        if (h0 is None) != (c0 is None):
-            raise InvalidInput("give both h0 and c0, or neither (zeros)")
-        if h0 is not None and c0 is not None:
-            state[0] = inputs.check_state(c, h0, None, "h0")
-            state[1] = inputs.check_state(c, c0, None, "c0")
+        state = inputs.initial_state(w.card, h0, c0, None)
         return await self._create(self._new_record(w, state, 0, owner))
 
     def _session_worker(self, session_id: str) -> ModelWorker:

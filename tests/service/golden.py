@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import base64
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,8 +266,6 @@ async def record(model_dir: Path = DEFAULT_MODEL) -> dict[str, Any]:
 
 def _numbers(text: str) -> tuple[str, list[float]]:
     """A reply with its numbers taken out: (the text with each number as #, the numbers)."""
-    import re
-
     nums: list[float] = []
 
     def take(m: re.Match) -> str:
