@@ -23,6 +23,7 @@ from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.errors import ModelLoadError
+from service.http.protocol import protocol_for
 from service.logs import configure
 from service.metrics import Metrics
 from service.supervisor import HELD_SIGNALS, WORKER_ENV, check, supervise, worker_count
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_config=None,
         access_log=False,
+        http=protocol_for(app.state.front),  # the hot routes below ASGI, everything else to the app
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
     )
     grpc = GrpcServer(settings, dp, args.host, share_port=worker is not None) if settings.grpc_enabled else None

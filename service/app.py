@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import console, docs, errors, health, hot, repository, stream, v1, v2
-from service.api.auth import ApiKeyAuth, load_keys
-from service.api.middleware import AccessLog, BodyLimit, Lifecycle
+from service.api.auth import ApiKeyAuth, KeyRing, load_keys
+from service.api.middleware import AccessLog, BodyLimit, Lifecycle, RequestLog
 from service.config import Settings
 from service.core.dataplane import DataPlane
+from service.http.protocol import HotFront
 from service.metrics import Metrics
 from service.sessions import state_file
 from service.sessions.store import SessionStore
@@ -102,15 +103,19 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(v2_routes)
     app.include_router(repository.build_router())
     app.include_router(console.build_router())
-    hot.install(app, v1_routes, v2_routes)
+    table = hot.install(app, v1_routes, v2_routes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     keys = load_keys(settings.api_keys, settings.api_key_file)
-    if keys:
-        app.add_middleware(ApiKeyAuth, keys=keys, protect_health=settings.auth_health)
+    ring = KeyRing(keys) if keys else None
+    if ring is not None:
+        app.add_middleware(ApiKeyAuth, ring=ring, protect_health=settings.auth_health)
         app.add_middleware(console.BrowserKeyProtocol)  # outside the key check: browsers send the key as a subprotocol
     else:
         log.warning("no API keys configured (LSTM_API_KEYS): the API is open to anyone who can reach it")
     app.state.lifecycle = lifecycle = Lifecycle()
     dp.on_drain.append(lambda: setattr(lifecycle, "draining", True))
-    app.add_middleware(AccessLog, metrics=metrics, lifecycle=lifecycle)  # outermost: logs and counts 401s and 413s too
+    requests = RequestLog(metrics)
+    app.add_middleware(AccessLog, log=requests, lifecycle=lifecycle)  # outermost: logs and counts 401s and 413s too
+    # the HTTP front that serves the hot routes below ASGI (python -m service gives it to uvicorn)
+    app.state.front = HotFront(table, dp, ring, settings.max_body_bytes, lifecycle, requests)
     return app

@@ -35,6 +35,18 @@ def load_keys(keys: tuple[str, ...], key_file: Path | None) -> list[bytes]:
     return [k.encode() for k in out]
 
 
+NO_KEY = "a valid API key is required: Authorization: Bearer <key>"
+
+
+def bearer(headers: Any) -> bytes | None:
+    """The request's ``Authorization: Bearer ...`` value (the last one), or None."""
+    found = None
+    for k, v in headers:
+        if k == b"authorization" and v[:7].lower() == b"bearer ":
+            found = v
+    return found
+
+
 def caller(scope: MutableMapping[str, Any]) -> str | None:
     """The owner the middleware put in a request's scope (None when auth is off)."""
     state = scope.get("state")
@@ -69,9 +81,9 @@ class KeyRing:
 
 
 class ApiKeyAuth:
-    def __init__(self, app: Any, keys: list[bytes], protect_health: bool) -> None:
+    def __init__(self, app: Any, ring: KeyRing, protect_health: bool) -> None:
         self.app = app
-        self.ring = KeyRing(keys)
+        self.ring = ring
         self.protect_health = protect_health
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -80,16 +92,12 @@ class ApiKeyAuth:
         path = scope.get("path", "")
         if path.startswith(DOC_PATHS) or (not self.protect_health and path.startswith(OPEN_PATHS)):
             return await self.app(scope, receive, send)
-        header = None
-        for k, v in scope.get("headers", ()):
-            if k == b"authorization" and v[:7].lower() == b"bearer ":
-                header = v
-        owner = self.ring.owner(header)
+        owner = self.ring.owner(bearer(scope.get("headers", ())))
         if owner is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})
                 return
-            body = orjson.dumps({"error": "a valid API key is required: Authorization: Bearer <key>"})
+            body = orjson.dumps({"error": NO_KEY})
             await send(
                 {
                     "type": "http.response.start",

@@ -7,8 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from service.api.hot import HotReply, as_response
+from service.api.responses import json_bytes
 from service.errors import ServiceError, error_body
 
 log = logging.getLogger("service.api")
@@ -18,10 +20,26 @@ def _where(loc: tuple) -> str:
     return ".".join(str(p) for p in loc if p != "body") or "body"
 
 
+INTERNAL = "internal error; see the server log"
+
+
+def error_reply(exc: ServiceError) -> HotReply:
+    """A domain error as its reply, the same on every HTTP front."""
+    headers: tuple[tuple[bytes, bytes], ...] = ((b"content-type", b"application/json"),)
+    if exc.headers:
+        headers += tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    return HotReply(json_bytes(error_body(exc)), exc.status, headers)
+
+
+def message_reply(status: int, message: str, *extra: tuple[bytes, bytes]) -> HotReply:
+    """``{"error": message}`` with ``status``: refusals that are not domain errors (401, 413, 500)."""
+    return HotReply(json_bytes({"error": message}), status, ((b"content-type", b"application/json"), *extra))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return JSONResponse(error_body(exc), status_code=exc.status, headers=exc.headers)
+    async def service_error(request: Request, exc: ServiceError) -> Response:
+        return as_response(error_reply(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -37,4 +55,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal error; see the server log"}, status_code=500)
+        return JSONResponse({"error": INTERNAL}, status_code=500)

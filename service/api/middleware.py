@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,15 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service.access")
 UNCOUNTED = ("/v2/health/", "/metrics")
+UNPRINTABLE = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def declared_over(declared: int, limit: int) -> str:
+    return f"request body of {declared} bytes is over the limit of {limit}"
+
+
+def read_over(limit: int) -> str:
+    return f"request body is over the limit of {limit} bytes"
 
 
 class BodyLimit:
@@ -38,12 +48,12 @@ class BodyLimit:
         async def limited() -> dict:
             nonlocal seen
             if too_big:
-                raise HTTPException(413, f"request body of {int(declared)} bytes is over the limit of {self.limit}")
+                raise HTTPException(413, declared_over(int(declared), self.limit))
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.limit:
                 # an HTTPException passes through FastAPI's body parsing untouched
-                raise HTTPException(413, f"request body is over the limit of {self.limit} bytes")
+                raise HTTPException(413, read_over(self.limit))
             return msg
 
         await self.app(scope, limited, send)
@@ -83,23 +93,31 @@ def route_template(scope: dict) -> str:
     return "unmatched"
 
 
-class AccessLog:
-    """Request id, one info line per request, request count and latency by route template.
+class RequestLog:
+    """Request ids, one info line per request, and the request count and latency by route
+    template: one instance serves both HTTP fronts (the protocol and :class:`AccessLog`).
 
     A request without an ``X-Request-ID`` gets one: this process's random prefix and a
     counter (unique across replicas without a system call per request). The metric
     children of each (route, method, status) are looked up once; the log record is built
     only when the info level is on."""
 
-    def __init__(self, app: Any, metrics: Metrics, lifecycle: Lifecycle) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.lifecycle = lifecycle
         self._prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    def _count(self, route: str, method: str, status: int, seconds: float) -> None:
+    def request_id(self, headers: Any) -> str:
+        """The caller's ``X-Request-ID`` (64 characters at most, printable), or a new one."""
+        rid = next((v for k, v in headers if k == b"x-request-id"), None)
+        if rid and not UNPRINTABLE.search(rid):
+            return rid[:64].decode("latin-1")
+        return f"{self._prefix}{next(self._ids):016x}"
+
+    def record(self, method: str, path: str, route: str, status: int, seconds: float, rid: str) -> None:
+        if path.startswith(UNCOUNTED):
+            return
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:
@@ -110,12 +128,30 @@ class AccessLog:
             )
         children[0].inc()
         children[1].observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %d %.2fms",
+                method,
+                path,
+                status,
+                seconds * 1000,
+                extra={"request_id": rid, "route": route, "status": status, "duration_ms": round(seconds * 1000, 3)},
+            )
+
+
+class AccessLog:
+    """The ASGI front's request log (:class:`RequestLog`): request id header on the reply,
+    ``Connection: close`` while draining, requests in flight for :class:`Lifecycle`."""
+
+    def __init__(self, app: Any, log: RequestLog, lifecycle: Lifecycle) -> None:
+        self.app = app
+        self.log = log
+        self.lifecycle = lifecycle
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
-        rid = rid[:64] if rid else f"{self._prefix}{next(self._ids):016x}"
+        rid = self.log.request_id(scope.get("headers", ()))
         status = 500
         t0 = time.perf_counter()
 
@@ -133,18 +169,7 @@ class AccessLog:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.lifecycle.finished()
-            dt = time.perf_counter() - t0
-            path = scope.get("path", "")
-            if not path.startswith(UNCOUNTED):
-                route = getattr(scope.get("route"), "path", None) or route_template(scope)
-                method = scope.get("method", "")
-                self._count(route, method, status, dt)
-                if log.isEnabledFor(logging.INFO):
-                    log.info(
-                        "%s %s %d %.2fms",
-                        method,
-                        path,
-                        status,
-                        dt * 1000,
-                        extra={"request_id": rid, "route": route, "status": status, "duration_ms": round(dt * 1000, 3)},
-                    )
+            route = getattr(scope.get("route"), "path", None) or route_template(scope)
+            self.log.record(
+                scope.get("method", ""), scope.get("path", ""), route, status, time.perf_counter() - t0, rid
+            )

@@ -8,8 +8,13 @@ import orjson
 from starlette.responses import Response
 
 
+def json_bytes(content: Any) -> bytes:
+    """The service's one JSON encoder for replies (numpy arrays included)."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 class FastJSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return json_bytes(content)

@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from service.api.auth import caller
 from service.api.decode import json_object, only_fields, optional_step, to_array
-from service.api.hot import errors, hot
-from service.api.responses import FastJSON
+from service.api.hot import HotReply, HotRequest, errors, hot
+from service.api.responses import FastJSON, json_bytes
 from service.api.wire import (
     CreateSessionRequest,
     PredictRequest,
@@ -90,31 +90,44 @@ def build_router() -> APIRouter:
         "description": "Run whole sequences from a given (or zero) state; returns every output and the final state.",
     }
 
-    async def _predict(request: Request, version: str | None) -> Response:
-        body = json_object(await request.body(), request.headers.get("content-type"))
+    async def _predict(req: HotRequest, version: str | None) -> HotReply:
+        body = json_object(req.body, req.header(b"content-type"))
         only_fields(body, PREDICT_FIELDS)
         if "inputs" not in body:
             raise InvalidInput("inputs is required: [batch, seq, n_features] numbers")
-        dp: DataPlane = request.app.state.dataplane
-        w, res = await dp.predict(
-            request.path_params["model"],
+        w, res = await req.dp.predict(
+            req.path_params["model"],
             version,
             to_array(body["inputs"], "inputs", 3),
             optional_state(body.get("h0"), "h0", 3),
             optional_state(body.get("c0"), "c0", 3),
         )
-        return FastJSON(
-            {"model": w.card.name, "version": w.card.version, "outputs": res.y, "hn": res.state[0], "cn": res.state[1]}
+        return HotReply(
+            json_bytes(
+                {
+                    "model": w.card.name,
+                    "version": w.card.version,
+                    "outputs": res.y,
+                    "hn": res.state[0],
+                    "cn": res.state[1],
+                }
+            )
         )
 
-    @hot(r, "/models/{model}/predict", summary="Stateless predict", **predict_doc)  # type: ignore[arg-type]
-    async def predict(request: Request) -> Response:
+    @hot(
+        r,
+        "/models/{model}/predict",
+        summary="Stateless predict",
+        query={"version": "model version; the latest when absent"},
+        **predict_doc,  # type: ignore[arg-type]
+    )
+    async def predict(req: HotRequest) -> HotReply:
         """Run whole sequences from a given (or zero) state (the latest version unless ``?version=``)."""
-        return await _predict(request, request.query_params.get("version"))
+        return await _predict(req, req.query_param("version"))
 
     @hot(r, "/models/{model}/versions/{version}/predict", summary="Stateless predict on a version", **predict_doc)  # type: ignore[arg-type]
-    async def predict_version(request: Request) -> Response:
-        return await _predict(request, request.path_params["version"])
+    async def predict_version(req: HotRequest) -> HotReply:
+        return await _predict(req, req.path_params["version"])
 
     @r.post(
         "/sessions",
@@ -164,21 +177,20 @@ def build_router() -> APIRouter:
         responses=errors(400, 401, 404, 409, 413, 415, 503, 504),
         tags=["sessions"],
     )
-    async def step(request: Request) -> Response:
+    async def step(req: HotRequest) -> HotReply:
         """Consume T time steps; returns T outputs and the new step. Ordered per session; a failed
         step leaves the session unchanged."""
-        body = json_object(await request.body(), request.headers.get("content-type"))
+        body = json_object(req.body, req.header(b"content-type"))
         only_fields(body, STEP_FIELDS)
         if "inputs" not in body:
             raise InvalidInput("inputs is required: a list of time steps, each a list of n_features numbers")
-        dp: DataPlane = request.app.state.dataplane
-        res = await dp.sessions.step(
-            request.path_params["session_id"],
+        res = await req.dp.sessions.step(
+            req.path_params["session_id"],
             to_array(body["inputs"], "inputs", 2),
             optional_step(body.get("expected_step")),
-            caller(request.scope),
+            req.owner,
         )
-        return FastJSON(step_reply(res))
+        return HotReply(json_bytes(step_reply(res)))
 
     @r.get(
         "/sessions/{session_id}/snapshot",

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
-from service.api.auth import caller
-from service.api.hot import errors, hot
+from service.api.hot import HotReply, HotRequest, errors, hot
 from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
 from service.api.v2_codec import decode, encode
@@ -112,16 +111,20 @@ def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[st
     }
 
 
-async def infer(request: Request, model: str, version: str | None) -> Response:
+async def infer(req: HotRequest, model: str, version: str | None) -> HotReply:
     """Content-Type is not looked at, as in Triton: the Inference-Header-Content-Length header
     says whether binary tensors follow the JSON header."""
-    req = decode(await request.body(), request.headers.get("inference-header-content-length"))
-    reply = await run_infer(request.app.state.dataplane, model, version, req, caller(request.scope))
-    body, header_len = encode(reply, req)
+    request = decode(req.body, req.header(b"inference-header-content-length"))
+    reply = await run_infer(req.dp, model, version, request, req.owner)
+    body, header_len = encode(reply, request)
     if header_len is None:
-        return Response(body, media_type="application/json")
-    return Response(
-        body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header_len)}
+        return HotReply(body)
+    return HotReply(
+        body,
+        headers=(
+            (b"content-type", b"application/octet-stream"),
+            (b"inference-header-content-length", b"%d" % header_len),
+        ),
     )
 
 
@@ -193,14 +196,14 @@ def build_router() -> APIRouter:
     }
 
     @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)
-    async def infer_latest(request: Request) -> Response:
+    async def infer_latest(req: HotRequest) -> HotReply:
         """Open Inference Protocol v2 inference on the latest version; sequences via the parameters
         ``sequence_id``, ``sequence_start``, ``sequence_end``."""
-        return await infer(request, request.path_params["model"], None)
+        return await infer(req, req.path_params["model"], None)
 
     @hot(r, "/models/{model}/versions/{version}/infer", summary="Inference on a version", **infer_doc)
-    async def infer_version(request: Request) -> Response:
+    async def infer_version(req: HotRequest) -> HotReply:
         """Open Inference Protocol v2 inference on a given version."""
-        return await infer(request, request.path_params["model"], request.path_params["version"])
+        return await infer(req, req.path_params["model"], req.path_params["version"])
 
     return r

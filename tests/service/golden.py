@@ -42,6 +42,7 @@ RECORD = Path(__file__).with_name("golden_replies.json")
 LIMIT = 50_000
 ROWS = [[28500.0 + 250.0 * i, 8.0 + 0.5 * i, 2.0] for i in range(5)]
 V2_HEADER = "inference-header-content-length"
+SERVER_HEADERS = ("x-request-id", "date", "server")  # per reply, or added by the server to every reply
 
 
 @dataclass
@@ -227,14 +228,18 @@ async def _websocket(app: Any, path: str, frames: list[str | bytes]) -> list[tup
     return replies
 
 
-async def record(model_dir: Path = DEFAULT_MODEL) -> dict[str, Any]:
-    """Send the corpus to a fresh app; ``{"model", "sha256", "fingerprint", "replies"}``."""
+async def record(model_dir: Path = DEFAULT_MODEL, url: str | None = None) -> dict[str, Any]:
+    """Send the corpus to a fresh app; ``{"model", "sha256", "fingerprint", "replies"}``.
+
+    In-process through the ASGI app (middleware included), or, with ``url``, over a socket
+    to a real server (its hot routes served by the HTTP protocol): then the WebSocket calls
+    are left out and so are the headers every uvicorn reply carries (``date``, ``server``)."""
     settings = Settings(model_repository=model_dir.parent.parent, max_body_bytes=LIMIT)
     app = create_app(settings)
     out: list[dict[str, Any]] = []
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        transport = httpx.ASGITransport(app=app) if url is None else None
+        async with httpx.AsyncClient(transport=transport, base_url=url or "http://app", timeout=30) as client:
             card = app.state.dataplane.worker("demand").card
             sids = {}
             for name in ("sid", "sid2"):
@@ -251,14 +256,15 @@ async def record(model_dir: Path = DEFAULT_MODEL) -> dict[str, Any]:
 
             for call in corpus(card.num_layers, card.hidden_size):
                 if call.frames is not None:
-                    frames = [f if isinstance(f, bytes) else fill(f) for f in call.frames]
-                    replies = await _websocket(app, fill(call.path), frames)
-                    out.append({"name": call.name, "frames": [f"{kind} {scrub(data)}" for kind, data in replies]})
+                    if url is None:
+                        frames = [f if isinstance(f, bytes) else fill(f) for f in call.frames]
+                        replies = await _websocket(app, fill(call.path), frames)
+                        out.append({"name": call.name, "frames": [f"{kind} {scrub(data)}" for kind, data in replies]})
                     continue
                 headers = {"content-type": "application/json", **call.headers}
                 content: Any = _chunks(call.body) if call.chunked else call.body
                 r = await client.post(fill(call.path), content=content, headers=headers)
-                kept = sorted([k, scrub(v.encode("latin-1"))] for k, v in r.headers.items() if k != "x-request-id")
+                kept = sorted([k, scrub(v.encode("latin-1"))] for k, v in r.headers.items() if k not in SERVER_HEADERS)
                 out.append({"name": call.name, "status": r.status_code, "headers": kept, "body": scrub(r.content)})
         fp = fingerprint(app)
     return {"model": card.key, "sha256": card.sha256, "fingerprint": fp, "replies": out}

@@ -96,13 +96,13 @@ async def test_health_and_metrics_protection_follows_the_setting(protect):
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
 
-    from service.api.auth import ApiKeyAuth
+    from service.api.auth import ApiKeyAuth, KeyRing
 
     async def ok(request):
         return PlainTextResponse(request.scope.get("state", {}).get("owner") or "anonymous")
 
     inner = Starlette(routes=[Route(p, ok) for p in ("/metrics", "/v2/health/ready", "/v1/models")])
-    app = ApiKeyAuth(inner, [K1.encode()], protect_health=protect)
+    app = ApiKeyAuth(inner, KeyRing([K1.encode()]), protect_health=protect)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         for path in ("/metrics", "/v2/health/ready"):
             assert (await c.get(path)).status_code == (401 if protect else 200)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from tests.service.golden import RECORD, record, same
+from tests.service.conftest import running_server
+from tests.service.golden import LIMIT, RECORD, record, same
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,27 @@ def test_the_record_is_of_the_served_model(recorded, now):
     )
 
 
+@pytest.fixture(scope="module")
+def over_socket() -> dict:
+    """The same corpus sent over a socket to ``python -m service``: its hot routes are served by
+    the HTTP protocol below ASGI, and must answer byte for byte as the app does."""
+    with running_server({"LSTM_MAX_BODY_BYTES": str(LIMIT)}) as server:
+        return asyncio.run(record(url=server.url))
+
+
 def test_every_reply_is_as_recorded(recorded, now):
-    exact = now["fingerprint"] == recorded["fingerprint"]  # onnxruntime rounds as where the record was made
     assert [r["name"] for r in now["replies"]] == [r["name"] for r in recorded["replies"]]
+    assert_same(now, recorded)
+
+
+def test_the_protocol_answers_as_recorded(recorded, over_socket):
+    http = [r for r in recorded["replies"] if "frames" not in r]
+    assert [r["name"] for r in over_socket["replies"]] == [r["name"] for r in http]
+    assert_same(over_socket, {**recorded, "replies": http})
+
+
+def assert_same(now: dict, recorded: dict) -> None:
+    exact = now["fingerprint"] == recorded["fingerprint"]  # onnxruntime rounds as where the record was made
     differ = []
     for a, b in zip(now["replies"], recorded["replies"], strict=True):
         if "frames" in b:

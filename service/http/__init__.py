@@ -1,0 +1,1 @@
+"""The HTTP front: the protocol that serves the hot routes below ASGI."""
