@@ -1,14 +1,17 @@
-"""Peers, measured in one run: the naive FastAPI server, this service (one process with the
-memory store; 1 and 2 workers over Redis) and NVIDIA Triton Inference Server (its python
-backend behind the sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
+"""Peers, measured in one run: the naive FastAPI server, the minimal reference
+(``bench/minimal_server.py``: the least a Python process must do per step, no guarantees),
+this service (one process with the memory store; 1 and 2 workers over Redis) and NVIDIA
+Triton Inference Server (its python backend behind the sequence batcher: ``oldest`` with 1
+instance, ``direct`` with 2).
 
 ``python -m bench.peers`` (``make bench-peers``) starts every peer once, then runs each point
 on each peer in turn, point after point (interleaved: a change in the machine's load touches
 every peer alike), with the same load generator (``bench/loadgen.py``): v2 sequence steps as
 JSON at 1, 32 and 64 streams and as binary tensors at 32, one reading per request; the naive
-server gets its own protocol (the client carries h and C) at the same concurrencies. Then
-Triton's perf_analyzer in sequence mode against the service and Triton where it fits. Server
-CPU is counted over all of a peer's processes (workers, Triton's python stubs). Writes
+server gets its own protocol (the client carries h and C) at the same concurrencies; the
+minimal reference runs v2 JSON and v1 steps. Then Triton's perf_analyzer in sequence mode
+against the service and Triton where it fits. Server CPU is counted over all of a peer's
+processes (workers, Triton's python stubs) and given per request for every peer. Writes
 ``docs/bench/results-peers.json`` and the peer section of ``docs/benchmarks.md``.
 """
 
@@ -32,6 +35,7 @@ from harness.procs import free_port
 from harness.redis import RedisServer
 
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
+MINIMAL = "minimal reference"
 
 
 @contextmanager
@@ -49,6 +53,7 @@ def peers(redis_url: str) -> dict[str, Callable[[], AbstractContextManager[Proc]
     rd = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis_url}
     return {
         "naive FastAPI": lambda: serve("naive", DEFAULT_MODEL_DIR),
+        MINIMAL: lambda: serve("minimal", DEFAULT_MODEL_DIR),
         "ours (memory, 1 process)": lambda: serve("service", DEFAULT_MODEL_DIR),
         "ours (Redis, 1 worker)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "1"}),
         "ours (Redis, 2 workers)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "2"}),
@@ -81,12 +86,15 @@ ONLY = {
     "ws": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
 }
 WINDOW = {"ws": 32, "grpc-stream": 32}  # readings in flight per stream
+MINIMAL_SCENARIOS = ("v2-json", "rest-step")  # what the minimal reference answers
 
 
 def runs_on(peer: str, scenario: str) -> str | None:
     """The scenario ``peer`` runs for a point of the plan (None: it sits this one out)."""
     if peer.startswith("naive"):
         return "naive" if scenario == "v2-json" else None
+    if peer == MINIMAL:
+        return scenario if scenario in MINIMAL_SCENARIOS else None
     if scenario in ONLY:
         return scenario if peer in ONLY[scenario] else None
     return scenario
@@ -123,7 +131,9 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
                     r = load(p, sc, c, seconds, warmup)
                     runs.setdefault((name, sc, c), []).append(r)
                     print(
-                        f"{name:32} {sc:9} c={c:<3} {r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms", flush=True
+                        f"{name:32} {sc:9} c={c:<3} {r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:.2f} ms"
+                        f"  server CPU {1000 * r['server_cpu_ms_per_req']:.0f} µs/req",
+                        flush=True,
                     )
         for (name, _, _), rs in runs.items():
             best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
@@ -137,8 +147,13 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
                 r = perf_analyzer.run_point(p.url, "sequence", c, pa_window_ms)
                 r["peer"] = name
                 r["server_cores"] = (p.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+                r["server_cpu_us_per_infer"] = 1e6 * r["server_cores"] / max(1e-9, r["infer_per_s"])
                 pa.append(r)
-                print(f"{name:32} perf_analyzer c={c:<3} {r['infer_per_s']:8.0f} infer/s", flush=True)
+                print(
+                    f"{name:32} perf_analyzer c={c:<3} {r['infer_per_s']:8.0f} infer/s"
+                    f"  server CPU {r['server_cpu_us_per_infer']:.0f} µs/infer",
+                    flush=True,
+                )
     return {
         "machine": machine(),
         "seconds_per_run": seconds,
@@ -182,7 +197,7 @@ def section(data: dict[str, Any]) -> list[str]:
 
     lines = [
         BEGIN,
-        "## Peers: Triton Inference Server, the naive server, 1 and 2 workers",
+        "## Peers: Triton Inference Server, the naive server, the minimal reference, 1 and 2 workers",
         "",
         f"`make bench-peers` (`python -m bench.peers`), {data['repeats']} run(s) of {data['seconds_per_run']:g} s per point"
         f" after {data['warmup_s']:g} s warm-up, the median shown; every peer up at once and the points run on each in"
@@ -191,19 +206,23 @@ def section(data: dict[str, Any]) -> list[str]:
         " so compare peers within this table, as ratios, not with figures measured at other times.",
         "",
         "Peers: the naive FastAPI server (one onnxruntime call per request on the event loop, the client carrying h"
-        " and C); this service in one process with the memory store, and over Redis with `LSTM_WORKERS` 1 and 2;"
+        " and C); the minimal reference (`bench/minimal_server.py`: the least a Python process must do per step, with"
+        " no guarantees -- uvloop, httptools, orjson, every sequence's (h, C) a slot of one preallocated array, the"
+        " requests that arrive during a batch run as the next batch, one onnxruntime call each in one worker thread;"
+        " v2 JSON and v1 steps only); this service in one process with the memory store, and over Redis with"
+        " `LSTM_WORKERS` 1 and 2;"
         " Triton (`tritonserver` from the `nvidia-pytriton` wheel, CPU only) with `bench/triton/model.py` on the"
         " python backend behind the sequence batcher, `max_batch_size` 64, `oldest` (64 candidate sequences, no"
         " queue delay) with 1 instance, or `direct` with 2. Every request is one reading of one sequence (v2"
         " `sequence_id`, start on the first, end after the run); the naive server is driven with its own protocol."
         " Server CPU counts all of a peer's processes (workers, Triton's python stubs) over the run's warm-up and"
-        " measurement: per step at the measured rate, and as cores (CPU seconds per second). gRPC: unary"
+        " measurement: per request (one step) at the measured rate, and as cores (CPU seconds per second). gRPC: unary"
         " `ModelInfer` on ours and Triton; streaming (`ModelStreamInfer`, 32 readings in flight per stream) on ours"
         " only: this Triton build crashed (SIGSEGV in `TRITONBACKEND_RequestRelease`) under 64 streams, and under 32"
         " streams of 8 in flight on the second run in a row. v1 steps and WebSocket are this service's own"
         " protocols; they are measured against Triton's best path in the run (the targets below).",
         "",
-        "| peer | scenario | streams | steps/s | p50 ms | p99 ms | errors | server CPU ms / step | server cores |",
+        "| peer | scenario | streams | steps/s | p50 ms | p99 ms | errors | server CPU µs / request | server cores |",
         "|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for scenario, c in plan():
@@ -217,7 +236,7 @@ def section(data: dict[str, Any]) -> list[str]:
             )
             lines.append(
                 f"| {name} | {label} | {c} | {r['steps_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
-                f" {r['errors'] or 0} | {r['server_cpu_ms_per_req']:.3f} | {r['server_cores']:.2f} |"
+                f" {r['errors'] or 0} | {1000 * r['server_cpu_ms_per_req']:.0f} | {r['server_cores']:.2f} |"
             )
     ours, tri = get("ours (memory, 1 process)", "v2-json", 32), get("Triton (oldest, 1 instance)", "v2-json", 32)
     ours1, tri1 = get("ours (memory, 1 process)", "v2-json", 1), get("Triton (oldest, 1 instance)", "v2-json", 1)
@@ -253,8 +272,8 @@ def section(data: dict[str, Any]) -> list[str]:
             f" difference {worst:.2g} of the largest output (float32 rounding).",
         ]
     lines += ["", "Against Triton (oldest, 1 instance), v2 JSON:", ""]
-    lines += ["| ours | streams | req/s ratio | p50 ratio |", "|---|---:|---:|---:|"]
-    for name in ("ours (memory, 1 process)", "ours (Redis, 1 worker)", "ours (Redis, 2 workers)"):
+    lines += ["| peer | streams | req/s ratio | p50 ratio |", "|---|---:|---:|---:|"]
+    for name in ("ours (memory, 1 process)", "ours (Redis, 1 worker)", "ours (Redis, 2 workers)", MINIMAL):
         for c in (1, 32, 64):
             a, t = get(name, "v2-json", c), get("Triton (oldest, 1 instance)", "v2-json", c)
             if a and t:
@@ -267,14 +286,15 @@ def section(data: dict[str, Any]) -> list[str]:
             "perf_analyzer (sequence mode: sequences of 20 single-reading requests, 1 s windows, `-s 100`), in the same"
             " run:",
             "",
-            "| peer | conc. | infer/s | p50 ms | p99 ms | server queue ms | compute infer ms | server cores |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| peer | conc. | infer/s | p50 ms | p99 ms | server queue ms | compute infer ms | server CPU µs / infer"
+            " | server cores |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in data["perf_analyzer"]:
             lines.append(
                 f"| {r['peer']} | {r['concurrency']} | {r['infer_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |"
                 f" {r.get('server_queue_ms', 0):.3f} | {r.get('server_compute_infer_ms', 0):.3f} |"
-                f" {r['server_cores']:.2f} |"
+                f" {r['server_cpu_us_per_infer']:.0f} | {r['server_cores']:.2f} |"
             )
     lines += [END]
     return lines

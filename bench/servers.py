@@ -1,4 +1,4 @@
-"""Start and watch the servers under test: the service and the naive baseline."""
+"""Start and watch the servers under test: the service, the naive baseline and the minimal reference."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ class Proc:
 
 @contextmanager
 def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
-    """``kind`` is ``service`` (the model's repository is its parent's parent) or ``naive``."""
+    """``kind`` is ``service`` (the model's repository is its parent's parent), ``naive`` or
+    ``minimal`` (``bench/minimal_server.py``)."""
     port = free_port()
     if kind == "service":
         args = [
@@ -82,8 +83,9 @@ def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iter
         ]
         health = "/v2/health/ready"
     else:
-        args = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", str(model_dir)]
-        health = "/health"
+        module = {"naive": "bench.naive_server", "minimal": "bench.minimal_server"}[kind]
+        args = [sys.executable, "-m", module, "--port", str(port), "--model-dir", str(model_dir)]
+        health = "/health" if kind == "naive" else "/v2/health/ready"
     grpc_port = str(free_port())
     full_env = {**os.environ, "LSTM_LOG_LEVEL": "warning", "LSTM_GRPC_PORT": grpc_port, **(env or {})}
     proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
