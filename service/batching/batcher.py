@@ -60,8 +60,9 @@ class BatcherObserver:
     def queued(self, depth: int) -> None: ...
     def dispatched(self, tickets: list[Ticket], rows: int, now: float) -> None: ...
     def finished(self, seconds: float) -> None: ...
-    def completed(self, ok: bool, seconds: float) -> None:
-        """A submitted request got its result (``ok``) or failed, ``seconds`` after submit."""
+    def completed(self, ok: bool, seconds: float, n: int = 1) -> None:
+        """``n`` submitted requests got their result (``ok``) or failed, ``seconds`` after
+        their submits in all (reported once per batch for those a batch answered)."""
 
 
 class Batcher:
@@ -113,6 +114,7 @@ class Batcher:
         for t in list(self._queue):
             if not t.future.done():
                 t.future.set_exception(Overloaded("the service is shutting down"))
+                self._obs.completed(False, time.monotonic() - t.enqueued)
         self._queue.clear()
         await asyncio.gather(*self._running, return_exceptions=True)
 
@@ -127,30 +129,29 @@ class Batcher:
     # -- submitting ----------------------------------------------------------------------
     async def submit(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> Any:
         assert self._wake is not None and self._idle is not None, "start() the batcher first"
-        t0 = time.monotonic()
         if self._stopping:
             self._obs.completed(False, 0.0)
             raise Overloaded("the service is shutting down")
         if len(self._queue) >= self._max_queue:
             self._obs.completed(False, 0.0)
             raise Overloaded(f"the queue is full ({self._max_queue} requests waiting); retry shortly")
-        ticket = Ticket(payload, rows, key, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        ticket = Ticket(payload, rows, key, loop.create_future())
         self._queue.append(ticket)
         self._idle.clear()
         self._obs.queued(len(self._queue))
         self._wake.set()
-        timer = asyncio.get_running_loop().call_later(timeout, self._expire, ticket, timeout)
-        ok = False
+        timer = loop.call_later(timeout, self._expire, ticket, timeout)
         try:
-            result = await ticket.future
-            ok = True
-            return result
+            return await ticket.future
+        except asyncio.CancelledError:  # the caller gave up: its ticket is dropped, counted here
+            if ticket.future.cancelled():
+                self._obs.completed(False, time.monotonic() - ticket.enqueued)
+            raise
         finally:
             timer.cancel()
-            self._obs.completed(ok, time.monotonic() - t0)
 
-    @staticmethod
-    def _expire(ticket: Ticket, timeout: float) -> None:
+    def _expire(self, ticket: Ticket, timeout: float) -> None:
         """The deadline passed: fail the ticket unless the handler has claimed it (then its
         result is the truth and the caller keeps waiting for it)."""
         if ticket._claimed or ticket.future.done():
@@ -159,6 +160,7 @@ class Batcher:
         ticket.future.set_exception(
             DeadlineExceeded(f"the request was not served within its deadline of {timeout:g} s")
         )
+        self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
     # -- the worker ----------------------------------------------------------------------
     async def _loop(self) -> None:
@@ -231,10 +233,21 @@ class Batcher:
             self._wake.set()
             if not self._queue and self._in_flight == 0:
                 self._idle.set()
+        now = time.monotonic()
+        ok_n = fail_n = 0
+        ok_s = fail_s = 0.0
         for t, r in zip(batch, results, strict=True):
-            if t.future.done():
+            if t.future.done():  # expired or given up: counted then
                 continue
             if isinstance(r, BaseException):
                 t.future.set_exception(r)
+                fail_n += 1
+                fail_s += now - t.enqueued
             else:
                 t.future.set_result(r)
+                ok_n += 1
+                ok_s += now - t.enqueued
+        if ok_n:
+            self._obs.completed(True, ok_s, ok_n)
+        if fail_n:
+            self._obs.completed(False, fail_s, fail_n)

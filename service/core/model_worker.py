@@ -48,9 +48,9 @@ class _Observer(BatcherObserver):
             self.wait.observe(now - t.enqueued)
         self.size.observe(rows)
 
-    def completed(self, ok: bool, seconds: float) -> None:
+    def completed(self, ok: bool, seconds: float, n: int = 1) -> None:
         count, total = self.outcomes[ok]
-        count.inc()
+        count.inc(n)
         total.inc(seconds)
 
 
