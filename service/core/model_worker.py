@@ -107,7 +107,7 @@ class ModelWorker:
             t_in = time.perf_counter()
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
             t_run = time.perf_counter()
-            if b.x.shape[0] * b.x.shape[1] * self.model.row_step_s <= self._inline_s:
+            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= self._inline_s:
                 # cheaper than the hop to a thread and back: run on the event loop
                 y, hn, cn = self.model.run(b.x, b.h0, b.c0, b.lengths)
             else:

@@ -62,7 +62,8 @@ class OnnxModel:
         except Exception as e:
             raise ModelLoadError(f"{card.onnx_path}: onnxruntime cannot load it: {e}") from e
         self.provider = self.session.get_providers()[0]
-        self.row_step_s = float("inf")  # measured by warm_up
+        self.row_step_s = float("inf")  # measured by warm_up: the cost per row-step...
+        self.call_s = float("inf")  # ...and per call
         self.has_lengths = self._check_io()
 
     def _check_io(self) -> bool:
@@ -108,17 +109,27 @@ class OnnxModel:
 
     def warm_up(self, max_batch: int) -> None:
         """Run the shapes the batcher will use first, so the first request pays no set-up,
-        and measure the cost of a row-step (``row_step_s``) to choose where batches run."""
+        and measure what a call costs (:meth:`estimate_s`) to choose where batches run."""
         c = self.card
+        medians = {}
         for batch, seq in ((1, 1), (max_batch, 1), (max_batch, 8)):
             x = np.zeros((batch, seq, c.n_features), np.float32)
             s = np.zeros((c.num_layers, batch, c.hidden_size), np.float32)
             y, hn, _ = self.run(x, s, s)
             if not (np.isfinite(y).all() and np.isfinite(hn).all()):
                 raise ModelLoadError(f"{c.onnx_path}: warm-up produced non-finite outputs")
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            self.run(x, s, s)
-            times.append(time.perf_counter() - t0)
-        self.row_step_s = sorted(times)[2] / (max_batch * 8)
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                self.run(x, s, s)
+                times.append(time.perf_counter() - t0)
+            medians[batch, seq] = sorted(times)[2]
+        # a call costs a fixed part plus a part per row-step; one row-step alone costs the
+        # fixed part too (for a wide model most of it), which a per-row-step figure from a
+        # large batch alone would miss
+        self.row_step_s = medians[max_batch, 8] / (max_batch * 8)
+        self.call_s = max(0.0, medians[1, 1] - self.row_step_s)
+
+    def estimate_s(self, rows: int, steps: int) -> float:
+        """What one call on ``rows`` rows of ``steps`` time steps costs, from the warm-up."""
+        return self.call_s + rows * steps * self.row_step_s
