@@ -32,6 +32,7 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
             settings.session_ttl_s,
             cluster=settings.redis_cluster,
             timeout_s=settings.redis_timeout_s,
+            cache_size=settings.redis_cache_sessions,
             on_expire=metrics.sessions_expired.inc,
         )
     from service.sessions.memory import MemoryStore

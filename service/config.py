@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0)
     """Redis connect and command timeout: while Redis is unreachable, steps fail after this with 503."""
 
+    redis_cache_sessions: int = Field(10_000, ge=0)
+    """Sessions whose last written record each process keeps, so that a batch of their steps
+    reads nothing from Redis and only writes (compare-and-set: a copy another replica made
+    stale is found, read again and run again). 0 reads every batch's sessions."""
+
     session_ttl_s: float = Field(3600.0, gt=0)
     """Idle time after which a session expires."""
 

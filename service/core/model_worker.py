@@ -165,35 +165,65 @@ class ModelWorker:
         return results
 
     async def _handle(self, tickets: list[Ticket]) -> list[Any]:
-        t0 = time.perf_counter()
+        """Read, run, commit. A store that keeps the records it last wrote (Redis) answers the
+        read from them without a round trip; any step that such a record would refuse, replay
+        or fail to commit is read again and run again from the stored record, once."""
         results: list[Any] = [None] * len(tickets)
-        step_idx = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
-        records = await self.store.get_many([tickets[i].payload.session_id for i in step_idx]) if step_idx else []
-        xs: list[np.ndarray] = []
-        states: list[np.ndarray] = []
-        owners: list[tuple[int, SessionRecord | None]] = []
-        for i, t in enumerate(tickets):
-            if isinstance(t.payload, StatelessWork):
-                xs.append(t.payload.x)
-                states.append(t.payload.state)
-                owners.append((i, None))
-        for i, rec in zip(step_idx, records, strict=True):
+        phases = [0.0, 0.0, 0.0]  # compute_input, compute_infer, compute_output
+        stateless = [i for i, t in enumerate(tickets) if isinstance(t.payload, StatelessWork)]
+        pending = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
+        trust = self.store.caches
+        rows = 0
+        while True:
+            again, ran = await self._round(tickets, stateless, pending, trust, results, phases)
+            rows += ran
+            if not again:
+                break
+            stateless, pending, trust = [], again, False
+        if rows:
+            self._record_phases(rows, phases)
+        return results
+
+    async def _round(
+        self,
+        tickets: list[Ticket],
+        stateless: list[int],
+        pending: list[int],
+        trust: bool,
+        results: list[Any],
+        phases: list[float],
+    ) -> tuple[list[int], int]:
+        """One read -> run -> commit over ``pending`` steps (and ``stateless`` rows); sets
+        ``results``. Returns the steps to read again (only when ``trust``: cached reads), and
+        how many requests ran."""
+        t0 = time.perf_counter()
+        again: list[int] = []
+        records = await self.store.get_many([tickets[i].payload.session_id for i in pending], trust) if pending else []
+        xs = [tickets[i].payload.x for i in stateless]
+        states = [tickets[i].payload.state for i in stateless]
+        owners: list[tuple[int, SessionRecord | None]] = [(i, None) for i in stateless]
+        for i, rec in zip(pending, records, strict=True):
             work: StepWork = tickets[i].payload
             try:
                 admitted = self._admit(work, rec)
             except ServiceError as e:
-                results[i] = e
+                if trust:  # refused on a copy that may be stale: ask the store itself
+                    again.append(i)
+                else:
+                    results[i] = e
                 continue
             if isinstance(admitted, StepResult):
-                results[i] = admitted
+                if trust:
+                    again.append(i)
+                else:
+                    results[i] = admitted
                 continue
             xs.append(work.x[None])
             states.append(admitted.state[:, :, None, :])
             owners.append((i, admitted))
         if not xs:
-            return results
-        phases = [0.0, 0.0, 0.0]  # compute_input, compute_infer, compute_output
-        phases[0] = time.perf_counter() - t0  # store read and admission
+            return again, 0
+        phases[0] += time.perf_counter() - t0  # store read and admission
         outs = await self.infer(xs, states, phases)
         t_out = time.perf_counter()
         now = self.store.clock()
@@ -215,11 +245,12 @@ class ModelWorker:
                 if ok:
                     results[i] = StepResult(new.id, outputs, new.step, replayed=False, state=new.state)
                     steps += len(outputs)
+                elif trust:
+                    again.append(i)
                 else:
                     results[i] = StaleWrite(
                         "the session was advanced by another request at the same time; retry with its current step"
                     )
             self._steps.inc(steps)
         phases[2] += time.perf_counter() - t_out  # store write
-        self._record_phases(len(owners), phases)
-        return results
+        return again, len(owners)

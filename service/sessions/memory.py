@@ -142,7 +142,9 @@ class MemoryStore:
         if owner is not None:
             self._owned[owner] = self._owned.get(owner, 0) + 1
 
-    async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
+    caches = False  # every read is of the one copy
+
+    async def get_many(self, ids: list[str], trust_cache: bool = False) -> list[SessionRecord | None]:
         now = self.clock()
         return [self._live(self._data.get(i), now) for i in ids]
 

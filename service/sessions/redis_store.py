@@ -8,10 +8,19 @@ code runs on Redis Cluster. A batch costs one pipelined round trip to read its s
 and one to write them (on a cluster, where pipelines refuse scripts, the writes go out
 concurrently instead).
 
+A batch costs one round trip when this process wrote its sessions last: each process keeps
+the records it last wrote or read (``cache_size`` of them, least recently used dropped), a
+batch steps from those copies and writes by compare-and-set, and the data plane reads again
+(and runs again) only the sessions whose write found another replica's record.
+
 Capacity: live ids sit in a sorted set ``lstm:live`` scored by expiry time. Creation
 prunes expired entries (counting them as expired) and refuses at ``max_sessions``. The
-set is updated beside each write, not atomically with it; across replicas capacity can
-overshoot by the number of concurrent creations.
+set is updated beside a write, not atomically with it; across replicas capacity can
+overshoot by the number of concurrent creations. So that every commit does not write that
+one key (on a Redis Cluster, one shard would take every step), an entry is written with
+``LIVE_SLACK`` of the TTL to spare and refreshed only once that slack is used up: a score
+never falls before the session's real expiry, and an expired session is pruned (counted as
+expired) up to ``LIVE_SLACK`` of the TTL late.
 
 Sessions of one model version (to count or remove them when the version is unloaded) are
 found by scanning ``lstm:live`` for ids starting with ``<model>.<version>.``: no index is
@@ -26,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +51,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
 LIVE = "lstm:live"
+LIVE_SLACK = 0.1
 
 
 def key(session_id: str) -> str:
@@ -61,6 +72,7 @@ class RedisStore:
         cluster: bool = False,
         timeout_s: float = 1.0,
         on_expire: Callable[[int], None] | None = None,
+        cache_size: int = 0,
     ) -> None:
         self.url = url
         self.ttl_s = ttl_s
@@ -71,6 +83,21 @@ class RedisStore:
         self._r: Any = None
         self._cas_sha: str | None = None
         self._script: Any = None
+        self.cache_size = cache_size
+        # id -> (the record as last written or read, its score in LIVE as this process wrote it)
+        self._cache: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
+
+    @property
+    def caches(self) -> bool:
+        return self.cache_size > 0
+
+    def _remember(self, record: SessionRecord, live_until: float) -> None:
+        if not self.cache_size:
+            return
+        self._cache[record.id] = (record, live_until)
+        self._cache.move_to_end(record.id)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     async def start(self) -> None:
         t = self.timeout_s
@@ -126,35 +153,63 @@ class RedisStore:
                         f"this API key holds its maximum of {max_per_owner} live sessions; delete some first"
                     )
             expiry = self.clock() + self.ttl_s
+            live_until = expiry + LIVE_SLACK * self.ttl_s
             async with self._r.pipeline(transaction=False) as p:
                 p.hset(key(record.id), mapping={"rev": record.rev, "b": codec.encode(record)})
                 p.pexpire(key(record.id), self._ttl_ms())
-                p.zadd(LIVE, {record.id: expiry})
+                p.zadd(LIVE, {record.id: live_until}, gt=True)
                 if owned:
                     p.zadd(owned, {record.id: expiry})
                     p.pexpire(owned, self._ttl_ms())
                 await p.execute()
+            self._remember(record, live_until)
 
         await self._call(go)
 
-    async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
+    async def get_many(self, ids: list[str], trust_cache: bool = False) -> list[SessionRecord | None]:
+        out: list[SessionRecord | None] = [None] * len(ids)
+        missing = list(range(len(ids)))
+        if trust_cache and self._cache:
+            missing = []
+            for n, i in enumerate(ids):
+                hit = self._cache.get(i)
+                if hit is None:
+                    missing.append(n)
+                else:
+                    out[n] = hit[0]
+        if not missing:
+            return out
+
         async def go() -> list[Any]:
             async with self._r.pipeline(transaction=False) as p:
-                for i in ids:
-                    p.hmget(key(i), "rev", "b")
+                for n in missing:
+                    p.hmget(key(ids[n]), "rev", "b")
                 return await p.execute()
 
         rows = await self._call(go)
-        return [
-            None if rev is None or blob is None else codec.decode(i, blob, int(rev))
-            for i, (rev, blob) in zip(ids, rows, strict=True)
-        ]
+        for n, (rev, blob) in zip(missing, rows, strict=True):
+            i = ids[n]
+            if rev is None or blob is None:
+                self._cache.pop(i, None)
+                continue
+            rec = out[n] = codec.decode(i, blob, int(rev))
+            cached = self._cache.get(i)
+            self._remember(rec, cached[1] if cached is not None else 0.0)
+        return out
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         from redis.exceptions import NoScriptError
 
         ttl = self._ttl_ms()
-        expiry = {rec.id: self.clock() + self.ttl_s for rec in records}
+        now = self.clock()
+        # LIVE is written only for sessions whose score (as far as this process knows) would
+        # fall before their new expiry: most commits write nothing but their own key
+        live_until = now + (1 + LIVE_SLACK) * self.ttl_s
+        stale = {}
+        for rec in records:
+            cached = self._cache.get(rec.id)
+            if cached is None or cached[1] < now + self.ttl_s:
+                stale[rec.id] = live_until
 
         def cas_args(rec: SessionRecord) -> list[Any]:
             return [rec.rev - 1, rec.rev, codec.encode(rec), ttl]
@@ -165,7 +220,8 @@ class RedisStore:
             async with self._r.pipeline(transaction=False) as p:
                 for rec in records:
                     p.evalsha(self._cas_sha, 1, key(rec.id), *cas_args(rec))
-                p.zadd(LIVE, expiry)
+                if stale:
+                    p.zadd(LIVE, stale, gt=True)
                 return (await p.execute())[: len(records)]
 
         async def clustered() -> list[Any]:
@@ -173,7 +229,8 @@ class RedisStore:
             script = self._script or self._r.register_script(CAS)
             self._script = script
             res = await asyncio.gather(*(script(keys=[key(rec.id)], args=cas_args(rec)) for rec in records))
-            await self._r.zadd(LIVE, expiry)
+            if stale:
+                await self._r.zadd(LIVE, stale, gt=True)
             return list(res)
 
         try:
@@ -183,9 +240,18 @@ class RedisStore:
                 raise
             self._cas_sha = None  # Redis restarted and lost its scripts: load again
             res = await self._call(pipelined)
-        return [bool(x) for x in res]
+        oks = [bool(x) for x in res]
+        for rec, ok in zip(records, oks, strict=True):
+            if ok:
+                cached = self._cache.get(rec.id)
+                self._remember(rec, live_until if rec.id in stale else cached[1] if cached else 0.0)
+            else:
+                self._cache.pop(rec.id, None)
+        return oks
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        self._cache.pop(session_id, None)
+
         async def go() -> bool:
             async with self._r.pipeline(transaction=False) as p:
                 p.delete(key(session_id))
@@ -219,6 +285,8 @@ class RedisStore:
     async def delete_version(self, model: str, version: str) -> int:
         async def go() -> int:
             ids = await self._version_ids(model, version)
+            for i in ids:
+                self._cache.pop(i, None)
             removed = 0
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]

@@ -14,6 +14,11 @@ from service.sessions.record import SessionRecord
 
 class SessionStore(Protocol):
     ttl_s: float
+
+    @property
+    def caches(self) -> bool:
+        """Whether ``get_many(ids, trust_cache=True)`` may answer from copies this process
+        wrote or read last (which another process may have changed since)."""
     clock: Callable[[], float]
     """Unix time as the store sees it: records are stamped with it and expire by it (tests
     inject a clock into the memory store)."""
@@ -30,8 +35,11 @@ class SessionStore(Protocol):
         """Insert a new session; raise CapacityExceeded when ``max_sessions`` are live, or when
         ``record.owner`` already holds ``max_per_owner``."""
 
-    async def get_many(self, ids: list[str]) -> list[SessionRecord | None]:
-        """Live records by id; None for unknown or expired ones. Does not refresh the TTL."""
+    async def get_many(self, ids: list[str], trust_cache: bool = False) -> list[SessionRecord | None]:
+        """Live records by id; None for unknown or expired ones. Does not refresh the TTL.
+
+        ``trust_cache``: where this process holds the copy it last wrote or read, that copy,
+        with no round trip; it may be stale, which a compare-and-set on it will find."""
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         """Compare-and-set each record over the stored ``rev - 1``; refreshes its TTL.

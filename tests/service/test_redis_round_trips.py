@@ -1,0 +1,116 @@
+"""What a batch of steps costs in Redis, counted by Redis itself (``INFO commandstats``).
+
+A process steps its sessions from the records it last wrote: a steady stream reads nothing
+and sends one compare-and-set per step, all of a batch's in one pipeline -- one round trip
+per batch, and no write to the shared live set. When another replica has stepped a session
+since, the stale copy's compare-and-set fails, the session is read once and run again,
+and the stream stays exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from harness.procs import free_port
+from harness.redis import RedisServer, _cli
+from tests.service.conftest import Offline, create, random_steps, running_server
+
+SESSIONS = 8
+STEPS = 15
+IN_SCRIPT = ("hget", "hset", "pexpire")  # the compare-and-set script's own calls (counted by Redis too)
+
+
+def command_calls(redis: RedisServer) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT`` (``cmdstat_evalsha`` -> 12)."""
+    out = {}
+    for line in _cli(redis.port, "info", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, fields = line.partition(":")
+            calls = dict(f.split("=") for f in fields.split(","))["calls"]
+            out[name.removeprefix("cmdstat_")] = int(calls)
+    out.pop("config|resetstat", None)
+    assert out.pop("hget", 0) == out.get("evalsha", 0), "the script reads its key once per call"
+    for name in IN_SCRIPT:
+        out.pop(name, None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory):
+    r = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    r.start()
+    yield r
+    r.stop()
+
+
+async def stream(client: httpx.AsyncClient, sid: str, x, start: int) -> list[list[float]]:
+    outs = []
+    for k, row in enumerate(x):
+        r = await client.post(f"/v1/sessions/{sid}/step", json={"inputs": [row.tolist()], "expected_step": start + k})
+        assert r.status_code == 200, r.text
+        outs += r.json()["outputs"]
+    return outs
+
+
+def test_a_steady_stream_costs_one_pipelined_write_per_batch(redis, offline: Offline):
+    rng = np.random.default_rng(3)
+    xs = [random_steps(rng, STEPS) for _ in range(SESSIONS)]
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url, "LSTM_WORKERS": "1"}
+    with running_server(env) as server:
+
+        async def run() -> tuple[list, dict[str, int], str]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                sids = [await create(client) for _ in range(SESSIONS)]
+                first = await asyncio.gather(*(stream(client, s, x[:1], 0) for s, x in zip(sids, xs, strict=True)))
+                _cli(redis.port, "config", "resetstat")
+                rest = await asyncio.gather(*(stream(client, s, x[1:], 1) for s, x in zip(sids, xs, strict=True)))
+                outs = [a + b for a, b in zip(first, rest, strict=True)]
+                calls = command_calls(redis)
+                return outs, calls, (await client.get("/metrics")).text
+
+        outs, calls, metrics = asyncio.run(run())
+    for x, got in zip(xs, outs, strict=True):
+        offline.assert_outputs_close(got, offline.run(x)[0])
+    assert calls == {"evalsha": SESSIONS * (STEPS - 1)}, f"a steady stream sends only its writes: {calls}"
+    batches = next(float(ln.split()[-1]) for ln in metrics.splitlines() if ln.startswith("lstm_batch_size_count"))
+    assert batches >= STEPS, "the steps ran in batches of their own"
+
+
+def test_a_session_stepped_by_another_replica_is_read_again(redis, offline: Offline):
+    """Two replicas take turns on one session, each time from a copy the other made stale:
+    a step without ``expected_step`` fails its compare-and-set, and one with it is refused by
+    the stale copy; either way the session is read once and the step runs from the stored
+    state. The stream stays exact."""
+    x = random_steps(np.random.default_rng(4), 12)
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url, "LSTM_WORKERS": "1"}
+    with running_server(env) as a, running_server(env) as b:
+
+        async def run() -> tuple[list, list[dict[str, int]]]:
+            async with (
+                httpx.AsyncClient(base_url=a.url, timeout=30) as ca,
+                httpx.AsyncClient(base_url=b.url, timeout=30) as cb,
+            ):
+                sid = await create(ca)
+                await stream(ca, sid, x[:2], 0)  # a holds the record it wrote
+                await stream(cb, sid, x[2:4], 2)  # b reads it: a's copy is now stale
+                calls = []
+                _cli(redis.port, "config", "resetstat")
+                r = await ca.post(f"/v1/sessions/{sid}/step", json={"inputs": x[4:5].tolist()})
+                assert r.status_code == 200 and r.json()["step"] == 5, r.text
+                outs = r.json()["outputs"]
+                calls.append(command_calls(redis))
+                _cli(redis.port, "config", "resetstat")
+                outs += await stream(cb, sid, x[5:6], 5)  # b's copy is at step 4
+                calls.append(command_calls(redis))
+                outs += await stream(cb, sid, x[6:], 6)
+                return outs, calls
+
+        outs, (no_expected, expected) = asyncio.run(run())
+    offline.assert_outputs_close(outs, offline.run(x)[0][4:])
+    # a never wrote the session's score in the live set (b did): it writes it once; b knows its own
+    assert no_expected == {"evalsha": 2, "hmget": 1, "zadd": 1}, f"a stale write, a read, a write: {no_expected}"
+    assert expected == {"evalsha": 1, "hmget": 1}, f"a read, then the write: {expected}"
