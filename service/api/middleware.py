@@ -13,7 +13,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from service.metrics import Metrics
+from service.metrics import Metrics, Observer, adder
 
 log = logging.getLogger("service.access")
 UNCOUNTED = ("/v2/health/", "/metrics")
@@ -106,7 +106,7 @@ class RequestLog:
         self.metrics = metrics
         self._prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Callable[[float], None], Observer]] = {}
 
     def request_id(self, headers: Any) -> str:
         """The caller's ``X-Request-ID`` (64 characters at most, printable), or a new one."""
@@ -123,11 +123,11 @@ class RequestLog:
         if children is None:
             m = self.metrics
             children = self._children[key] = (
-                m.requests.labels(route, method, str(status)),
-                m.request_duration.labels(route, method),
+                adder(m.requests.labels(route, method, str(status))),
+                Observer(m.request_duration.labels(route, method)),
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        children[0](1)
+        children[1](seconds)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %d %.2fms",

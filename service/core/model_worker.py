@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +22,7 @@ from service.batching.batcher import Batcher, BatcherObserver, Ticket
 from service.config import Settings
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
 from service.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
-from service.metrics import Metrics
+from service.metrics import Metrics, Observer, adder, setter
 from service.runtime.onnx_model import OnnxModel
 from service.sessions.record import SessionRecord, visible
 from service.sessions.store import SessionStore
@@ -32,26 +33,24 @@ PHASES = ("compute_input", "compute_infer", "compute_output")
 
 class _Observer(BatcherObserver):
     def __init__(self, metrics: Metrics, key: str) -> None:
-        self.depth = metrics.queue_depth.labels(key)
-        self.wait = metrics.queue_wait.labels(key)
-        self.size = metrics.batch_size.labels(key)
+        self.queued = setter(metrics.queue_depth.labels(key))  # type: ignore[method-assign,assignment]
+        self.wait = Observer(metrics.queue_wait.labels(key))
+        self.size = Observer(metrics.batch_size.labels(key))
         self.outcomes = {
-            ok: (metrics.infer_requests.labels(key, o), metrics.infer_request_seconds.labels(key, o))
+            ok: (adder(metrics.infer_requests.labels(key, o)), adder(metrics.infer_request_seconds.labels(key, o)))
             for ok, o in ((True, "success"), (False, "fail"))
         }
 
-    def queued(self, depth: int) -> None:
-        self.depth.set(depth)
-
     def dispatched(self, tickets: list[Ticket], rows: int, now: float) -> None:
+        wait = self.wait
         for t in tickets:
-            self.wait.observe(now - t.enqueued)
-        self.size.observe(rows)
+            wait(now - t.enqueued)
+        self.size(rows)
 
     def completed(self, ok: bool, seconds: float, n: int = 1) -> None:
         count, total = self.outcomes[ok]
-        count.inc(n)
-        total.inc(seconds)
+        count(n)
+        total(seconds)
 
 
 def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:
@@ -71,14 +70,17 @@ class ModelWorker:
         self.retired = False  # set when the version is unloaded: its batcher stops taking work
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
         self._inline_s = settings.inline_compute_us / 1e6
-        self._inference = metrics.inference.labels(self.card.key)
-        self._steps = metrics.steps.labels(self.card.key)
-        self._last = metrics.last_inference.labels(self.card.key)
+        self._inference = Observer(metrics.inference.labels(self.card.key))
+        self._steps = adder(metrics.steps.labels(self.card.key))
+        self._last = setter(metrics.last_inference.labels(self.card.key))
         self._phases = [
-            (metrics.phase_requests.labels(self.card.key, p), metrics.phase_seconds.labels(self.card.key, p))
+            (
+                adder(metrics.phase_requests.labels(self.card.key, p)),
+                adder(metrics.phase_seconds.labels(self.card.key, p)),
+            )
             for p in PHASES
         ]
-        self._execution: dict[int, tuple[Any, list[Any]]] = {}
+        self._execution: dict[int, tuple[Callable[[float], None], list[Callable[[float], None]]]] = {}
         self.batcher = Batcher(
             self.handle,
             max_batch_size=settings.max_batch_size,
@@ -121,7 +123,7 @@ class ModelWorker:
             if phases is not None:
                 for k, v in enumerate(times):
                     phases[k] += v
-        self._inference.observe(time.perf_counter() - t0)
+        self._inference(time.perf_counter() - t0)
         return out
 
     def _record_execution(self, rows: int, times: tuple[float, float, float]) -> None:
@@ -129,17 +131,17 @@ class ModelWorker:
         if children is None:
             size = str(rows)
             children = self._execution[rows] = (
-                self.metrics.executions.labels(self.card.key, size),
-                [self.metrics.execution_seconds.labels(self.card.key, size, p) for p in PHASES],
+                adder(self.metrics.executions.labels(self.card.key, size)),
+                [adder(self.metrics.execution_seconds.labels(self.card.key, size, p)) for p in PHASES],
             )
-        children[0].inc()
-        for child, seconds in zip(children[1], times, strict=True):
-            child.inc(seconds)
+        children[0](1)
+        for add, seconds in zip(children[1], times, strict=True):
+            add(seconds)
 
     def _record_phases(self, requests: int, times: list[float]) -> None:
         for (count, total), seconds in zip(self._phases, times, strict=True):
-            count.inc(requests)
-            total.inc(requests * seconds)
+            count(requests)
+            total(requests * seconds)
 
     def _admit(self, work: StepWork, rec: SessionRecord | None) -> SessionRecord | StepResult:
         """The stored record to step from, or the stored reply of a retried request."""
@@ -161,7 +163,7 @@ class ModelWorker:
     async def handle(self, tickets: list[Ticket]) -> list[Any]:
         results = await self._handle(tickets)
         if any(not isinstance(r, BaseException) for r in results):
-            self._last.set(time.time())  # once per batch: its requests finish together
+            self._last(time.time())  # once per batch: its requests finish together
         return results
 
     async def _handle(self, tickets: list[Ticket]) -> list[Any]:
@@ -251,6 +253,6 @@ class ModelWorker:
                     results[i] = StaleWrite(
                         "the session was advanced by another request at the same time; retry with its current step"
                     )
-            self._steps.inc(steps)
+            self._steps(steps)
         phases[2] += time.perf_counter() - t_out  # store write
         return again, len(owners)

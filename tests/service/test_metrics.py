@@ -86,3 +86,41 @@ def test_metrics_pass_promtool_and_count_traffic(server):
     assert sid.split(".")[-1] not in text, "no session ids in labels"
     layers, hidden = model_shape()
     assert value(text, r'lstm_session_state_bytes\{model="demand/1"\}') == 2 * layers * hidden * 4  # h and C, float32
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, multiprocess):
+    """adder, setter and Observer skip prometheus_client's per-call checks: the same values
+    through them and through the library's own methods give the same exposition (in one
+    process, and with the per-worker files of several)."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+    from service.metrics import LATENCY_BUCKETS, Observer, adder, exposition, setter
+
+    disable_created_metrics()  # as Metrics() does: no creation timestamps to differ
+
+    from prometheus_client import values
+
+    texts = []
+    for fast in (False, True):
+        if multiprocess:  # as in a worker process the supervisor started: values in files
+            (tmp_path / str(fast)).mkdir()
+            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / str(fast)))
+            monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+        r = CollectorRegistry()
+        c = Counter(f"c{fast:d}", "c", ["k"], registry=r).labels("a")
+        h = Histogram(f"h{fast:d}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
+        g = Gauge(f"g{fast:d}", "g", ["k"], registry=r, multiprocess_mode="livesum").labels("a")
+        amounts = [0.0, 0.0005, 0.0007, 0.002, 3.0, 10.0, 11.0, 1e-9]
+        for v in amounts:
+            if fast:
+                adder(c)(v)
+                Observer(h)(v)
+                setter(g)(v)
+            else:
+                c.inc(v)
+                h.observe(v)
+                g.set(v)
+        texts.append(exposition(r).decode().replace("c1", "c0").replace("h1", "h0").replace("g1", "g0"))
+    assert texts[0] == texts[1]
+    assert "h0_bucket" in texts[0] and 'le="0.0005"' in texts[0]
