@@ -127,6 +127,8 @@ class ModelRegistry:
             )
         if not versions:
             raise ModelNotFound(f"model {name!r} is not served; served models: {sorted(self.workers)}")
+        if version is None and len(versions) == 1 and not self._closing:  # the usual case, on every request
+            return next(iter(versions.values()))
         if version is None:
             ready = [v for v in _newest_first(versions) if (name, v) not in self._closing]
             if not ready:
@@ -142,6 +144,8 @@ class ModelRegistry:
     def served_newest_first(self, name: str) -> list[ModelWorker]:
         """Every served version of a model, closing ones included (their sessions still step)."""
         versions = self.workers.get(name) or {}
+        if len(versions) == 1:
+            return list(versions.values())
         return [versions[v] for v in _newest_first(versions)]
 
     def session_worker(self, session_id: str) -> ModelWorker | None:

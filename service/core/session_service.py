@@ -31,6 +31,7 @@ from service.sessions.record import SessionRecord, digest, new_session_id, parse
 from service.sessions.store import SessionStore
 
 SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
+SEQUENCE_IDS_KEPT = 10_000
 
 
 class SessionService:
@@ -48,6 +49,7 @@ class SessionService:
         self.registry = registry
         self._admit = admit  # raises NotReady while the service starts or drains
         self._locks = KeyedLocks()
+        self._sequence_ids: dict[tuple, str] = {}
 
     @property
     def ttl_s(self) -> float:
@@ -141,13 +143,21 @@ class SessionService:
                     raise
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
-    @staticmethod
-    def sequence_session_id(w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
+    def sequence_session_id(self, w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
         """A sequence is a session whose id derives from (model, version, API key, sequence id):
-        with auth on, each key has its own sequence ids."""
-        kind = "i" if isinstance(sequence_id, int) else "s"
-        token = base64.urlsafe_b64encode(f"{owner or ''}/{sequence_id}".encode()).rstrip(b"=").decode()
-        return f"{w.card.name}.{w.card.version}.~{kind}{token}"
+        with auth on, each key has its own sequence ids. Remembered for the sequences seen last
+        (the id is derived again on every request of a stream otherwise)."""
+        key = (w.card.key, owner, type(sequence_id), sequence_id)
+        sid = self._sequence_ids.get(key)
+        if sid is None:
+            kind = "i" if isinstance(sequence_id, int) else "s"
+            token = base64.urlsafe_b64encode(f"{owner or ''}/{sequence_id}".encode()).rstrip(b"=").decode()
+            sid = f"{w.card.name}.{w.card.version}.~{kind}{token}"
+            if len(token) <= 128:  # long string ids are not kept
+                self._sequence_ids[key] = sid
+                if len(self._sequence_ids) > SEQUENCE_IDS_KEPT:
+                    del self._sequence_ids[next(iter(self._sequence_ids))]
+        return sid
 
     async def sequence_step(
         self,
