@@ -86,6 +86,13 @@ class StoreUnavailable(ServiceError):
     headers = RETRY_SOON
 
 
+STORE_ERRORS = (ConnectionError, OSError, EOFError)  # asyncio.IncompleteReadError is an EOFError
+
+
+def store_unreachable(e: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"the session store is unreachable ({e}); nothing was changed, retry shortly")
+
+
 class DeadlineExceeded(ServiceError):
     status = 504
 

@@ -21,7 +21,14 @@ from service.batching import collate
 from service.batching.batcher import Batcher, BatcherObserver, Ticket
 from service.config import Settings
 from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
-from service.errors import DeadlineExceeded, ServiceError, SessionNotFound, StepConflict
+from service.errors import (
+    STORE_ERRORS,
+    DeadlineExceeded,
+    ServiceError,
+    SessionNotFound,
+    StepConflict,
+    store_unreachable,
+)
 from service.metrics import Metrics, Observer, adder, setter
 from service.runtime.onnx_model import OnnxModel
 from service.sessions.record import SessionRecord, visible
@@ -161,7 +168,10 @@ class ModelWorker:
         )
 
     async def handle(self, tickets: list[Ticket]) -> list[Any]:
-        results = await self._handle(tickets)
+        try:
+            results = await self._handle(tickets)
+        except STORE_ERRORS as e:
+            raise store_unreachable(e) from e
         if any(not isinstance(r, BaseException) for r in results):
             self._last(time.time())  # once per batch: its requests finish together
         return results

@@ -9,7 +9,6 @@ hands steps to the model version's batcher.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from service.core.locks import KeyedLocks
 from service.core.model_worker import ModelWorker, unknown_session
 from service.core.registry import ModelRegistry
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import InvalidInput, SessionNotFound, SnapshotMismatch, StoreUnavailable
+from service.errors import STORE_ERRORS, InvalidInput, SessionNotFound, SnapshotMismatch, store_unreachable
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id, visible
@@ -131,9 +130,9 @@ class SessionService:
         while True:
             if w.retired:  # unloaded (forced) while this request waited for its session's lock
                 raise self._no_worker(work.session_id)
-            try:
-                return await self._store_call(
-                    w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
+            try:  # the batch handler reports a store it cannot reach as StoreUnavailable itself
+                return await w.batcher.submit(
+                    work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic())
                 )
             except StaleWrite:
                 # another replica or worker advanced the session between our read and write: a
@@ -172,7 +171,10 @@ class SessionService:
         """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
         releases it after replying. Otherwise exactly a session step."""
         self._admit()
-        w = await self._sequence_worker(name, version, sequence_id, owner, start)
+        if version is None and len(self.registry.workers.get(name) or ()) == 1:
+            w = self.registry.worker(name)  # one version served: no lookup of where the sequence runs
+        else:
+            w = await self._sequence_worker(name, version, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
         work = StepWork(sid, x, None, digest(x), owner)
@@ -294,5 +296,5 @@ class SessionService:
     async def _store_call(self, aw: Any) -> Any:
         try:
             return await aw
-        except (ConnectionError, OSError, asyncio.IncompleteReadError) as e:
-            raise StoreUnavailable(f"the session store is unreachable ({e}); nothing was changed, retry shortly") from e
+        except STORE_ERRORS as e:
+            raise store_unreachable(e) from e

@@ -55,6 +55,7 @@ class HotFront:
         self.lifecycle = lifecycle
         self.requests = requests
         self._no_key = message_reply(401, NO_KEY, (b"www-authenticate", b"Bearer"))
+        self._over = b"<over the limit>"  # what _read returns for a body past the limit (by identity)
 
     async def serve(self, cycle: RequestResponseCycle, route: HotRoute, params: dict[str, str]) -> None:
         scope = cycle.scope
@@ -64,7 +65,21 @@ class HotFront:
         self.lifecycle.started()
         status = CLIENT_GONE
         try:
-            reply = await self._reply(cycle, route, params, headers)
+            owner, reply = self._check(headers)
+            if reply is None:
+                if cycle.more_body:  # the body is still arriving
+                    body = await self._read(cycle)
+                else:  # the usual case: it came with the headers
+                    body = bytes(cycle.body) if len(cycle.body) <= self.limit else self._over
+                if body is self._over:
+                    reply = message_reply(413, read_over(self.limit))
+                elif body is not None:
+                    try:
+                        reply = await route.serve(
+                            HotRequest(self.dp, params, scope["query_string"], headers, body, owner)
+                        )
+                    except ServiceError as e:
+                        reply = error_reply(e)
             if reply is not None:
                 status = reply.status
                 await self._write(cycle, reply, rid)
@@ -77,18 +92,22 @@ class HotFront:
             self.lifecycle.finished()
             self.requests.record(scope["method"], scope["path"], route.path, status, time.perf_counter() - t0, rid)
 
-    async def _reply(
-        self, cycle: RequestResponseCycle, route: HotRoute, params: dict[str, str], headers: list[tuple[bytes, bytes]]
-    ) -> HotReply | None:
-        """The reply to a hot request, or None when its client left before the body was whole."""
+    def _check(self, headers: list[tuple[bytes, bytes]]) -> tuple[str | None, HotReply | None]:
+        """The caller's key owner, or the refusal to send before the body is read (401, 413)."""
         owner = None
         if self.ring is not None:
             owner = self.ring.owner(bearer(headers))
             if owner is None:
-                return self._no_key
-        declared = next((v for k, v in headers if k == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return message_reply(413, declared_over(int(declared), self.limit))
+                return None, self._no_key
+        for k, v in headers:
+            if k == b"content-length":
+                if v.isdigit() and int(v) > self.limit:
+                    return owner, message_reply(413, declared_over(int(v), self.limit))
+                break
+        return owner, None
+
+    async def _read(self, cycle: RequestResponseCycle) -> bytes | None:
+        """The rest of the body; ``_over`` past the limit, None when the client left first."""
         body = b""
         while True:
             msg: Any = await cycle.receive()  # answers Expect: 100-continue, resumes a paused read
@@ -96,14 +115,9 @@ class HotFront:
                 return None
             body += msg["body"]
             if len(body) > self.limit:
-                return message_reply(413, read_over(self.limit))
+                return self._over
             if not msg["more_body"]:
-                break
-        request = HotRequest(self.dp, params, cycle.scope["query_string"], headers, body, owner)
-        try:
-            return await route.serve(request)
-        except ServiceError as e:
-            return error_reply(e)
+                return body
 
     async def _write(self, cycle: RequestResponseCycle, reply: HotReply, rid: str) -> None:
         """Write the reply in one piece and complete the cycle the way uvicorn's would."""

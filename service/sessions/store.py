@@ -19,6 +19,7 @@ class SessionStore(Protocol):
     def caches(self) -> bool:
         """Whether ``get_many(ids, trust_cache=True)`` may answer from copies this process
         wrote or read last (which another process may have changed since)."""
+
     clock: Callable[[], float]
     """Unix time as the store sees it: records are stamped with it and expire by it (tests
     inject a clock into the memory store)."""
