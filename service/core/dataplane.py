@@ -18,8 +18,8 @@ from service.core import inputs
 from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
 from service.core.session_service import SessionService
+from service.core.streams import Gate
 from service.core.work import PredictResult, StatelessWork
-from service.errors import NotReady
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 from service.sessions.store import SessionStore
@@ -31,10 +31,9 @@ class DataPlane:
         self.store = store
         self.metrics = metrics
         self.registry = ModelRegistry(settings, store, metrics)
-        self.sessions = SessionService(settings, store, metrics, self.registry, self._admit)
-        self._draining = False
+        self.gate = Gate()  # readiness: new work only once started, and not while draining
+        self.sessions = SessionService(settings, store, metrics, self.registry, self.gate)
         self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts
-        self._started = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def load_models(self) -> list[ModelCard]:
@@ -48,10 +47,10 @@ class DataPlane:
     async def start(self) -> None:
         await self.store.start()
         await self.registry.start()
-        self._started = True
+        self.gate.started = True
 
     def start_drain(self) -> None:
-        self._draining = True
+        self.gate.draining = True
         self.metrics.ready.set(0)
         for hook in self.on_drain:
             hook()
@@ -73,21 +72,14 @@ class DataPlane:
         return self.registry.all_workers()
 
     async def ready(self) -> tuple[bool, str]:
-        if not self._started:
-            return False, "models are loading"
-        if self._draining:
-            return False, "the service is shutting down"
+        refused = self.gate.reason()
+        if refused is not None:
+            return False, refused
         if not self.registry.workers:
             return False, "no model is loaded"
         if not await self.store.ping():
             return False, "the session store is unreachable"
         return True, "ready"
-
-    def _admit(self) -> None:
-        if self._draining:
-            raise NotReady("the service is shutting down; retry on another replica")
-        if not self._started:
-            raise NotReady("the service is still loading its models")
 
     # -- models --------------------------------------------------------------------------
     def worker(self, name: str, version: str | None = None) -> ModelWorker:
@@ -122,7 +114,7 @@ class DataPlane:
         field: str = "inputs",
     ) -> tuple[ModelWorker, PredictResult]:
         """Whole sequences ``x [n, T, F]`` from zeros (or from ``h0``/``c0 [L, n, H]``)."""
-        self._admit()
+        self.gate.check()
         w = self.worker(name, version)
         c, s = w.card, self.settings
         inputs.check_sequences(c, x, field, s.max_sequences_per_request, s.max_steps_per_request)

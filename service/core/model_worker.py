@@ -1,10 +1,10 @@
 """One model version at work: its runtime, its batcher and the batch handler.
 
-The handler is where sessions meet the runtime: for one batch it reads every session
-record in one store call, decides per step whether it runs, is a retry to answer from the
-stored reply, or is refused; runs all rows in one onnxruntime call; and writes every new
-state in one compare-and-set store call. Nothing is written for a step that failed,
-timed out, or lost its compare-and-set.
+The handler reads, runs and writes: for one batch it reads every session record in one
+store call, asks :mod:`service.core.streams` per step whether it runs, is a retry to answer
+from the stored reply, or is refused; runs all rows in one onnxruntime call; and writes
+every new state in one compare-and-set store call. Nothing is written for a step that
+failed, timed out, or lost its compare-and-set.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ import numpy as np
 from service.batching import collate
 from service.batching.batcher import Batcher, BatcherObserver, Ticket
 from service.config import Settings
-from service.core.work import PredictResult, StaleWrite, StatelessWork, StepResult, StepWork
+from service.core.streams import decide, lost_write, settle
+from service.core.work import PredictResult, StatelessWork, StepResult, StepWork
 from service.errors import (
     STORE_ERRORS,
     DeadlineExceeded,
     ServiceError,
-    SessionNotFound,
-    StepConflict,
     store_unreachable,
 )
 from service.metrics import Metrics, Observer, adder, setter
 from service.runtime.onnx_model import OnnxModel
-from service.sessions.record import SessionRecord, visible
+from service.sessions.record import SessionRecord
 from service.sessions.store import SessionStore
 
 # the phases of Triton's statistics, in the order the handler measures them
@@ -58,13 +57,6 @@ class _Observer(BatcherObserver):
         count, total = self.outcomes[ok]
         count(n)
         total(seconds)
-
-
-def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:
-    return SessionNotFound(
-        f"session {session_id!r} is unknown or has expired (sessions expire after {ttl_s:g} s without a step); "
-        "create a new session"
-    )
 
 
 class ModelWorker:
@@ -150,23 +142,6 @@ class ModelWorker:
             count(requests)
             total(requests * seconds)
 
-    def _admit(self, work: StepWork, rec: SessionRecord | None) -> SessionRecord | StepResult:
-        """The stored record to step from, or the stored reply of a retried request."""
-        if not visible(rec, work.owner):
-            raise unknown_session(work.session_id, self.store.ttl_s)
-        assert rec is not None
-        e = work.expected_step
-        if e is None or e == rec.step:
-            return rec
-        last = rec.last
-        if last is not None and e == last.from_step and work.digest == last.digest:
-            return StepResult(rec.id, last.outputs, rec.step, replayed=True, state=rec.state)
-        raise StepConflict(
-            f"expected_step {e} does not match the session, which is at step {rec.step}"
-            + (" (and this is not a retry of its last request)" if e < rec.step else ""),
-            current_step=rec.step,
-        )
-
     async def handle(self, tickets: list[Ticket]) -> list[Any]:
         try:
             results = await self._handle(tickets)
@@ -217,7 +192,7 @@ class ModelWorker:
         for i, rec in zip(pending, records, strict=True):
             work: StepWork = tickets[i].payload
             try:
-                admitted = self._admit(work, rec)
+                admitted = decide(work, rec, self.store.ttl_s)
             except ServiceError as e:
                 if trust:  # refused on a copy that may be stale: ask the store itself
                     again.append(i)
@@ -244,12 +219,14 @@ class ModelWorker:
         for (i, rec), (y, state) in zip(owners, outs, strict=True):
             if rec is None:
                 results[i] = PredictResult(y, state)
-            elif not tickets[i].claim():
-                results[i] = DeadlineExceeded("the request's deadline passed before its step was stored")
-            else:
-                outputs = y[0].copy()
-                commits.append(rec.advanced(state[:, :, 0, :].copy(), outputs, tickets[i].payload.digest, now))
-                commit_idx.append((i, outputs))
+                continue
+            outputs = y[0].copy()
+            try:
+                commits.append(settle(tickets[i], rec, state[:, :, 0, :].copy(), outputs, now))
+            except DeadlineExceeded as e:
+                results[i] = e
+                continue
+            commit_idx.append((i, outputs))
         if commits:
             oks = await self.store.commit_many(commits)
             steps = 0
@@ -260,9 +237,7 @@ class ModelWorker:
                 elif trust:
                     again.append(i)
                 else:
-                    results[i] = StaleWrite(
-                        "the session was advanced by another request at the same time; retry with its current step"
-                    )
+                    results[i] = lost_write()
             self._steps(steps)
         phases[2] += time.perf_counter() - t_out  # store write
         return again, len(owners)

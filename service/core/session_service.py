@@ -10,8 +10,6 @@ hands steps to the model version's batcher.
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,8 +18,9 @@ import numpy as np
 from service.config import Settings
 from service.core import inputs
 from service.core.locks import KeyedLocks
-from service.core.model_worker import ModelWorker, unknown_session
+from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
+from service.core.streams import Gate, run_step, unknown_session
 from service.core.work import StaleWrite, StepResult, StepWork
 from service.errors import STORE_ERRORS, InvalidInput, SessionNotFound, SnapshotMismatch, store_unreachable
 from service.metrics import Metrics
@@ -40,13 +39,13 @@ class SessionService:
         store: SessionStore,
         metrics: Metrics,
         registry: ModelRegistry,
-        admit: Callable[[], None],
+        gate: Gate,
     ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.registry = registry
-        self._admit = admit  # raises NotReady while the service starts or drains
+        self._admit = gate.check  # raises NotReady while the service starts or drains
         self._locks = KeyedLocks()
         self._sequence_ids: dict[tuple, str] = {}
 
@@ -122,24 +121,7 @@ class SessionService:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, x, expected_step, digest(x), owner)
         async with self._locks.hold(session_id, self.settings.request_timeout_s):
-            return await self._submit_step(w, work)
-
-    async def _submit_step(self, w: ModelWorker, work: StepWork) -> StepResult:
-        """Run a step; the caller holds the session's lock."""
-        deadline = time.monotonic() + self.settings.request_timeout_s
-        while True:
-            if w.retired:  # unloaded (forced) while this request waited for its session's lock
-                raise self._no_worker(work.session_id)
-            try:  # the batch handler reports a store it cannot reach as StoreUnavailable itself
-                return await w.batcher.submit(
-                    work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic())
-                )
-            except StaleWrite:
-                # another replica or worker advanced the session between our read and write: a
-                # step without expected_step runs again from the new state until its deadline
-                # (each round one contender wins, so n contenders finish in n rounds)
-                if work.expected_step is not None or time.monotonic() >= deadline:
-                    raise
+            return await run_step(w, work, self.settings.request_timeout_s, self._no_worker)
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     def sequence_session_id(self, w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
@@ -182,7 +164,7 @@ class SessionService:
             if start:
                 await self._reset_sequence(w, sid, owner)
             try:
-                result = await self._submit_step(w, work)
+                result = await run_step(w, work, self.settings.request_timeout_s, self._no_worker)
             except SessionNotFound:
                 if start:
                     raise
