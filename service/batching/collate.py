@@ -10,6 +10,7 @@ are dropped by :func:`split`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -28,29 +29,29 @@ def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
         raise ValueError("collate needs one state per request and at least one request")
     n_rows = [x.shape[0] for x in xs]
     lens = [x.shape[1] for x in xs]
-    B, T, F = sum(n_rows), max(lens), xs[0].shape[2]
-    L, H = states[0].shape[1], states[0].shape[3]
-    x = np.zeros((B, T, F), np.float32)
-    state = np.empty((2, L, B, H), np.float32)
-    rows, r = [], 0
-    for xi, si, n, t in zip(xs, states, n_rows, lens, strict=True):
-        x[r : r + n, :t] = xi
-        state[:, :, r : r + n] = si
-        rows.append((r, n, t))
-        r += n
+    T = max(lens)
+    # one concatenation each, whatever the number of requests (C-contiguous, as onnxruntime takes them)
+    state = np.concatenate(states, axis=2) if len(states) > 1 else np.ascontiguousarray(states[0])
     lengths = None
-    if min(lens) != T:
+    if min(lens) == T:
+        x = np.concatenate(xs) if len(xs) > 1 else np.ascontiguousarray(xs[0])
+    else:
+        x = np.zeros((sum(n_rows), T, xs[0].shape[2]), np.float32)
+        r = 0
+        for xi, n, t in zip(xs, n_rows, lens, strict=True):
+            x[r : r + n, :t] = xi
+            r += n
         lengths = np.repeat(np.asarray(lens, np.int32), n_rows)
+    firsts = [0, *accumulate(n_rows)][:-1]
+    rows = list(zip(firsts, n_rows, lens, strict=True))
     return Batch(x=x, h0=state[0], c0=state[1], lengths=lengths, rows=rows)
 
 
 def split(batch: Batch, y: np.ndarray, hn: np.ndarray, cn: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per request: ``(y [n, T, O], state [2, L, n, H])``, copies that own their memory."""
-    out = []
-    for r, n, t in batch.rows:
-        state = np.stack([hn[:, r : r + n], cn[:, r : r + n]])
-        out.append((y[r : r + n, :t].copy(), state))
-    return out
+    """Per request: ``(y [n, T, O], state [2, L, n, H])``, views into the batch's outputs (one
+    stack of hn and cn for the whole batch): a caller copies what it keeps."""
+    state = np.stack([hn, cn])
+    return [(y[r : r + n, :t], state[:, :, r : r + n]) for r, n, t in batch.rows]
 
 
 def group_by_length(lengths: list[int]) -> list[list[int]]:

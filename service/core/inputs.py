@@ -30,9 +30,11 @@ def within(card: ModelCard, x: np.ndarray) -> bool:
     lo, hi = card.bounds
     if x.size <= SMALL and lo.size == x.shape[-1]:  # one reading per request, the common case
         los, his = card.bound_lists
-        return all(
-            a <= v <= b for row in x.reshape(-1, lo.size).tolist() for v, a, b in zip(row, los, his, strict=True)
-        )
+        for row in x.reshape(-1, lo.size).tolist():
+            for v, a, b in zip(row, los, his, strict=True):
+                if not a <= v <= b:
+                    return False
+        return True
     return bool(((x >= lo) & (x <= hi)).all())
 
 
