@@ -56,9 +56,10 @@ class Settings(BaseSettings):
     """Batches that may run at the same time per model version."""
 
     inline_compute_us: float = Field(100.0, ge=0)
-    """Batches whose estimated onnxruntime time (measured at warm-up) is under this run on
-    the event loop, saving the hop to a worker thread; longer ones run in the thread pool.
-    0 sends every batch to the pool."""
+    """Batches whose estimated onnxruntime time (measured at warm-up) is under this, or whose
+    rows cost less than the hop to a worker thread and back (also measured at warm-up), run on
+    the event loop; longer ones run in the thread pool, so the loop keeps serving while they
+    compute. 0 sends every batch to the pool."""
 
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the

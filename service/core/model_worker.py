@@ -68,7 +68,12 @@ class ModelWorker:
         self.metrics = metrics
         self.retired = False  # set when the version is unloaded: its batcher stops taking work
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
-        self._inline_s = settings.inline_compute_us / 1e6
+        # a batch runs on the event loop when it is under the setting, or when its rows cost
+        # less than the hop to the worker thread and back (both measured at warm-up; on a small
+        # virtual machine the hop costs more than a one-row call, and both figures are noisy,
+        # so the call's fixed part is not weighed against the hop); 0: never
+        inline = settings.inline_compute_us / 1e6
+        self.inline_s = max(inline, model.call_s + model.hop_s) if inline > 0 else 0.0
         self._inference = Observer(metrics.inference.labels(self.card.key))
         self._steps = adder(metrics.steps.labels(self.card.key))
         self._last = setter(metrics.last_inference.labels(self.card.key))
@@ -108,7 +113,7 @@ class ModelWorker:
             t_in = time.perf_counter()
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
             t_run = time.perf_counter()
-            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= self._inline_s:
+            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= self.inline_s:
                 # cheaper than the hop to a thread and back: run on the event loop
                 y, hn, cn = self.model.run(b.x, b.h0, b.c0, b.lengths)
             else:

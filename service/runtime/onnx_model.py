@@ -6,8 +6,10 @@ event loop. The runtime holds no state between calls: the session store owns sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
@@ -64,6 +66,7 @@ class OnnxModel:
         self.provider = self.session.get_providers()[0]
         self.row_step_s = float("inf")  # measured by warm_up: the cost per row-step...
         self.call_s = float("inf")  # ...and per call
+        self.hop_s = 0.0  # ...and what a worker thread adds to a call
         self.has_lengths = self._check_io()
 
     def _check_io(self) -> bool:
@@ -129,6 +132,33 @@ class OnnxModel:
         # large batch alone would miss
         self.row_step_s = medians[max_batch, 8] / (max_batch * 8)
         self.call_s = max(0.0, medians[1, 1] - self.row_step_s)
+        self.hop_s = self._measure_hop()
+
+    def _measure_hop(self, rounds: int = 31) -> float:
+        """What running a one-row call on a worker thread costs beyond running it on the event
+        loop, measured the way the batch handler makes it (``run_in_executor`` from a running
+        loop): the wake-ups both ways, and the call's data and weights fetched into the other
+        core's caches -- on a small virtual machine, more than the call itself."""
+        c = self.card
+        x = np.zeros((1, 1, c.n_features), np.float32)
+        s = np.zeros((c.num_layers, 1, c.hidden_size), np.float32)
+
+        async def measure(pool: ThreadPoolExecutor) -> float:
+            loop = asyncio.get_running_loop()
+            here, there = [], []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                self.run(x, s, s)
+                t1 = time.perf_counter()
+                await loop.run_in_executor(pool, self.run, x, s, s)
+                there.append(time.perf_counter() - t1)
+                here.append(t1 - t0)
+            return max(0.0, sorted(there)[rounds // 2] - sorted(here)[rounds // 2])
+
+        # on a thread of its own, with a loop of its own: warm-up may run before serving, in the
+        # serving loop's lifespan, or in a thread while serving
+        with ThreadPoolExecutor(1) as pool, ThreadPoolExecutor(1) as own:
+            return own.submit(asyncio.run, measure(pool)).result()
 
     def estimate_s(self, rows: int, steps: int) -> float:
         """What one call on ``rows`` rows of ``steps`` time steps costs, from the warm-up."""
