@@ -1,7 +1,9 @@
 """Server CPU per request of each hot route, measured in-process (no sockets, no client).
 
-Each request is one ASGI call into the app, middleware included, exactly as uvicorn would
-make it; what is timed is this process's CPU time (``time.process_time``), so a busy
+Each request is one ASGI call into the app, middleware included: the ASGI front, which an
+in-process caller or another ASGI server gets (``python -m service`` serves the hot routes
+below ASGI, ``service/http/protocol.py``: ``make bench-peers`` measures that); what is timed
+is this process's CPU time (``time.process_time``), so a busy
 machine slows the run but hardly changes the figure. Next to the routes, the same step
 through the data plane alone (``dp.step``) and a plain FastAPI route with a pydantic body
 (the way the step route was served before the hot-route mechanism) give the baselines.
