@@ -10,6 +10,7 @@ hands steps to the model version's batcher.
 from __future__ import annotations
 
 import base64
+import secrets
 from dataclasses import replace
 from typing import Any
 
@@ -30,6 +31,7 @@ from service.sessions.store import SessionStore
 
 SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
 SEQUENCE_IDS_KEPT = 10_000
+REV_BITS = 40  # well inside the 53 bits Redis's scripts compare exactly
 
 
 class SessionService:
@@ -73,6 +75,10 @@ class SessionService:
             step=step,
             created=now,
             last_used=now,
+            # a creation's first rev is random: a sequence id is created again after it ended,
+            # and a copy of its earlier life (another process's cache) must not pass the
+            # compare-and-set of the new one
+            rev=secrets.randbits(REV_BITS),
             owner=owner,
         )
 

@@ -80,13 +80,13 @@ class HotFront:
                         )
                     except ServiceError as e:
                         reply = error_reply(e)
-            if reply is not None:
+            if reply is not None and await self._write(cycle, reply, rid):
                 status = reply.status
-                await self._write(cycle, reply, rid)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            status = 500
-            await self._write(cycle, message_reply(500, INTERNAL), rid)
+        except BaseException as e:  # as uvicorn's cycle: cancelled at a forced exit, the client gets a 500 too
+            if not isinstance(e, asyncio.CancelledError):
+                log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not cycle.response_started and await self._write(cycle, message_reply(500, INTERNAL), rid):
+                status = 500
         finally:
             cycle.on_response = lambda: None  # as uvicorn's cycle does once its app returns
             self.lifecycle.finished()
@@ -119,12 +119,13 @@ class HotFront:
             if not msg["more_body"]:
                 return body
 
-    async def _write(self, cycle: RequestResponseCycle, reply: HotReply, rid: str) -> None:
-        """Write the reply in one piece and complete the cycle the way uvicorn's would."""
+    async def _write(self, cycle: RequestResponseCycle, reply: HotReply, rid: str) -> bool:
+        """Write the reply in one piece and complete the cycle the way uvicorn's would; False
+        when the client had left."""
         if cycle.flow.write_paused and not cycle.disconnected:
             await cycle.flow.drain()  # a client that reads slowly holds only its own request
         if cycle.disconnected:
-            return
+            return False
         keep_alive = cycle.keep_alive and not self.lifecycle.draining
         parts = [STATUS_LINE[reply.status]]
         for name, value in (*cycle.default_headers, (b"content-length", b"%d" % len(reply.body)), *reply.headers):
@@ -140,6 +141,7 @@ class HotFront:
             cycle.keep_alive = False
             cycle.transport.close()
         cycle.on_response()
+        return True
 
 
 class HotProtocol(HttpToolsProtocol):

@@ -8,7 +8,8 @@ code runs on Redis Cluster. A batch costs one pipelined round trip to read its s
 and one to write them (on a cluster, where pipelines refuse scripts, the writes go out
 concurrently instead).
 
-A batch costs one round trip when this process wrote its sessions last: each process keeps
+A batch costs one round trip when this process wrote its sessions last (a second, rarely,
+to refresh their entries in the live set below): each process keeps
 the records it last wrote or read (``cache_size`` of them, least recently used dropped), a
 batch steps from those copies and writes by compare-and-set, and the data plane reads again
 (and runs again) only the sessions whose write found another replica's record.
@@ -220,17 +221,13 @@ class RedisStore:
             async with self._r.pipeline(transaction=False) as p:
                 for rec in records:
                     p.evalsha(self._cas_sha, 1, key(rec.id), *cas_args(rec))
-                if stale:
-                    p.zadd(LIVE, stale, gt=True)
-                return (await p.execute())[: len(records)]
+                return list(await p.execute())
 
         async def clustered() -> list[Any]:
             # cluster pipelines refuse scripts: send them concurrently, one per key's node
             script = self._script or self._r.register_script(CAS)
             self._script = script
             res = await asyncio.gather(*(script(keys=[key(rec.id)], args=cas_args(rec)) for rec in records))
-            if stale:
-                await self._r.zadd(LIVE, stale, gt=True)
             return list(res)
 
         try:
@@ -241,10 +238,15 @@ class RedisStore:
             self._cas_sha = None  # Redis restarted and lost its scripts: load again
             res = await self._call(pipelined)
         oks = [bool(x) for x in res]
+        # the live set, for the sessions written whose entry's slack is used up (rare: once in
+        # LIVE_SLACK of the TTL per session): a write that lost must not bring an id back
+        refresh = {rec.id: live_until for rec, ok in zip(records, oks, strict=True) if ok and rec.id in stale}
+        if refresh:
+            await self._call(lambda: self._r.zadd(LIVE, refresh, gt=True))
         for rec, ok in zip(records, oks, strict=True):
             if ok:
                 cached = self._cache.get(rec.id)
-                self._remember(rec, live_until if rec.id in stale else cached[1] if cached else 0.0)
+                self._remember(rec, live_until if rec.id in refresh else cached[1] if cached else 0.0)
             else:
                 self._cache.pop(rec.id, None)
         return oks
@@ -285,8 +287,6 @@ class RedisStore:
     async def delete_version(self, model: str, version: str) -> int:
         async def go() -> int:
             ids = await self._version_ids(model, version)
-            for i in ids:
-                self._cache.pop(i, None)
             removed = 0
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -300,6 +300,8 @@ class RedisStore:
                         p.delete(key(i))
                     done = await p.execute()
                 removed += sum(int(n) for n in done[-len(chunk) :])
+                for i in chunk:  # after the read above, which cached them
+                    self._cache.pop(i, None)
             return removed
 
         return int(await self._call(go))

@@ -114,3 +114,67 @@ def test_a_session_stepped_by_another_replica_is_read_again(redis, offline: Offl
     # a never wrote the session's score in the live set (b did): it writes it once; b knows its own
     assert no_expected == {"evalsha": 2, "hmget": 1, "zadd": 1}, f"a stale write, a read, a write: {no_expected}"
     assert expected == {"evalsha": 1, "hmget": 1}, f"a read, then the write: {expected}"
+
+
+def v2_step(x: np.ndarray, seq: int, **flags: bool) -> dict:
+    return {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, len(x), 3], "data": x.ravel().tolist()}],
+        "parameters": {"sequence_id": seq, **flags},
+    }
+
+
+def test_a_sequence_started_again_elsewhere_is_not_stepped_from_its_earlier_life(redis, offline: Offline):
+    """A sequence id lives again after it ended: a replica holding a copy of its earlier life
+    must not step from it (the new life's first write has a rev of its own)."""
+    rng = np.random.default_rng(5)
+    first, second = random_steps(rng, 4), random_steps(rng, 6)
+    env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url, "LSTM_WORKERS": "1"}
+    with running_server(env) as a, running_server(env) as b:
+
+        async def run() -> list:
+            async with (
+                httpx.AsyncClient(base_url=a.url, timeout=30) as ca,
+                httpx.AsyncClient(base_url=b.url, timeout=30) as cb,
+            ):
+                path = "/v2/models/demand/infer"
+                assert (await ca.post(path, json=v2_step(first[:2], 7, sequence_start=True))).status_code == 200
+                assert (await cb.post(path, json=v2_step(first[2:], 7, sequence_end=True))).status_code == 200
+                r = await cb.post(path, json=v2_step(second[:3], 7, sequence_start=True))  # a new life, on b
+                outs = r.json()["outputs"][0]["data"]
+                r = await ca.post(path, json=v2_step(second[3:], 7))  # a still holds the first life
+                assert r.status_code == 200, r.text
+                return outs + r.json()["outputs"][0]["data"]
+
+        outs = asyncio.run(run())
+    offline.assert_outputs_close(outs, offline.run(second)[0].ravel())
+
+
+def test_a_write_that_lost_does_not_bring_a_session_back_to_the_live_count(redis):
+    """A replica's stale copy whose live-set entry is due for a refresh, of a session another
+    replica deleted: its write fails, and the session stays out of the live count."""
+    env = {
+        "LSTM_SESSION_STORE": "redis",
+        "LSTM_REDIS_URL": redis.url,
+        "LSTM_WORKERS": "1",
+        "LSTM_SESSION_TTL_S": "2",  # the slack (10 %) is used up after 0.2 s
+    }
+    x = random_steps(np.random.default_rng(6), 2)
+    with running_server(env) as a, running_server(env) as b:
+
+        async def run() -> tuple[int, int]:
+            async with (
+                httpx.AsyncClient(base_url=a.url, timeout=30) as ca,
+                httpx.AsyncClient(base_url=b.url, timeout=30) as cb,
+            ):
+                sid = await create(ca)
+                await stream(ca, sid, x[:1], 0)  # a caches it
+                assert (await cb.delete(f"/v1/sessions/{sid}")).status_code == 204
+                live = int(_cli(redis.port, "zcard", "lstm:live").strip() or 0)
+                await asyncio.sleep(0.5)  # past the slack: a's next write would refresh the entry
+                r = await ca.post(f"/v1/sessions/{sid}/step", json={"inputs": x[1:].tolist()})
+                assert r.status_code == 404, r.text
+                return live, int(_cli(redis.port, "zcard", "lstm:live").strip() or 0)
+
+        _cli(redis.port, "flushall")
+        before, after = asyncio.run(run())
+    assert before == 0 and after == 0
