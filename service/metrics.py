@@ -46,8 +46,8 @@ def collected(registry: CollectorRegistry) -> dict[str, Metric]:
 
 
 def adder(child: Any) -> Callable[[float], None]:
-    """``inc`` of a counter's (or ``set`` of a gauge's) labelled child, without the library's
-    checks on every call (which cost more than the increment); for the per-request path."""
+    """``inc`` of a counter's labelled child, without the library's checks on every call
+    (which cost more than the increment); for the per-request path."""
     return child._value.inc
 
 

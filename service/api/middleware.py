@@ -20,11 +20,19 @@ UNCOUNTED = ("/v2/health/", "/metrics")
 UNPRINTABLE = re.compile(rb"[\x00-\x1f\x7f]")
 
 
-def declared_over(declared: int, limit: int) -> str:
-    return f"request body of {declared} bytes is over the limit of {limit}"
+def declared_over(headers: Any, limit: int) -> str | None:
+    """Why a request's declared ``Content-Length`` is refused (413), or None: the first
+    check of the body limit, on either front, before any of the body is read."""
+    for k, v in headers:
+        if k == b"content-length":
+            if v.isdigit() and int(v) > limit:
+                return f"request body of {int(v)} bytes is over the limit of {limit}"
+            break
+    return None
 
 
 def read_over(limit: int) -> str:
+    """Why a body that grew past the limit while it was read is refused (413)."""
     return f"request body is over the limit of {limit} bytes"
 
 
@@ -41,14 +49,13 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), b"")
-        too_big = declared.isdigit() and int(declared) > self.limit
+        too_big = declared_over(scope.get("headers", ()), self.limit)
         seen = 0
 
         async def limited() -> dict:
             nonlocal seen
             if too_big:
-                raise HTTPException(413, declared_over(int(declared), self.limit))
+                raise HTTPException(413, too_big)
             msg = await receive()
             seen += len(msg.get("body", b""))
             if seen > self.limit:

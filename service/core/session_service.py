@@ -159,10 +159,7 @@ class SessionService:
         """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
         releases it after replying. Otherwise exactly a session step."""
         self._admit()
-        if version is None and len(self.registry.workers.get(name) or ()) == 1:
-            w = self.registry.worker(name)  # one version served: no lookup of where the sequence runs
-        else:
-            w = await self._sequence_worker(name, version, sequence_id, owner, start)
+        w = await self._sequence_worker(name, version, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
         work = StepWork(sid, x, None, digest(x), owner)

@@ -55,7 +55,6 @@ class HotFront:
         self.lifecycle = lifecycle
         self.requests = requests
         self._no_key = message_reply(401, NO_KEY, (b"www-authenticate", b"Bearer"))
-        self._over = b"<over the limit>"  # what _read returns for a body past the limit (by identity)
 
     async def serve(self, cycle: RequestResponseCycle, route: HotRoute, params: dict[str, str]) -> None:
         scope = cycle.scope
@@ -67,11 +66,9 @@ class HotFront:
         try:
             owner, reply = self._check(headers)
             if reply is None:
-                if cycle.more_body:  # the body is still arriving
-                    body = await self._read(cycle)
-                else:  # the usual case: it came with the headers
-                    body = bytes(cycle.body) if len(cycle.body) <= self.limit else self._over
-                if body is self._over:
+                # the usual case: the body came with the headers; otherwise read the rest
+                body = await self._read(cycle) if cycle.more_body else bytes(cycle.body)
+                if body is not None and len(body) > self.limit:
                     reply = message_reply(413, read_over(self.limit))
                 elif body is not None:
                     try:
@@ -99,24 +96,19 @@ class HotFront:
             owner = self.ring.owner(bearer(headers))
             if owner is None:
                 return None, self._no_key
-        for k, v in headers:
-            if k == b"content-length":
-                if v.isdigit() and int(v) > self.limit:
-                    return owner, message_reply(413, declared_over(int(v), self.limit))
-                break
-        return owner, None
+        too_big = declared_over(headers, self.limit)
+        return owner, None if too_big is None else message_reply(413, too_big)
 
     async def _read(self, cycle: RequestResponseCycle) -> bytes | None:
-        """The rest of the body; ``_over`` past the limit, None when the client left first."""
+        """The rest of the body, read no further than just past the limit; None when the
+        client left first."""
         body = b""
         while True:
             msg: Any = await cycle.receive()  # answers Expect: 100-continue, resumes a paused read
             if msg["type"] == "http.disconnect":
                 return None
             body += msg["body"]
-            if len(body) > self.limit:
-                return self._over
-            if not msg["more_body"]:
+            if len(body) > self.limit or not msg["more_body"]:
                 return body
 
     async def _write(self, cycle: RequestResponseCycle, reply: HotReply, rid: str) -> bool:

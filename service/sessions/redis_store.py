@@ -4,15 +4,15 @@ Each session is one hash ``lstm:s:{<id>}`` with fields ``rev`` and ``b`` (the re
 compact bytes, :mod:`service.sessions.codec`), expiring through Redis TTL. Updates are
 compare-and-set on ``rev`` in a Lua script that touches that one key, so two replicas can
 never both advance a session from the same state, and nothing spans hash slots: the same
-code runs on Redis Cluster. A batch costs one pipelined round trip to read its sessions
-and one to write them (on a cluster, where pipelines refuse scripts, the writes go out
-concurrently instead).
+code runs on Redis Cluster.
 
-A batch costs one round trip when this process wrote its sessions last (a second, rarely,
-to refresh their entries in the live set below): each process keeps
+A batch costs one pipelined round trip, its writes, when this process wrote its sessions
+last (on a cluster, where pipelines refuse scripts, the writes go out concurrently; a
+second round trip, rarely, refreshes entries of the live set below): each process keeps
 the records it last wrote or read (``cache_size`` of them, least recently used dropped), a
-batch steps from those copies and writes by compare-and-set, and the data plane reads again
-(and runs again) only the sessions whose write found another replica's record.
+batch steps from those copies and writes by compare-and-set, and the data plane reads
+again, in one pipelined round trip, and runs again only the sessions whose copy another
+replica made stale.
 
 Capacity: live ids sit in a sorted set ``lstm:live`` scored by expiry time. Creation
 prunes expired entries (counting them as expired) and refuses at ``max_sessions``. The
