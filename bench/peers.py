@@ -165,54 +165,59 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
     }
 
 
+def point(R: list[dict[str, Any]], peer: str, sc: str, c: int) -> dict[str, Any] | None:
+    """One peer's result for one scenario and concurrency, or None."""
+    return next((r for r in R if r["peer"] == peer and r["scenario"] == sc and r["concurrency"] == c), None)
+
+
 def targets(R: list[dict[str, Any]]) -> list[str]:
     """The lean hot path's targets, each row computed from this run (none when a peer is missing)."""
-
-    def get(peer: str, sc: str, c: int) -> dict[str, Any] | None:
-        return next((r for r in R if r["peer"] == peer and r["scenario"] == sc and r["concurrency"] == c), None)
 
     ours, redis1 = "ours (memory, 1 process)", "ours (Redis, 1 worker)"
     tri = "Triton (oldest, 1 instance)"
     rows: list[tuple[str, str, bool]] = []
 
-    def ratio(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None, want: float, key: str = "steps_per_s"):
+    def ratio(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None, want: float) -> None:
         if a and b:
-            q = a[key] / b[key]
-            rows.append((name, f"{a[key]:.0f} vs {b[key]:.0f} ({q:.2f}×)", q >= want))
+            q = a["steps_per_s"] / b["steps_per_s"]
+            rows.append((name, f"{a['steps_per_s']:.0f} vs {b['steps_per_s']:.0f} ({q:.2f}×)", q >= want))
 
     for sc in ("v2-json", "rest-step"):
-        a = get(ours, sc, 32)
-        ratio(f"{sc}, 32 streams: ≥ 2× Triton's v2 JSON req/s", a, get(tri, "v2-json", 32), 2.0)
-        ratio(f"{sc}, 32 streams: ≥ 0.6× the minimal reference", a, get(MINIMAL, sc, 32), 0.6)
+        a = point(R, ours, sc, 32)
+        ratio(f"{sc}, 32 streams: ≥ 2× Triton's v2 JSON req/s", a, point(R, tri, "v2-json", 32), 2.0)
+        ratio(f"{sc}, 32 streams: ≥ 0.6× the minimal reference", a, point(R, MINIMAL, sc, 32), 0.6)
         if a:
             us = 1000 * a["server_cpu_ms_per_req"]
             rows.append((f"{sc}, 32 streams: ≤ 100 µs of server CPU per request", f"{us:.0f} µs", us <= 100))
-    a1, t1 = get(ours, "v2-json", 1), get(tri, "v2-json", 1)
+    a1, t1 = point(R, ours, "v2-json", 1), point(R, tri, "v2-json", 1)
     if a1 and t1:
         q = a1["p50_ms"] / t1["p50_ms"]
         rows.append(
             ("concurrency 1: p50 ≤ 0.8× Triton's", f"{a1['p50_ms']:.2f} vs {t1['p50_ms']:.2f} ms ({q:.2f}×)", q <= 0.8)
         )
     ratio(
-        "Redis store, one process, v2 JSON at 32: ≥ 1× Triton", get(redis1, "v2-json", 32), get(tri, "v2-json", 32), 1.0
+        "Redis store, one process, v2 JSON at 32: ≥ 1× Triton",
+        point(R, redis1, "v2-json", 32),
+        point(R, tri, "v2-json", 32),
+        1.0,
     )
     ratio(
         "WebSocket (32 in flight), 64 streams: ≥ 1.5× the v1 step route",
-        get(ours, "ws", 64),
-        get(ours, "rest-step", 32),
+        point(R, ours, "ws", 64),
+        point(R, ours, "rest-step", 32),
         1.5,
     )
     ratio(
         "gRPC ModelStreamInfer, 64 streams: ≥ 1× Triton's v2 JSON req/s",
-        get(ours, "grpc-stream", 64),
-        get(tri, "v2-json", 64),
+        point(R, ours, "grpc-stream", 64),
+        point(R, tri, "v2-json", 64),
         1.0,
     )
     if not rows:
         return []
     out = ["", "| target | measured | met |", "|---|---|---|"]
     out += [f"| {name} | {measured} | {'yes' if ok else '**no**'} |" for name, measured, ok in rows]
-    mine, least = get(ours, "v2-json", 32), get(MINIMAL, "v2-json", 32)
+    mine, least = point(R, ours, "v2-json", 32), point(R, MINIMAL, "v2-json", 32)
     if mine and least:
         out += [
             "",
@@ -227,9 +232,6 @@ def targets(R: list[dict[str, Any]]) -> list[str]:
 
 def section(data: dict[str, Any]) -> list[str]:
     R = data["results"]
-
-    def get(peer: str, sc: str, c: int) -> dict[str, Any] | None:
-        return next((r for r in R if r["peer"] == peer and r["scenario"] == sc and r["concurrency"] == c), None)
 
     lines = [
         BEGIN,
@@ -264,7 +266,7 @@ def section(data: dict[str, Any]) -> list[str]:
     for scenario, c in plan():
         for name in dict.fromkeys(r["peer"] for r in R):
             sc = runs_on(name, scenario)
-            r = get(name, sc, c) if sc else None
+            r = point(R, name, sc, c) if sc else None
             if r is None:
                 continue
             label = (
@@ -287,7 +289,7 @@ def section(data: dict[str, Any]) -> list[str]:
     lines += ["| peer | streams | req/s ratio | p50 ratio |", "|---|---:|---:|---:|"]
     for name in ("ours (memory, 1 process)", "ours (Redis, 1 worker)", "ours (Redis, 2 workers)", MINIMAL):
         for c in (1, 32, 64):
-            a, t = get(name, "v2-json", c), get("Triton (oldest, 1 instance)", "v2-json", c)
+            a, t = point(R, name, "v2-json", c), point(R, "Triton (oldest, 1 instance)", "v2-json", c)
             if a and t:
                 lines.append(
                     f"| {name} | {c} | {a['req_per_s'] / t['req_per_s']:.2f}× | {a['p50_ms'] / t['p50_ms']:.2f}× |"
