@@ -9,6 +9,65 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+COMPOSE_GRACE_S, KUBERNETES_GRACE_S = 30, 40  # docker-compose.yml stop_grace_period, k8s terminationGracePeriodSeconds
+
+
+def bounds_table() -> list[str]:
+    """Every bound on what a client sends: its setting (or fixed value), default and reply.
+    Made from the settings and the service's constants, so it cannot drift from them."""
+    from service.__main__ import STRAGGLER_CUT_S
+    from service.api.v2_codec import MAX_DIM, MAX_DIMS
+    from service.config import Settings
+    from service.errors import MAX_MESSAGE
+    from service.http.protocol import LINGER_S
+
+    d = {name: f.default for name, f in Settings.model_fields.items()}
+
+    def setting(name: str) -> str:
+        return f"`LSTM_{name.upper()}` = {d[name]:,}"
+
+    rows = [
+        ("request body (HTTP, gRPC message)", setting("max_body_bytes") + " bytes", "413 / `RESOURCE_EXHAUSTED`"),
+        ("request head: bytes of request line and headers", setting("max_header_bytes"), "431, connection closed"),
+        ("request head: header fields", setting("max_headers"), "431, connection closed"),
+        ("string `sequence_id` (v2, gRPC)", setting("max_sequence_id_chars") + " characters", "400"),
+        ("tensor dimensions (v2 JSON, binary, gRPC)", f"fixed: {MAX_DIMS}", "400 / `INVALID_ARGUMENT`"),
+        ("elements of one tensor's shape", f"fixed: {MAX_DIM:,}, checked before allocating", "400"),
+        ("time steps per request", setting("max_steps_per_request"), "400"),
+        ("sequences per stateless predict", setting("max_sequences_per_request"), "400"),
+        ("snapshot `step`", "fixed: an integer, 0 to 2**63 - 1 (no float, no boolean)", "422 / 400"),
+        ("`parameters` of a request, input or output", "fixed: a JSON object", "400"),
+        ("live sessions", setting("max_sessions"), "429"),
+        ("live sessions per API key", setting("max_sessions_per_key"), "429"),
+        ("requests waiting per model version", setting("max_queue_size"), "503 + `Retry-After`"),
+        ("a request's time: lock wait, queue and compute", setting("request_timeout_s") + " s", "504, nothing changed"),
+        ("requests in flight per gRPC stream", setting("grpc_stream_window"), "the stream is not read further"),
+        ("Redis connections per process", "`LSTM_REDIS_MAX_CONNECTIONS` = 0: `max_queue_size / 8`", "a burst waits"),
+        ("an error message quoting what was sent", f"fixed: {MAX_MESSAGE:,} characters", "the message is cut"),
+        ("control characters in the text log", "fixed: escaped (`\\n`, `\\x00`)", "no forged lines"),
+    ]
+    worst = d["drain_timeout_s"] + STRAGGLER_CUT_S
+    lines = [
+        "## Bounds on what a client sends",
+        "",
+        "Every limit below answers with the reply shown, the connection (where it survives) stays",
+        "usable, and nothing is changed by a refused request (`tests/service/test_bounds.py`).",
+        "",
+        "| what | bound (setting = default) | a client gets |",
+        "|---|---|---|",
+        *[f"| {what} | {bound} | {reply} |" for what, bound, reply in rows],
+        "",
+        "**Shutdown** (SIGTERM): admission stops, queued batches finish, and the sessions are saved",
+        "(`LSTM_STATE_DIR`) before any straggler is waited on; requests still open after",
+        f"`LSTM_DRAIN_TIMEOUT_S` ({d['drain_timeout_s']:g} s) are cut {STRAGGLER_CUT_S} s later. The whole stop",
+        f"takes at most about {worst:g} s, inside Compose's {COMPOSE_GRACE_S} s and Kubernetes' {KUBERNETES_GRACE_S} s",
+        f"grace periods ({COMPOSE_GRACE_S - worst:g} s of margin); a connection refused for its head is read and",
+        f"dropped for {LINGER_S:g} s before it is closed, so that its 431 is not lost to a reset.",
+        "",
+    ]
+    return lines
+
+
 def overload_plot(over: dict, path: Path) -> None:
     import matplotlib
 
@@ -85,6 +144,7 @@ def main() -> None:
         "",
         "![soak memory](bench/soak_memory.png)",
         "",
+        *bounds_table(),
         "## In `make test`",
         "",
         "* **Fuzzing**: schemathesis generates requests for every operation of the service's own",

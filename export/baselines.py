@@ -48,7 +48,9 @@ def holt_winters(values: np.ndarray, fit_end: int, period: int, trend: bool = Fa
     kind = "add" if trend else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter from the optimiser
-        fitted = ExponentialSmoothing(values[:fit_end], trend=kind, seasonal="add", seasonal_periods=period).fit()
+        fitted = ExponentialSmoothing(
+            values[:fit_end], trend=kind, seasonal="add", seasonal_periods=period, initialization_method="heuristic"
+        ).fit()
         p = fitted.params
         initial = {"initial_level": p["initial_level"], "initial_seasonal": p["initial_seasons"]}
         smoothing = {"smoothing_level": p["smoothing_level"], "smoothing_seasonal": p["smoothing_seasonal"]}

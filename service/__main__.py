@@ -18,7 +18,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.api.grpc.server import GrpcServer
-from service.api.middleware import Lifecycle
+from service.api.middleware import ContainErrors, Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
@@ -29,6 +29,7 @@ from service.metrics import Metrics
 from service.supervisor import HELD_SIGNALS, WORKER_ENV, check, supervise, worker_count
 
 log = logging.getLogger("service")
+STRAGGLER_CUT_S = 2  # after the drain, how long uvicorn waits for requests still open before cutting them
 
 
 class DrainingServer(uvicorn.Server):
@@ -88,6 +89,9 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.drain_timeout
         finished = await self.dataplane.drain(self.drain_timeout)
+        # admission has stopped and the batches are done: the state is saved before stragglers
+        # are waited on, so the save is not held up by a client that never finishes its body
+        await self.dataplane.seal()
         # Requests still being read or answered, and stragglers that arrive now: each gets its
         # reply (503 + Connection: close once draining) before the port closes. Closing it while
         # requests still come would meet them with a reset socket instead.
@@ -141,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(settings, dp)
     config = uvicorn.Config(
-        app,
+        ContainErrors(app),
         host=args.host,
         port=args.port,
         log_config=None,
         access_log=False,
         http=protocol_for(app.state.front),  # the hot routes below ASGI, everything else to the app
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)),
+        # the drain above gave requests their time; past it uvicorn cuts what is left at once
+        timeout_graceful_shutdown=STRAGGLER_CUT_S,
     )
     grpc = GrpcServer(settings, dp, args.host, share_port=worker is not None) if settings.grpc_enabled else None
     server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s, grpc)
@@ -155,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         server.run()
     else:  # one of several processes on this port: the kernel spreads connections over them
         server.run(sockets=[reuse_port_socket(args.host, args.port)])
-    return 2 if server.failed else 0
+    if server.failed:
+        return 2
+    return 1 if dp.store.save_failed else 0
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:

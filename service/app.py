@@ -32,6 +32,8 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
             settings.session_ttl_s,
             cluster=settings.redis_cluster,
             timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections or max(16, settings.max_queue_size // 8),
+            wait_s=settings.request_timeout_s,
             cache_size=settings.redis_cache_sessions,
             on_expire=metrics.sessions_expired.inc,
         )
@@ -118,5 +120,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     requests = RequestLog(metrics)
     app.add_middleware(AccessLog, log=requests, lifecycle=lifecycle)  # outermost: logs and counts 401s and 413s too
     # the HTTP front that serves the hot routes below ASGI (python -m service gives it to uvicorn)
-    app.state.front = HotFront(table, dp, ring, settings.max_body_bytes, lifecycle, requests)
+    app.state.front = HotFront(
+        table, dp, ring, settings.max_body_bytes, lifecycle, requests, settings.max_header_bytes, settings.max_headers
+    )
     return app

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(1.0, gt=0)
     """Redis connect and command timeout: while Redis is unreachable, steps fail after this with 503."""
 
+    redis_max_connections: int = Field(0, ge=0)
+    """Connections each process opens to Redis at most. A request that finds every one busy
+    waits for a free one (within its deadline) rather than failing, so a burst of session
+    creates is queued. 0 derives it from the admission limits: ``max_queue_size / 8``, at least 16."""
+
     redis_cache_sessions: int = Field(10_000, ge=0)
     """Sessions whose last written record each process keeps, so that a batch of their steps
     reads nothing from Redis and only writes (compare-and-set: a copy another replica made
@@ -105,6 +110,17 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     """Largest request body accepted; larger bodies get 413."""
+
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    """Largest request head on the HTTP port (request line and headers together); a larger one
+    gets 431 and the connection is closed, before the rest of it is read."""
+
+    max_headers: int = Field(100, ge=8)
+    """Most header fields in one HTTP request; more get 431 and the connection is closed."""
+
+    max_sequence_id_chars: int = Field(256, ge=1)
+    """Longest string ``sequence_id`` of a v2 or gRPC sequence; a longer one gets 400 (numeric
+    ids are uint64)."""
 
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     """API keys, comma separated. When any key is set (here or in ``api_key_file``), requests

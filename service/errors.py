@@ -10,11 +10,16 @@ from typing import ClassVar
 RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
 
 
+MAX_MESSAGE = 1024  # characters: a message that quotes what a client sent stays this short
+
+
 class ServiceError(Exception):
     status: int = 500
     headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:  # a 100k-character model name is not echoed back whole
+            message = message[: MAX_MESSAGE - 20] + " ... (message cut)"
         super().__init__(message)
         self.message = message
 

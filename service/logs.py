@@ -26,14 +26,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+# control characters as escapes, so that nothing a client sends (a path with %0a, say) can
+# end a log line and write one of its own
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+
+
+def escaped(text: str) -> str:
+    return text if text.isprintable() else text.translate(_CONTROL)
+
+
 class TextFormatter(logging.Formatter):
+    """One line per record (a traceback follows on its own lines): the message's control
+    characters are escaped."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escaped(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         rid = getattr(record, "request_id", None)
-        return f"{line} request_id={rid}" if rid else line
+        return f"{line} request_id={escaped(str(rid))}" if rid else line
 
 
 def configure(fmt: str, level: str) -> None:

@@ -57,6 +57,9 @@ def owner_of(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:16]
 
 
+SUBPROTOCOL = "lstm-serving"  # what a browser offers beside its key (bearer.<key>), and is answered with
+
+
 class KeyRing:
     """The configured keys and their owners; shared by the HTTP middleware and the gRPC server."""
 
@@ -95,6 +98,13 @@ class ApiKeyAuth:
         owner = self.ring.owner(bearer(scope.get("headers", ())))
         if owner is None:
             if scope["type"] == "websocket":
+                # accepted, then closed with 1008 (policy violation), as docs/websocket.md says: a
+                # close before the accept would reach the client as an HTTP 403 with no reason
+                if (await receive())["type"] != "websocket.connect":
+                    return
+                offered = scope.get("subprotocols") or ()
+                accept = {"type": "websocket.accept", "subprotocol": SUBPROTOCOL if SUBPROTOCOL in offered else None}
+                await send(accept)
                 await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})
                 return
             body = orjson.dumps({"error": NO_KEY})

@@ -28,12 +28,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from service.api.auth import SUBPROTOCOL as PROTOCOL
 from service.api.auth import load_keys
 from service.api.responses import FastJSON
 from service.errors import ModelNotFound
 from service.metrics import merged
 
-PROTOCOL = "lstm-serving"
 KEY_PREFIX = "bearer."
 MEDIA = {
     ".html": "text/html; charset=utf-8",

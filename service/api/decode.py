@@ -139,6 +139,17 @@ def flat_numbers(value: Any, field: str, dtype: Any) -> np.ndarray:
         raise InvalidInput(f"{field} holds an integer out of range for {np.dtype(dtype).name}") from None
 
 
+def rectangular(value: Any) -> bool:
+    """Whether nested lists are rectangular: the lists of each level all of one length (a
+    flat list is; ``[[1, 2], [3]]`` is not)."""
+    level = value if isinstance(value, list) else [value]
+    while level and type(level[0]) is list:
+        if len(set(map(len, level))) > 1:
+            return False
+        level = list(chain.from_iterable(level))
+    return True
+
+
 def optional_step(value: Any, field: str = "expected_step") -> int | None:
     """A client's expected step: absent/null, or an integer >= 0."""
     if value is None:

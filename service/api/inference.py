@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.api.decode import optional_step
 from service.api.model_config import split_view, view_name
 from service.api.v2_codec import InferReply, InferRequest
 from service.core.dataplane import DataPlane
@@ -23,11 +24,18 @@ INPUTS = ("x", "h0", "c0")
 OUTPUTS = ("y", "hn", "cn")
 
 
-def sequence_id(params: dict[str, Any]) -> int | str | None:
-    """The request's sequence id, or None for a stateless request; InvalidInput if malformed."""
+def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
+    """The request's sequence id, or None for a stateless request; InvalidInput if malformed
+    (a string id longer than ``max_chars`` included)."""
     sid = params.get("sequence_id", 0)
     if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
-        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {sid!r}")
+        shown = repr(sid) if len(repr(sid)) <= 60 else repr(sid)[:57] + "..."
+        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {shown}")
+    if isinstance(sid, str) and len(sid) > max_chars:
+        raise InvalidInput(
+            f"parameter sequence_id is a string of {len(sid)} characters; at most {max_chars} are accepted "
+            "(LSTM_MAX_SEQUENCE_ID_CHARS)"
+        )
     for flag in ("sequence_start", "sequence_end"):
         if not isinstance(params.get(flag, False), bool):
             raise InvalidInput(f"parameter {flag} must be a boolean")
@@ -58,8 +66,10 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
     request of a sequence (the state stays on the server). Raises domain errors."""
     check(req)
     x = req.inputs["x"]
-    seq = sequence_id(req.parameters)
+    seq = sequence_id(req.parameters, dp.settings.max_sequence_id_chars)
     name, stateless = split_view(model)
+    if seq is None and "expected_step" in req.parameters:
+        raise InvalidInput("parameter expected_step applies to sequence requests only (give a sequence_id)")
     if seq is not None and stateless:
         raise InvalidInput(f"{model!r} is the stateless view of {name!r}: send sequences to {name!r}")
     if seq is not None:
@@ -77,7 +87,10 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
             start=bool(req.parameters.get("sequence_start")),
             end=bool(req.parameters.get("sequence_end")),
             owner=owner,
+            expected_step=optional_step(req.parameters.get("expected_step"), "parameter expected_step"),
         )
+        # the sequence's step after this request, for the next request's expected_step
+        params: dict[str, Any] = {"step": res.step, "replayed": True} if res.replayed else {"step": res.step}
         # the state stays on the server (Triton's implicit state): y only unless asked for
         outputs = {"y": res.outputs[None]}
         asked = {n for n, _ in req.outputs or []}
@@ -86,4 +99,5 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
     else:
         w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
         outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
-    return InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id)
+        params = {}
+    return InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id, parameters=params)

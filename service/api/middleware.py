@@ -180,3 +180,31 @@ class AccessLog:
             self.log.record(
                 scope.get("method", ""), scope.get("path", ""), route, status, time.perf_counter() - t0, rid
             )
+
+
+class ContainErrors:
+    """The outermost layer of the app: an exception that escapes after its 500 was sent (as
+    Starlette re-raises every one, for the server to log) is logged here and goes no further.
+    uvicorn closes the connection of an app that raised, so without this one failed request
+    would break the client's next, valid one on its keep-alive connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        complete = False
+
+        async def watch(message: dict) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if not complete:  # no whole reply went out: the server answers (500) or closes
+                raise
+            log.exception("unhandled error on %s %s (answered 500)", scope.get("method"), scope.get("path"))

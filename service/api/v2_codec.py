@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.decode import flat_numbers
+from service.api.decode import flat_numbers, rectangular
 from service.errors import InvalidInput
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
@@ -40,15 +40,39 @@ class InferReply:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def _shape(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {value!r}")
+MAX_DIMS = 8  # a tensor's most dimensions (the served models take 3)
+MAX_DIM = 2**31 - 1  # a dimension's largest size, and the most elements of one tensor
+
+
+def check_shape(value: Any, name: str) -> list[int]:
+    """A tensor's declared shape, checked before anything is allocated for it: a list of at most
+    MAX_DIMS non-negative integers holding at most MAX_DIM elements. Both wire formats use it."""
+    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {_short(value)}")
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r}: shape has {len(value)} dimensions; at most {MAX_DIMS} are accepted")
+    if math.prod(d for d in value if d) > MAX_DIM:
+        raise InvalidInput(f"input {name!r}: shape {value} holds more than {MAX_DIM} elements")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """An optional ``parameters`` object: absent or null is empty; anything else is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be an object, got {_short(value)}")
     return value
 
 
 def decode(body: bytes, header_length: str | None) -> InferRequest:
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InvalidInput(
                 f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes"
             )
@@ -72,11 +96,11 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         dtype = DTYPES.get(spec.get("datatype", ""))
         if dtype is None:
             raise InvalidInput(f"input {name!r}: datatype {spec.get('datatype')!r} is not supported here")
-        shape = _shape(spec.get("shape"), name)
+        shape = check_shape(spec.get("shape"), name)
         count = math.prod(shape)
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = _object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise InvalidInput(
                     f"input {name!r}: binary_data_size {size!r} runs past the {len(binary)} binary bytes of the body"
                 )
@@ -93,12 +117,12 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
             arr = flat_numbers(spec["data"], f"input {name!r}: data", dtype)
         if arr.size != count:
             raise InvalidInput(f"input {name!r}: {arr.size} values do not fill shape {shape} ({count} values)")
+        if size is None and not rectangular(spec["data"]):
+            raise InvalidInput(f"input {name!r}: data nested in lists must be rectangular (a ragged list was sent)")
         inputs[name] = arr.reshape(shape)
     if offset != len(binary):
         raise InvalidInput(f"{len(binary) - offset} bytes after the tensors are not claimed by any input")
-    params = req.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InvalidInput("request 'parameters' must be an object")
+    params = _object(req.get("parameters"), "request 'parameters'")
     outputs = None
     if req.get("outputs") is not None:
         if not isinstance(req["outputs"], list):
@@ -107,14 +131,22 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         for o in req["outputs"]:
             if not isinstance(o, dict) or not isinstance(o.get("name"), str):
                 raise InvalidInput("each requested output needs a 'name'")
-            outputs.append((o["name"], bool((o.get("parameters") or {}).get("binary_data", False))))
+            binary = _object(o.get("parameters"), f"output {o['name']!r}: parameters").get("binary_data", False)
+            if not isinstance(binary, bool):
+                raise InvalidInput(
+                    f"output {o['name']!r}: parameter binary_data must be a boolean, got {_short(binary)}"
+                )
+            outputs.append((o["name"], binary))
     rid = req.get("id")
+    binary_output = params.get("binary_data_output", False)
+    if not isinstance(binary_output, bool):
+        raise InvalidInput(f"parameter binary_data_output must be a boolean, got {_short(binary_output)}")
     return InferRequest(
         id=str(rid) if rid is not None else None,
         inputs=inputs,
         parameters=params,
         outputs=outputs,
-        binary_output=bool(params.get("binary_data_output", False)),
+        binary_output=binary_output,
     )
 
 

@@ -78,7 +78,7 @@ class Snapshot(_Strict):
     model: str
     version: str
     sha256: str = Field(description="sha256 of the model.onnx the state belongs to")
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, lt=2**63, strict=True)
     h: Matrix = Field(description="[layers, hidden]")
     c: Matrix = Field(description="[layers, hidden]")
 

@@ -64,6 +64,10 @@ class DataPlane:
             ok &= await w.batcher.drain(max(0.0, deadline - time.monotonic()))
         return ok
 
+    async def seal(self) -> None:
+        """Save the sessions of a store that saves on shutdown, now that no step runs."""
+        await self.store.seal()
+
     async def stop(self) -> None:
         await self.registry.stop()
         await self.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable
 from types import TracebackType
 
@@ -18,15 +19,15 @@ class _Entry:
 
 
 class _Hold:
-    """``async with locks.hold(key, timeout)``: a plain class, not a generator-based context
-    manager, since it sits on every step's path."""
+    """``async with locks.hold(key, deadline)``: a plain class, not a generator-based context
+    manager, since it sits on every step's path. ``deadline`` is ``time.monotonic()``'s."""
 
-    __slots__ = ("_entry", "_key", "_locks", "_timeout")
+    __slots__ = ("_deadline", "_entry", "_key", "_locks")
 
-    def __init__(self, locks: KeyedLocks, key: Hashable, timeout: float) -> None:
+    def __init__(self, locks: KeyedLocks, key: Hashable, deadline: float) -> None:
         self._locks = locks
         self._key = key
-        self._timeout = timeout
+        self._deadline = deadline
 
     async def __aenter__(self) -> None:
         table = self._locks._locks
@@ -37,15 +38,15 @@ class _Hold:
         self._entry = entry
         try:
             if entry.lock.locked():  # wait_for costs a task: only pay it when there is a wait
-                await asyncio.wait_for(entry.lock.acquire(), self._timeout)
+                await asyncio.wait_for(entry.lock.acquire(), max(0.0, self._deadline - time.monotonic()))
             else:
                 await entry.lock.acquire()
         except BaseException as e:
             self._leave()
             if isinstance(e, TimeoutError):
                 raise DeadlineExceeded(
-                    f"the request waited its whole deadline of {self._timeout:g} s behind earlier steps of the same "
-                    "session"
+                    "the request's deadline passed while it waited behind earlier steps of the same session; "
+                    "the session is unchanged"
                 ) from None
             raise
 
@@ -68,5 +69,5 @@ class KeyedLocks:
     def __len__(self) -> int:
         return len(self._locks)
 
-    def hold(self, key: Hashable, timeout: float) -> _Hold:
-        return _Hold(self, key, timeout)
+    def hold(self, key: Hashable, deadline: float) -> _Hold:
+        return _Hold(self, key, deadline)

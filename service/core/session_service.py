@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -119,15 +120,18 @@ class SessionService:
         owner: str | None = None,
         field: str = "inputs",
     ) -> StepResult:
-        """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing."""
+        """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing.
+        The deadline counts from here: the wait behind the session's earlier steps, the queue
+        and the compute together."""
+        deadline = time.monotonic() + self.settings.request_timeout_s
         self._admit()
         w = self._session_worker(session_id)
         inputs.check_steps(w.card, x, field, self.settings.max_steps_per_request)
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, x, expected_step, digest(x), owner)
-        async with self._locks.hold(session_id, self.settings.request_timeout_s):
-            return await run_step(w, work, self.settings.request_timeout_s, self._no_worker)
+        async with self._locks.hold(session_id, deadline):
+            return await run_step(w, work, deadline, self._no_worker)
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     def sequence_session_id(self, w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
@@ -155,19 +159,28 @@ class SessionService:
         start: bool = False,
         end: bool = False,
         owner: str | None = None,
+        expected_step: int | None = None,
     ) -> tuple[ModelWorker, StepResult]:
         """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
-        releases it after replying. Otherwise exactly a session step."""
+        releases it after replying. Otherwise exactly a session step, ``expected_step`` and its
+        replays included, with its deadline counted from here. A start begins at step 0, so
+        its ``expected_step`` can only be 0 (and its retry, a reset and the same step again,
+        gives the same reply)."""
+        if start and expected_step not in (None, 0):
+            raise InvalidInput(
+                f"expected_step {expected_step} with sequence_start: a sequence starts at step 0, so expect 0"
+            )
+        deadline = time.monotonic() + self.settings.request_timeout_s
         self._admit()
         w = await self._sequence_worker(name, version, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
-        work = StepWork(sid, x, None, digest(x), owner)
-        async with self._locks.hold(sid, self.settings.request_timeout_s):
+        work = StepWork(sid, x, expected_step, digest(x), owner)
+        async with self._locks.hold(sid, deadline):
             if start:
                 await self._reset_sequence(w, sid, owner)
             try:
-                result = await run_step(w, work, self.settings.request_timeout_s, self._no_worker)
+                result = await run_step(w, work, deadline, self._no_worker)
             except SessionNotFound:
                 if start:
                     raise
@@ -254,8 +267,8 @@ class SessionService:
                 f"{w.card.key} has checksum {w.card.sha256!r}: its state would not mean the same"
             )
         step = snap.get("step")
-        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            raise InvalidInput("snapshot step must be an integer >= 0")
+        if type(step) is not int or not 0 <= step < 2**63:
+            raise InvalidInput("snapshot step must be an integer from 0 to 2**63 - 1")
         h, c = (snap.get(k) for k in ("h", "c"))
         if not isinstance(h, np.ndarray) or not isinstance(c, np.ndarray):
             raise InvalidInput("snapshot h and c must be arrays [layers, hidden]")

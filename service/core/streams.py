@@ -100,17 +100,19 @@ class Worker(Protocol):
     batcher: Batcher
 
 
-async def run_step(w: Worker, work: StepWork, timeout_s: float, gone: Callable[[str], ServiceError]) -> StepResult:
+async def run_step(w: Worker, work: StepWork, deadline: float, gone: Callable[[str], ServiceError]) -> StepResult:
     """Run a step on ``w``'s batcher, and run it again while its write loses to another writer
-    and it sent no ``expected_step``, within ``timeout_s`` in all (each round one contender
-    wins, so n contenders finish in n rounds). ``gone(session_id)`` is the error when the
-    version was retired meanwhile (a forced unload while the step waited for its lock)."""
-    deadline = time.monotonic() + timeout_s
+    and it sent no ``expected_step``, until ``deadline`` (``time.monotonic()``; each round one
+    contender wins, so n contenders finish in n rounds). ``gone(session_id)`` is the error when
+    the version was retired meanwhile (a forced unload while the step waited for its lock)."""
     while True:
         if w.retired:
             raise gone(work.session_id)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed before its step could run; the session is unchanged")
         try:  # the batch handler reports a store it cannot reach as StoreUnavailable itself
-            return await w.batcher.submit(work, key=work.session_id, timeout=max(0.001, deadline - time.monotonic()))
+            return await w.batcher.submit(work, key=work.session_id, timeout=left)
         except StaleWrite:
             if work.expected_step is not None or time.monotonic() >= deadline:
                 raise

@@ -32,6 +32,7 @@ from service.core.dataplane import DataPlane
 from service.errors import ServiceError
 
 log = logging.getLogger("service.http")
+LINGER_S = 1.0  # how long a connection refused for its head is read (and dropped) before it is closed
 CLIENT_GONE = 499  # logged and counted for a request whose client left before it was whole
 
 
@@ -47,7 +48,11 @@ class HotFront:
         limit: int,
         lifecycle: Lifecycle,
         requests: RequestLog,
+        head_limit: int = 32 * 1024,
+        header_limit: int = 100,
     ) -> None:
+        self.head_limit = head_limit  # bytes of a request head (request line and headers)
+        self.header_limit = header_limit  # header fields of one request
         self.table = table
         self.dp = dp
         self.ring = ring
@@ -136,10 +141,81 @@ class HotFront:
         return True
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head over the limits."""
+
+
 class HotProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the hot routes served by :attr:`front`."""
+    """uvicorn's httptools protocol with the hot routes served by :attr:`front`, and with
+    bounds on every request head: more than ``front.header_limit`` header fields, or more
+    than ``front.head_limit`` bytes of request line and headers, get 431 and the connection
+    is closed as soon as the limit is passed (a head that never ends is not buffered)."""
 
     front: HotFront
+    _in_head = False  # a request head has begun and is not complete
+    _head_fed = 0  # bytes fed since the chunk in which the current head began (all head)
+    _head_seen = 0  # bytes of the head's request target and complete header fields
+    _fields = 0
+    _refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # the rest of a refused head: read and dropped until the close
+            return
+        if self._in_head:
+            self._head_fed += len(data)
+        super().data_received(data)
+        # the head's size is at least what came after the chunk it began in, and at least
+        # what the parser handed over
+        if self._in_head and not self._refused and max(self._head_fed, self._head_seen) > self.front.head_limit:
+            self._refuse_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_fed, self._head_seen, self._fields = True, 0, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_seen += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        self._head_seen += len(name) + len(value) + 4
+        if self._fields > self.front.header_limit or self._head_seen > self.front.head_limit:
+            self._refused = True
+            raise _HeadTooLarge  # the parser stops; uvicorn would answer 400: send_400_response answers 431
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refused:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        self._refused = True
+        f = self.front
+        message = (
+            f"the request head is over the limits: at most {f.header_limit} header fields and {f.head_limit} bytes "
+            "(LSTM_MAX_HEADERS, LSTM_MAX_HEADER_BYTES)"
+        )
+        reply = message_reply(431, message)
+        parts = [STATUS_LINE[431]]
+        for name, value in (*self.server_state.default_headers, *reply.headers):
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"content-length: %d\r\nconnection: close\r\n\r\n" % len(reply.body), reply.body)
+        log.warning("refused a request head over the limits from %s", self.client)
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(parts))
+            # a lingering close: the reply goes out and what the client still sends is read and
+            # dropped for a moment, since closing a socket with unread data resets it, and the
+            # reset can destroy the reply before the client reads it
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if app is self.app:  # not the 503 uvicorn answers past its concurrency limit

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from service.errors import CapacityExceeded
+from service.errors import CapacityExceeded, NotReady
 from service.sessions import state_file
 from service.sessions.record import SessionRecord
 
@@ -39,6 +39,8 @@ class MemoryStore:
         self._on_expire = on_expire or (lambda n: None)
         self.clock = clock
         self._data: dict[str, SessionRecord] = {}
+        self.save_failed = False
+        self._sealed = False
         self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
         self._state_dir: Path | None = None
@@ -67,15 +69,33 @@ class MemoryStore:
             self._load_state(self._state_dir)
         self._task = asyncio.get_running_loop().create_task(self._sweeper())
 
+    async def seal(self) -> None:
+        """Save the sessions now (with a state directory) and take no write after: called once
+        admission has stopped and the queued batches are done, so that the state is on disk
+        before stragglers are waited on. A write that still comes is refused (503), never lost."""
+        if self._state_dir is None or self._sealed:
+            return
+        self._save()
+        self._sealed = True
+
+    def _unsealed(self) -> None:
+        if self._sealed:
+            raise NotReady("the service is shutting down and has saved its sessions; retry on another replica")
+
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if not self._sealed:
+            self._save()
+
+    def _save(self) -> None:
         if self._state_dir is not None:
             try:
                 size = state_file.save(self._state_dir, self.records(), self._served())
             except OSError as e:  # a full or read-only volume: the sessions end, the shutdown goes on
+                self.save_failed = True  # and the process exits non-zero
                 log.error("could not save %d session(s) to %s: %s", len(self._data), self._state_dir, e)
             else:
                 log.info("saved %d session(s) to %s (%d bytes)", len(self._data), self._state_dir, size)
@@ -125,6 +145,7 @@ class MemoryStore:
         return rec
 
     async def create(self, record: SessionRecord, max_sessions: int, max_per_owner: int | None = None) -> None:
+        self._unsealed()
         owner = record.owner
         if len(self._data) >= max_sessions or (
             max_per_owner and owner is not None and self._owned.get(owner, 0) >= max_per_owner
@@ -149,6 +170,7 @@ class MemoryStore:
         return [self._live(self._data.get(i), now) for i in ids]
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
+        self._unsealed()
         now = self.clock()
         ok = []
         for rec in records:
@@ -162,6 +184,7 @@ class MemoryStore:
         return ok
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        self._unsealed()
         rec = self._data.pop(session_id, None)
         if rec is not None:
             self._disown(rec)

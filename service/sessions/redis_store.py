@@ -72,6 +72,8 @@ class RedisStore:
         *,
         cluster: bool = False,
         timeout_s: float = 1.0,
+        max_connections: int = 128,
+        wait_s: float = 10.0,
         on_expire: Callable[[int], None] | None = None,
         cache_size: int = 0,
     ) -> None:
@@ -80,7 +82,10 @@ class RedisStore:
         self.clock: Callable[[], float] = time.time
         self.cluster = cluster
         self.timeout_s = timeout_s
+        self.max_connections = max_connections  # per process; past it a command waits up to wait_s for one
+        self.wait_s = wait_s
         self._on_expire = on_expire or (lambda n: None)
+        self.save_failed = False  # Redis keeps the sessions itself
         self._r: Any = None
         self._cas_sha: str | None = None
         self._script: Any = None
@@ -105,15 +110,29 @@ class RedisStore:
         if self.cluster:
             from redis.asyncio.cluster import RedisCluster
 
-            self._r = RedisCluster.from_url(self.url, socket_timeout=t, socket_connect_timeout=t)
+            self._r = RedisCluster.from_url(
+                self.url, socket_timeout=t, socket_connect_timeout=t, max_connections=self.max_connections
+            )
         else:
-            from redis.asyncio import Redis
+            from redis.asyncio import BlockingConnectionPool, Redis
 
-            self._r = Redis.from_url(self.url, socket_timeout=t, socket_connect_timeout=t)
+            pool = BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=self.max_connections,
+                timeout=self.wait_s,
+                socket_timeout=t,
+                socket_connect_timeout=t,
+            )
+            self._r = Redis(connection_pool=pool)
+
+    async def seal(self) -> None:
+        """Nothing to save: Redis holds every write already."""
 
     async def close(self) -> None:
         if self._r is not None:
             await self._r.aclose()
+            if not self.cluster:  # a pool given to the client is the caller's to close
+                await self._r.connection_pool.disconnect()
 
     async def _call(self, fn: Callable[[], Any]) -> Any:
         from redis.exceptions import RedisError

@@ -65,14 +65,22 @@ class LoadReport:
 
 
 def encode_file(records: Iterable[SessionRecord], models: Mapping[str, str], saved_at: float) -> bytes:
-    recs = list(records)
-    header = json.dumps({"saved_at": saved_at, "sessions": len(recs), "models": dict(models)}).encode()
-    out = [_PREFIX.pack(MAGIC, FORMAT), _U32.pack(len(header)), header]
-    for rec in recs:
-        sid = rec.id.encode()
-        blob = codec.encode(rec)
-        out += [_U16.pack(len(sid)), sid, _U64.pack(rec.rev), _U32.pack(len(blob)), blob]
-    body = b"".join(out)
+    """The file's bytes. Each session is encoded on its own: one that cannot be (a field out
+    of the format's range) is left out and logged, and every other session is saved."""
+    parts: list[bytes] = []
+    skipped = 0
+    for rec in records:
+        try:
+            sid = rec.id.encode()
+            blob = codec.encode(rec)
+            parts.append(b"".join((_U16.pack(len(sid)), sid, _U64.pack(rec.rev), _U32.pack(len(blob)), blob)))
+        except (struct.error, ValueError, OverflowError, UnicodeError) as e:
+            skipped += 1
+            log.error("session %r cannot be saved and is left out: %s", rec.id[:80], e)
+    if skipped:
+        log.error("left %d session(s) out of the state file; %d saved", skipped, len(parts))
+    header = json.dumps({"saved_at": saved_at, "sessions": len(parts), "models": dict(models)}).encode()
+    body = b"".join([_PREFIX.pack(MAGIC, FORMAT), _U32.pack(len(header)), header, *parts])
     return body + hashlib.sha256(body).digest()
 
 

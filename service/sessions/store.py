@@ -15,6 +15,10 @@ from service.sessions.record import SessionRecord
 class SessionStore(Protocol):
     ttl_s: float
 
+    save_failed: bool
+    """Set by ``close`` when a store that keeps its sessions across a restart could not save
+    them; the process then exits non-zero."""
+
     @property
     def caches(self) -> bool:
         """Whether ``get_many(ids, trust_cache=True)`` may answer from copies this process
@@ -26,6 +30,10 @@ class SessionStore(Protocol):
 
     async def start(self) -> None:
         """Open connections, start background sweeps. Called once from the running loop."""
+
+    async def seal(self) -> None:
+        """Shutdown has stopped admission and finished the queued batches: a store that saves its
+        sessions on shutdown saves them now and refuses writes from here on; others do nothing."""
 
     async def close(self) -> None: ...
 

@@ -77,7 +77,9 @@ def test_card_baselines_are_what_export_baselines_computes(series, default_model
     for name, f in forecasts.items():
         got = bl.errors(series.values[targets], f)
         for measure in ("mae", "rmse"):
-            assert got[measure] == pytest.approx(card["metrics"]["test"][name][measure], rel=1e-9), name
+            # measured spread across OpenBLAS kernels (Haswell, SkylakeX, Zen, Sandybridge, Prescott)
+            # and one thread: at most 6e-8 relative (docs/model.md); the tolerance is 16x that
+            assert got[measure] == pytest.approx(card["metrics"]["test"][name][measure], rel=1e-6), name
     m = card["metrics"]["test"]
     # Taylor's method is the strongest classical forecaster here, as in Taylor (2003)
     best = min(bl.NAMES, key=lambda name: m[name]["mae"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from tests.service.conftest import running_server
 
@@ -82,9 +82,12 @@ async def test_websocket_needs_a_key(secured):
     with httpx.Client(base_url=secured.url) as c:
         sid = c.post("/v1/sessions", json={"model": "demand"}, headers=auth(K1)).json()["session_id"]
     url = secured.url.replace("http", "ws") + f"/v1/sessions/{sid}/stream"
-    with pytest.raises(InvalidStatus):
-        async with connect(url):
-            pass
+    for bad in ({}, auth("not-a-key")):  # closed with 1008 and its reason, as docs/websocket.md says
+        async with connect(url, additional_headers=bad) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, closed.value
+        assert closed.value.rcvd.reason == "a valid API key is required"
     async with connect(url, additional_headers=auth(K1)) as ws:
         await ws.send('{"inputs": [[30000.0, 1.0, 1.0]]}')
         assert '"step":1' in await ws.recv()

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
 
@@ -157,5 +157,7 @@ def test_a_browser_sends_its_key_as_a_websocket_subprotocol(keyed_server):
         assert ws.subprotocol == "lstm-serving"
         ws.send(json.dumps({"inputs": [[30500.0, 8.0, 2.0]], "expected_step": 0}))
         assert json.loads(ws.recv(timeout=10))["step"] == 1
-    with pytest.raises(InvalidStatus), connect(ws_url, subprotocols=protocols("not-the-key")):
-        pass
+    # a wrong key: closed with 1008
+    with connect(ws_url, subprotocols=protocols("not-the-key")) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008

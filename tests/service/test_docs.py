@@ -38,3 +38,12 @@ def test_every_route_declares_its_path_parameters():
     assert not missing, missing
     step = doc["paths"]["/v1/sessions/{session_id}/step"]["post"]
     assert "requestBody" in step and "200" in step["responses"]
+
+
+def test_reliability_lists_every_bound_as_the_service_sets_it():
+    from bench.reliability_report import bounds_table
+
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    assert "\n".join(bounds_table()) in text, (
+        "docs/reliability.md's bounds are stale: python -m bench.reliability_report"
+    )

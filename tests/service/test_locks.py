@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -10,12 +11,17 @@ from service.core.locks import KeyedLocks
 from service.errors import DeadlineExceeded
 
 
+def soon(seconds: float) -> float:
+    """A deadline ``seconds`` from now, as the locks take it."""
+    return time.monotonic() + seconds
+
+
 async def test_one_holder_at_a_time_in_order_and_nothing_left_behind():
     locks = KeyedLocks()
     order: list[int] = []
 
     async def hold(i: int) -> None:
-        async with locks.hold("s", 5):
+        async with locks.hold("s", soon(5)):
             order.append(i)
             await asyncio.sleep(0)
             order.append(i)
@@ -26,7 +32,7 @@ async def test_one_holder_at_a_time_in_order_and_nothing_left_behind():
 
 
 async def hold_other(locks: KeyedLocks) -> None:
-    async with locks.hold("other", 5):  # another key never waits for "s"
+    async with locks.hold("other", soon(5)):  # another key never waits for "s"
         assert len(locks) == 2
 
 
@@ -35,13 +41,13 @@ async def test_a_wait_past_the_deadline_is_refused_and_forgotten():
     release = asyncio.Event()
 
     async def holder() -> None:
-        async with locks.hold("s", 5):
+        async with locks.hold("s", soon(5)):
             await release.wait()
 
     task = asyncio.create_task(holder())
     await asyncio.sleep(0)
     with pytest.raises(DeadlineExceeded, match="behind earlier steps"):
-        async with locks.hold("s", 0.01):
+        async with locks.hold("s", soon(0.01)):
             pass
     release.set()
     await task
@@ -53,11 +59,11 @@ async def test_a_cancelled_waiter_leaves_no_lock_behind():
     release = asyncio.Event()
 
     async def holder() -> None:
-        async with locks.hold("s", 5):
+        async with locks.hold("s", soon(5)):
             await release.wait()
 
     async def waiter() -> None:
-        async with locks.hold("s", 5):
+        async with locks.hold("s", soon(5)):
             pass
 
     first = asyncio.create_task(holder())
@@ -70,5 +76,5 @@ async def test_a_cancelled_waiter_leaves_no_lock_behind():
     release.set()
     await first
     assert len(locks) == 0
-    async with locks.hold("s", 5):  # and the key works again
+    async with locks.hold("s", soon(5)):  # and the key works again
         pass

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.api.grpc.protos import service_pb2 as pb
-from service.api.v2_codec import DTYPES, InferReply, InferRequest
+from service.api.v2_codec import DTYPES, InferReply, InferRequest, check_shape
 from service.errors import InvalidInput
 
 CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents"}
@@ -47,9 +47,7 @@ def decode(msg: pb.ModelInferRequest) -> InferRequest:
         dtype = DTYPES.get(t.datatype)
         if dtype is None:
             raise InvalidInput(f"input {name!r}: datatype {t.datatype!r} is not supported here")
-        shape = list(t.shape)
-        if any(d < 0 for d in shape):
-            raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        shape = check_shape(list(t.shape), name)
         count = math.prod(shape)
         if raw:
             if t.HasField("contents"):

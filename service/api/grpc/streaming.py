@@ -128,16 +128,23 @@ class StreamCall:
 
     @staticmethod
     def _decoded(req: pb.ModelInferRequest) -> Item:
+        """The request decoded, or the error its own response carries: a message that cannot be
+        decoded is answered with an error, and the stream goes on."""
         try:
             return req, decode(req)
         except ServiceError as e:
             return req, e
+        except Exception:
+            log.exception("unhandled error decoding a %s request", RPC)
+            return req, ServiceError("internal error; see the server log")
 
     @staticmethod
     def _mergeable(d: InferRequest | ServiceError) -> bool:
         """``y`` only (what a sequence returns unless ``hn``/``cn`` are asked for), ``x`` alone,
         one sequence of finite FP32 steps."""
         if isinstance(d, ServiceError) or (d.outputs is not None and [n for n, _ in d.outputs] != ["y"]):
+            return False
+        if "expected_step" in d.parameters:  # checked and replayed per request: runs alone
             return False
         x = d.inputs.get("x")
         return (
@@ -206,11 +213,14 @@ class StreamCall:
         merged = InferRequest(None, {"x": np.concatenate(xs, axis=1)}, params, reqs[0].outputs, reqs[0].binary_output)
         reply = await run_infer(self.servicer.dp, first.model_name, first.model_version or None, merged, self.owner)
         y, t, out = reply.outputs["y"], 0, []
+        first_step = reply.parameters["step"] - y.shape[1]  # the sequence's step before the run
         for r, x in zip(reqs, xs, strict=True):
             n = x.shape[1]
-            part = InferReply(reply.model_name, reply.model_version, {"y": y[:, t : t + n]}, id=r.id)
-            out.append(encode(part, r))
             t += n
+            part = InferReply(
+                reply.model_name, reply.model_version, {"y": y[:, t - n : t]}, r.id, {"step": first_step + t}
+            )
+            out.append(encode(part, r))
         return out
 
     def _error(self, req: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:

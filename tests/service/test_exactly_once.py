@@ -1,0 +1,169 @@
+"""Exactly once on every protocol: v2 REST and gRPC (unary and streamed) sequence requests with
+``expected_step``, retried as a client does after a lost reply, on both stores; and deadlines
+that count the wait behind a session's earlier steps."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from harness.paths import DEFAULT_MODEL
+from harness.redis import redis_server
+from harness.reference import Offline, random_steps
+from harness.server import Server, running_server
+from service.app import create_app, make_store
+from service.config import Settings
+from service.core.dataplane import DataPlane
+from service.metrics import Metrics
+
+pytestmark = pytest.mark.integration
+
+CHUNKS = [3, 1, 2, 1, 1]  # a sequence of 8 steps, in requests of these sizes
+INFER = "/v2/models/demand/infer"
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def store_server(request) -> Iterator[Server]:
+    if request.param == "memory":
+        with running_server({"LSTM_SESSION_STORE": "memory"}) as s:
+            yield s
+    else:
+        with redis_server() as redis, running_server({"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url}) as s:
+            yield s
+
+
+def _body(x: np.ndarray, seq: str, t: int, **extra: object) -> dict:
+    params = {"sequence_id": seq, "expected_step": t, **extra}
+    if t == 0:
+        params["sequence_start"] = True
+    return {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, *x.shape], "data": x.tolist()}],
+        "parameters": params,
+    }
+
+
+def test_v2_rest_retries_are_answered_from_the_stored_reply(store_server: Server, offline: Offline):
+    x = random_steps(np.random.default_rng(11), sum(CHUNKS))
+    seq = f"rest-{time.monotonic_ns()}"
+    got, t = [], 0
+    with httpx.Client(base_url=store_server.url, timeout=30) as c:
+        for n in CHUNKS:
+            first = c.post(INFER, json=_body(x[t : t + n], seq, t))
+            retry = c.post(INFER, json=_body(x[t : t + n], seq, t))  # the reply was lost: sent again
+            assert first.status_code == retry.status_code == 200, (first.text, retry.text)
+            a, b = first.json(), retry.json()
+            assert a["outputs"] == b["outputs"], "the retry's reply differs from the first"
+            assert a["parameters"] == {"step": t + n}
+            assert b["parameters"] == ({"step": t + n, "replayed": True} if t else {"step": t + n})
+            got.append(np.asarray(a["outputs"][0]["data"]).reshape(n, -1))
+            t += n
+        wrong = c.post(INFER, json=_body(x[:1], seq, 3))
+        assert wrong.status_code == 409 and wrong.json()["current_step"] == t, wrong.text
+        assert "at step 8" in wrong.json()["error"]
+    offline.assert_outputs_close(np.concatenate(got), offline.run(x)[0])
+
+
+def _inputs(x: np.ndarray) -> list[grpcclient.InferInput]:
+    i = grpcclient.InferInput("x", [1, *x.shape], "FP32")
+    i.set_data_from_numpy(x[None].astype(np.float32))
+    return [i]
+
+
+def _params(seq: str, t: int) -> dict:
+    return {"expected_step": t}
+
+
+def test_grpc_unary_retries_are_answered_from_the_stored_reply(store_server: Server, offline: Offline):
+    x = random_steps(np.random.default_rng(12), sum(CHUNKS))
+    seq = f"unary-{time.monotonic_ns()}"
+    got, t = [], 0
+    client = grpcclient.InferenceServerClient(store_server.grpc)
+    try:
+        for n in CHUNKS:
+            replies = [
+                client.infer(
+                    "demand", _inputs(x[t : t + n]), sequence_id=seq, sequence_start=t == 0, parameters=_params(seq, t)
+                )
+                for _ in range(2)
+            ]
+            a, b = (r.as_numpy("y") for r in replies)
+            np.testing.assert_array_equal(a, b)
+            params = [r.get_response().parameters for r in replies]
+            assert params[0]["step"].int64_param == params[1]["step"].int64_param == t + n
+            assert params[1]["replayed"].bool_param == (t > 0)
+            got.append(a[0])
+            t += n
+        with pytest.raises(InferenceServerException) as e:
+            client.infer("demand", _inputs(x[:1]), sequence_id=seq, parameters=_params(seq, 2))
+        assert e.value.status() == "StatusCode.FAILED_PRECONDITION" and "at step 8" in e.value.message()
+    finally:
+        client.close()
+    offline.assert_outputs_close(np.concatenate(got), offline.run(x)[0])
+
+
+def test_grpc_stream_retries_are_answered_from_the_stored_reply(store_server: Server, offline: Offline):
+    x = random_steps(np.random.default_rng(13), sum(CHUNKS))
+    seq = f"stream-{time.monotonic_ns()}"
+    client = grpcclient.InferenceServerClient(store_server.grpc)
+    q: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: q.put((result, error)))
+    try:
+        got, t = [], 0
+        for n in CHUNKS:
+            for _ in range(2):
+                client.async_stream_infer(
+                    "demand", _inputs(x[t : t + n]), sequence_id=seq, sequence_start=t == 0, parameters=_params(seq, t)
+                )
+            (a, ea), (b, eb) = q.get(timeout=30), q.get(timeout=30)
+            assert ea is None and eb is None, (ea, eb)
+            np.testing.assert_array_equal(a.as_numpy("y"), b.as_numpy("y"))
+            assert b.get_response().parameters["step"].int64_param == t + n
+            got.append(a.as_numpy("y")[0])
+            t += n
+        client.async_stream_infer("demand", _inputs(x[:1]), sequence_id=seq, parameters=_params(seq, 5))
+        result, error = q.get(timeout=30)
+        assert result is None and "at step 8" in error.message(), error
+    finally:
+        client.stop_stream()
+        client.close()
+    offline.assert_outputs_close(np.concatenate(got), offline.run(x)[0])
+
+
+async def test_a_step_behind_a_slow_one_answers_504_at_its_deadline_and_changes_nothing():
+    """The deadline counts from the request's arrival: the wait behind the session's earlier
+    step (here: one that holds the session for longer than the deadline) is part of it."""
+    timeout = 0.3
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, request_timeout_s=timeout)
+    metrics = Metrics()
+    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    app = create_app(settings, dp)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+    async with app.router.lifespan_context(app), client as c:
+        sid = (await c.post("/v1/sessions", json={"model": "demand"})).json()["session_id"]
+        x = random_steps(np.random.default_rng(14), 1).tolist()
+        assert (await c.post(f"/v1/sessions/{sid}/step", json={"inputs": x})).status_code == 200
+        before = (await c.get(f"/v1/sessions/{sid}/snapshot")).json()
+        release = asyncio.Event()
+
+        async def slow_step() -> None:  # a step that holds the session past the deadline
+            async with dp.sessions._locks.hold(sid, time.monotonic() + 60):
+                await release.wait()
+
+        holder = asyncio.create_task(slow_step())
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        r = await c.post(f"/v1/sessions/{sid}/step", json={"inputs": x})
+        took = time.monotonic() - t0
+        release.set()
+        await holder
+        assert r.status_code == 504 and "unchanged" in r.json()["error"], r.text
+        assert timeout <= took < timeout + 0.25, took
+        assert (await c.get(f"/v1/sessions/{sid}/snapshot")).json() == before
