@@ -5,6 +5,8 @@ PIP := $(PY) -m pip
 MODEL ?= models/demand/1
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# where `make serve` keeps its sessions across a restart (LSTM_STATE_DIR, when set, wins)
+STATE_DIR ?= .state
 TEST_PROCS ?= 2
 
 .PHONY: setup setup-serve tools serve model verify test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
@@ -31,7 +33,7 @@ tools:
 	bash scripts/install-tools.sh
 
 serve: $(VENV)/.serve
-	$(PY) -m service --host $(HOST) --port $(PORT)
+	LSTM_STATE_DIR="$${LSTM_STATE_DIR:-$(STATE_DIR)}" exec $(PY) -m service --host $(HOST) --port $(PORT)
 
 model: $(VENV)/.dev
 	$(PY) -m export.train

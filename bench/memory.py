@@ -1,5 +1,7 @@
 """Bytes per idle session: RSS growth of a real data plane with the memory store, and
-Redis memory per session with the Redis store. ``python -m bench.memory``."""
+Redis memory per session with the Redis store. ``python -m bench.memory`` writes
+``docs/bench/memory.json`` and the sizing table of ``docs/deployment.md`` from it
+(``--render``: the table only, from the saved file)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from service.sessions.memory import MemoryStore
 from service.sessions.redis_store import RedisStore
 
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "bench" / "memory.json"
+DOC = ROOT / "docs" / "deployment.md"
+BEGIN, END = "<!-- sizing table: python -m bench.memory -->", "<!-- end of sizing table -->"
+GIB = 1 << 30
 
 
 def rss() -> int:
@@ -64,7 +70,11 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=100_000)
     p.add_argument("--redis-sessions", type=int, default=10_000)
     p.add_argument("--case", choices=["memory", "memory_stepped", "redis"], help="one case in this process")
+    p.add_argument("--render", action="store_true", help="rewrite the docs table from the saved results")
     a = p.parse_args()
+    if a.render:
+        write_table(json.loads(RESULTS.read_text()))
+        return
     if a.case:
         print(json.dumps(run_case(a.case, a.redis_sessions if a.case == "redis" else a.sessions)))
         return
@@ -89,6 +99,34 @@ def main() -> None:
         )
         out[case] = json.loads(r.stdout) if r.returncode == 0 else {"failed": r.stderr.strip().splitlines()[-1:]}
     print(json.dumps(out))
+    if any("failed" in v for v in out.values()):
+        sys.exit("a case failed: nothing written")
+    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    write_table(out)
+
+
+def table(results: dict) -> list[str]:
+    """The sizing table, every figure from ``results``."""
+    m, ms, r = results["memory"], results["memory_stepped"], results["redis"]
+    rows = [
+        (f"memory, created and idle (RSS growth over {m['sessions']:,} sessions)", m),
+        (f"memory, after a step (keeps its last reply for retries; {ms['sessions']:,} sessions)", ms),
+        (f"Redis, after a step (`used_memory` growth over {r['sessions']:,} sessions)", r),
+    ]
+    lines = [
+        f"Default model: h and C are {m['state_bytes']:,} bytes of float32 per session.",
+        "",
+        "| store | bytes per session | sessions per GiB |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {what} | {v['bytes_per_session']:,.0f} | {GIB / v['bytes_per_session']:,.0f} |" for what, v in rows]
+    return lines
+
+
+def write_table(results: dict) -> None:
+    text = DOC.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    DOC.write_text(text[:start] + "\n" + "\n".join(table(results)) + "\n" + text[end:])
 
 
 if __name__ == "__main__":

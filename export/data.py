@@ -95,9 +95,11 @@ def load_taylor() -> Series:
 def feature_ranges(series: Series) -> list[dict[str, object]]:
     """The card's ``features`` with the valid range of each, from the data.
 
-    The calendar features' ranges are those the data take (0.0 to 23.5, 0 to 6); the
-    demand's is 0 to :data:`DEMAND_MAX_FACTOR` times the training maximum. The service
-    refuses inputs outside these ranges.
+    The calendar features' ranges are those the data take (0.0 to 23.5, 0 to 6), and their
+    grid (``step``): the half hour's start in hours, a whole day; the model reads both
+    exactly (its memories are indexed by them), so the service refuses values off the grid
+    as it refuses values out of range. The demand's range is 0 to
+    :data:`DEMAND_MAX_FACTOR` times the training maximum.
     """
     train = series.features[: series.train_end]
     ranges = [
@@ -105,7 +107,11 @@ def feature_ranges(series: Series) -> list[dict[str, object]]:
         (float(series.features[:, 1].min()), float(series.features[:, 1].max())),
         (float(series.features[:, 2].min()), float(series.features[:, 2].max())),
     ]
-    return [{**f, "min": lo, "max": hi} for f, (lo, hi) in zip(FEATURES, ranges, strict=True)]
+    steps = [None, 24 / STEPS_PER_DAY, 1.0]
+    return [
+        {**f, "min": lo, "max": hi, **({"step": s} if s else {})}
+        for f, (lo, hi), s in zip(FEATURES, ranges, steps, strict=True)
+    ]
 
 
 DATASETS = {"taylor": load_taylor}

@@ -30,6 +30,7 @@ from export.data import (
 
 DAILY_UNITS = STEPS_PER_DAY + 1  # as export.model (imported without torch here)
 WEEKLY_UNITS = STEPS_PER_WEEK
+SESSION_TTL_S = 14 * 86400  # the card's session_ttl_s: two weeks, for a memory that spans weeks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -478,9 +479,14 @@ def main(argv: list[str] | None = None) -> int:
         "features": feature_ranges(series),
         "features_note": (
             "min/max: the valid range of each input; hour and day as in the data, demand from 0 "
-            f"to {DEMAND_MAX_FACTOR:g}x the training maximum; the service refuses values outside"
+            f"to {DEMAND_MAX_FACTOR:g}x the training maximum; step: the grid the values lie on (hour and day are "
+            "read exactly); the service refuses values outside the range or off the grid"
         ),
         "outputs_meaning": list(OUTPUTS),
+        # how long an idle stream's state stays worth keeping: the weekly memory needs weeks of
+        # history, so a stream that misses a day of readings must not lose it (the service's
+        # default session TTL follows this)
+        "session_ttl_s": SESSION_TTL_S,
         "dataset": {
             "name": series.name,
             "source": series.source,

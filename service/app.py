@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from service.api import console, docs, errors, health, hot, repository, stream, v1, v2
 from service.api.auth import ApiKeyAuth, KeyRing, load_keys
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle, RequestLog
-from service.config import Settings
+from service.config import DEFAULT_SESSION_TTL_S, Settings
 from service.core.dataplane import DataPlane
 from service.http.protocol import HotFront
 from service.metrics import Metrics
@@ -29,7 +29,7 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
 
         return RedisStore(
             settings.redis_url,
-            settings.session_ttl_s,
+            settings.session_ttl_s or DEFAULT_SESSION_TTL_S,
             cluster=settings.redis_cluster,
             timeout_s=settings.redis_timeout_s,
             max_connections=settings.redis_max_connections or max(16, settings.max_queue_size // 8),
@@ -39,7 +39,11 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
         )
     from service.sessions.memory import MemoryStore
 
-    return MemoryStore(settings.session_ttl_s, settings.sweep_interval_s, on_expire=metrics.sessions_expired.inc)
+    return MemoryStore(
+        settings.session_ttl_s or DEFAULT_SESSION_TTL_S,
+        settings.sweep_interval_s,
+        on_expire=metrics.sessions_expired.inc,
+    )
 
 
 def tune_gc(gen0: int) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+DEFAULT_SESSION_TTL_S = 3600.0  # the idle TTL when neither the setting nor any served card gives one
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
@@ -93,8 +94,11 @@ class Settings(BaseSettings):
     reads nothing from Redis and only writes (compare-and-set: a copy another replica made
     stale is found, read again and run again). 0 reads every batch's sessions."""
 
-    session_ttl_s: float = Field(3600.0, gt=0)
-    """Idle time after which a session expires."""
+    session_ttl_s: float | None = Field(None, gt=0)
+    """Idle time after which a session expires. Unset: as long as the served models' cards
+    say their state stays worth keeping (``session_ttl_s`` in ``model.json``; the longest of
+    them; the default model's memory spans weeks and its card says 14 days), or one hour
+    for cards that say nothing."""
 
     max_sessions: int = Field(100_000, ge=1)
     """Most live sessions; creating more is refused with 429 (live sessions are never evicted)."""
@@ -203,7 +207,7 @@ def settings_table() -> str:
     """The README's settings table, made from the fields above."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, f in Settings.model_fields.items():
-        d = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        d = ",".join(f.default) if isinstance(f.default, tuple) else "unset" if f.default is None else f.default
         desc = " ".join((f.description or "").split()).replace("``", "`")
         rows.append(f"| `LSTM_{name.upper()}` | `{d}` | {desc} |")
     return "\n".join(rows)

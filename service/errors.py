@@ -10,6 +10,15 @@ from typing import ClassVar
 RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
 
 
+def duration(seconds: float) -> str:
+    """A span of time as a message says it: ``14 days``, ``1 hour``, ``90 s``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} s"
+
+
 MAX_MESSAGE = 1024  # characters: a message that quotes what a client sent stays this short
 
 

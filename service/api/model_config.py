@@ -70,7 +70,9 @@ def _state_dims(card: ModelCard) -> list[int]:
     return [card.num_layers, card.hidden_size]
 
 
-def model_config(card: ModelCard, settings: Settings, provider: str, stateless: bool = False) -> dict[str, Any]:
+def model_config(
+    card: ModelCard, settings: Settings, provider: str, ttl_s: float, stateless: bool = False
+) -> dict[str, Any]:
     """Triton's ``ModelConfig`` as JSON (field names of ``model_config.proto``; integers as
     JSON numbers, as Triton's HTTP endpoint renders them)."""
     queue_delay_us = round(settings.max_queue_delay_ms * 1000)
@@ -103,7 +105,7 @@ def model_config(card: ModelCard, settings: Settings, provider: str, stateless: 
         return config
     dims = _state_dims(card)
     config["sequence_batching"] = {
-        "max_sequence_idle_microseconds": round(settings.session_ttl_s * 1_000_000),
+        "max_sequence_idle_microseconds": round(ttl_s * 1_000_000),
         "oldest": {
             "max_candidate_sequences": settings.max_batch_size,
             "preferred_batch_size": [settings.max_batch_size],

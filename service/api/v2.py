@@ -91,7 +91,7 @@ def metadata(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
 
 def config(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
     w, stateless = resolve(dp, model, version)
-    return model_config(w.card, w.settings, w.model.provider, stateless)
+    return model_config(w.card, w.settings, w.model.provider, dp.sessions.ttl_s, stateless)
 
 
 def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[str, Any]:

@@ -38,10 +38,35 @@ def within(card: ModelCard, x: np.ndarray) -> bool:
     return bool(((x >= lo) & (x <= hi)).all())
 
 
+GRID_TOLERANCE = 1e-4  # of a grid step: float32 readings of 8.5 or 3.0 are exact; 8.25 is 0.5 off
+
+
+def check_grid(card: ModelCard, x: np.ndarray, field: str) -> None:
+    """Each feature whose card declares a grid (``step``) on it: ``min + k * step``. The model
+    reads such features exactly (an hour between half hours reads and updates no memory)."""
+    if x.size <= SMALL:  # one reading per request, the common case: no numpy call
+        rows = x.reshape(-1, x.shape[-1]).tolist()
+        if all(abs((k := (r[i] - o) / s) - round(k)) <= GRID_TOLERANCE for r in rows for i, o, s in card.grids):
+            return
+    for i, origin, step in card.grids:
+        k = (x[..., i].astype(np.float64) - origin) / step
+        off = np.abs(k - np.round(k)) > GRID_TOLERANCE
+        if off.any():
+            at = tuple(int(a) for a in np.argwhere(off)[0])
+            where = at[0] if len(at) == 1 else list(at)
+            grid = f"a multiple of {step:g}" if origin == 0 else f"{origin:g} plus a multiple of {step:g}"
+            raise InvalidInput(
+                f"{field}: {card.feature_names[i]} must be {grid} (the model card's grid); got "
+                f"{float(x[(*at, i)]):g} at {'time step' if x.ndim == 2 else '[sequence, time step]'} {where}"
+            )
+
+
 def check_values(card: ModelCard, x: np.ndarray, field: str) -> None:
-    """Every value finite and each feature within the range its model card declares
-    (features without one: any finite value)."""
+    """Every value finite, each feature within the range its model card declares (features
+    without one: any finite value), and on its grid where the card declares one."""
     if within(card, x):
+        if card.grids:
+            check_grid(card, x, field)
         return
     lo, hi = card.bounds
     check_finite(x, field)

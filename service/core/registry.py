@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from service.config import BatchingOverrides, Settings
 from service.core.model_worker import ModelWorker
-from service.errors import ModelControlError, ModelInUse, ModelLoadError, ModelNotFound
+from service.errors import ModelControlError, ModelInUse, ModelLoadError, ModelNotFound, duration
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
 from service.runtime.repository import ModelCard, listing, read_card, scan, signature
@@ -90,6 +90,10 @@ class ModelRegistry:
 
     def _install(self, card: ModelCard, model: OnnxModel, settings: Settings) -> ModelWorker:
         w = ModelWorker(model, self.store, settings, self.metrics)
+        if self.settings.session_ttl_s is None and card.session_ttl_s and card.session_ttl_s > self.store.ttl_s:
+            # no TTL set: sessions live as long as the served cards say (the longest of them)
+            self.store.ttl_s = card.session_ttl_s
+            log.info("sessions expire after %g s idle, as the card of %s says", card.session_ttl_s, card.key)
         if self._started:
             w.batcher.start()
         self.workers.setdefault(card.name, {})[card.version] = w
@@ -291,7 +295,7 @@ class ModelRegistry:
             which = ", ".join(f"{name}/{v} has {n} live session(s)" for v, n in live.items())
             raise ModelInUse(
                 f"cannot unload: {which}. Wait for them to end (deleted, or expired after "
-                f"{self.store.ttl_s:g} s idle), or force it with the parameter unload_dependents=true "
+                f"{duration(self.store.ttl_s)} idle), or force it with the parameter unload_dependents=true "
                 "(their sessions are then removed)"
             )
 

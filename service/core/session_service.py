@@ -24,7 +24,7 @@ from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
 from service.core.streams import Gate, run_step, unknown_session
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import STORE_ERRORS, InvalidInput, SessionNotFound, SnapshotMismatch, store_unreachable
+from service.errors import STORE_ERRORS, InvalidInput, SessionNotFound, SnapshotMismatch, duration, store_unreachable
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id, visible
@@ -186,7 +186,7 @@ class SessionService:
                     raise
                 raise InvalidInput(
                     f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
-                    f"expired after {self.store.ttl_s:g} s idle): send its first request with sequence_start=true"
+                    f"expired after {duration(self.store.ttl_s)} idle): send its first request with sequence_start=true"
                 ) from None
             if end:
                 await self._delete(sid, owner)

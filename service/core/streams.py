@@ -27,7 +27,7 @@ import numpy as np
 
 from service.batching.batcher import Batcher, Ticket
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import DeadlineExceeded, NotReady, ServiceError, SessionNotFound, StepConflict
+from service.errors import DeadlineExceeded, NotReady, ServiceError, SessionNotFound, StepConflict, duration
 from service.sessions.record import SessionRecord, visible
 
 
@@ -56,7 +56,7 @@ class Gate:
 
 def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:
     return SessionNotFound(
-        f"session {session_id!r} is unknown or has expired (sessions expire after {ttl_s:g} s without a step); "
+        f"session {session_id!r} is unknown or has expired (sessions expire after {duration(ttl_s)} without a step); "
         "create a new session"
     )
 

@@ -46,6 +46,9 @@ def choose_providers(requested: tuple[str, ...]) -> list[str]:
     return chosen
 
 
+OUTPUTS = ["y", "hn", "cn"]  # what run() returns, in this order
+
+
 class OnnxModel:
     def __init__(self, card: ModelCard, settings: Settings) -> None:
         self.card = card
@@ -107,7 +110,7 @@ class OnnxModel:
             if not self.has_lengths:
                 raise ValueError("this model takes no per-row lengths")
             feeds[self.card.lengths_input or "lengths"] = lengths
-        y, hn, cn = self.session.run(None, feeds)
+        y, hn, cn = self.session.run(OUTPUTS, feeds)  # by name: a graph may list its outputs in any order
         return y, hn, cn
 
     def warm_up(self, max_batch: int) -> None:
@@ -118,7 +121,23 @@ class OnnxModel:
         for batch, seq in ((1, 1), (max_batch, 1), (max_batch, 8)):
             x = np.zeros((batch, seq, c.n_features), np.float32)
             s = np.zeros((c.num_layers, batch, c.hidden_size), np.float32)
-            y, hn, _ = self.run(x, s, s)
+            try:
+                y, hn, cn = self.run(x, s, s)
+            except Exception as e:  # a static shape, a sequence-first layout, a missing kernel
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise ModelLoadError(
+                    f"{c.onnx_path}: cannot run a batch of {batch} sequence(s) of {seq} step(s) "
+                    f"(x [batch, seq, {c.n_features}], batch first): export it with dynamic batch and sequence axes; "
+                    f"onnxruntime says: {first}"
+                ) from None
+            want = {"y": (batch, seq, c.n_outputs), "hn": (c.num_layers, batch, c.hidden_size)}
+            for name, arr in (("y", y), ("hn", hn), ("cn", cn)):
+                shape = want.get(name, want["hn"])
+                if arr.shape != shape:
+                    raise ModelLoadError(
+                        f"{c.onnx_path}: output {name} of a batch of {batch} x {seq} steps has shape {list(arr.shape)}, "
+                        f"where model.json implies {list(shape)} (batch-first x, [layers, batch, hidden] states)"
+                    )
             if not (np.isfinite(y).all() and np.isfinite(hn).all()):
                 raise ModelLoadError(f"{c.onnx_path}: warm-up produced non-finite outputs")
             times = []

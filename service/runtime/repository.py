@@ -31,10 +31,22 @@ class ModelCard:
     n_outputs: int
     lengths_input: str | None
     raw: dict[str, Any]
+    session_ttl_s: float | None = None  # how long an idle stream's state stays worth keeping
     feature_names: tuple[str, ...] = ()
     feature_units: tuple[str, ...] = ()
     # each feature's valid [min, max] from the card (None: the card gives none, as old cards)
     feature_ranges: tuple[tuple[float, float] | None, ...] = ()
+    # each feature's grid step: valid values are min + k * step (None: any value in range)
+    feature_steps: tuple[float | None, ...] = ()
+
+    @cached_property
+    def grids(self) -> tuple[tuple[int, float, float], ...]:
+        """``(feature, origin, step)`` of every feature whose card declares a grid."""
+        return tuple(
+            (i, r[0] if r else 0.0, s)
+            for i, (s, r) in enumerate(zip(self.feature_steps, self.feature_ranges, strict=False))
+            if s
+        )
 
     @cached_property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -71,12 +83,28 @@ def _positive_int(raw: dict[str, Any], field: str, where: Path) -> int:
     return v
 
 
-def _features(raw: dict[str, Any], n: int, where: Path) -> tuple[tuple[str, ...], tuple[str, ...], tuple]:
+def _optional_positive(raw: dict[str, Any], field: str, where: Path) -> float | None:
+    v = raw.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0:
+        raise ModelLoadError(f"{where}: field {field!r} must be a positive number of seconds, got {v!r}")
+    return float(v)
+
+
+def _features(
+    raw: dict[str, Any], n: int, where: Path
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple, tuple[float | None, ...]]:
     feats = raw.get("features")
     if not isinstance(feats, list) or len(feats) != n or not all(isinstance(f, dict) for f in feats):
         feats = [{"name": f"feature {i}"} for i in range(n)]
     ranges: list[tuple[float, float] | None] = []
+    steps: list[float | None] = []
     for f in feats:
+        step = f.get("step")
+        if step is not None and (not isinstance(step, int | float) or isinstance(step, bool) or not step > 0):
+            raise ModelLoadError(f"{where}: feature {f.get('name')!r}: step must be a positive number, got {step!r}")
+        steps.append(None if step is None else float(step))
         lo, hi = f.get("min"), f.get("max")
         if lo is None and hi is None:
             ranges.append(None)
@@ -86,7 +114,7 @@ def _features(raw: dict[str, Any], n: int, where: Path) -> tuple[tuple[str, ...]
         ranges.append((float(lo), float(hi)))
     names = tuple(str(f.get("name", f"feature {i}")) for i, f in enumerate(feats))
     units = tuple(str(f.get("unit", "")) for f in feats)
-    return names, units, tuple(ranges)
+    return names, units, tuple(ranges), tuple(steps)
 
 
 def read_card(version_dir: Path) -> ModelCard:
@@ -113,9 +141,10 @@ def read_card(version_dir: Path) -> ModelCard:
         n_outputs=_positive_int(raw, "n_outputs", card_path),
         lengths_input=raw.get("lengths_input"),
         raw=raw,
+        session_ttl_s=_optional_positive(raw, "session_ttl_s", card_path),
     )
-    names, units, ranges = _features(raw, card.n_features, card_path)
-    card = replace(card, feature_names=names, feature_units=units, feature_ranges=ranges)
+    names, units, ranges, steps = _features(raw, card.n_features, card_path)
+    card = replace(card, feature_names=names, feature_units=units, feature_ranges=ranges, feature_steps=steps)
     if not card.onnx_path.is_file():
         raise ModelLoadError(f"{card.onnx_path} is missing")
     actual = hashlib.sha256(card.onnx_path.read_bytes()).hexdigest()

@@ -29,10 +29,9 @@ async def test_card_overrides_reach_the_batcher_and_the_config(tmp_path):
         cfg = (await client.get("/v2/models/demand/config")).json()
         assert cfg["max_batch_size"] == 8
         assert cfg["sequence_batching"]["oldest"]["max_queue_delay_microseconds"] == 5000
-        # the rest stays global
-        assert settings.max_batch_size == 64 and cfg["sequence_batching"]["max_sequence_idle_microseconds"] == round(
-            settings.session_ttl_s * 1e6
-        )
+        # the rest stays global; the idle time is the card's (14 days)
+        assert settings.max_batch_size == 64
+        assert cfg["sequence_batching"]["max_sequence_idle_microseconds"] == 14 * 86400 * 10**6
         r = await client.post("/v1/models/demand/predict", json={"inputs": [[[30500.0, 8.0, 2.0]]] * 20})
         assert r.status_code == 200
 

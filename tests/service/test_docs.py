@@ -47,3 +47,12 @@ def test_reliability_lists_every_bound_as_the_service_sets_it():
     assert "\n".join(bounds_table()) in text, (
         "docs/reliability.md's bounds are stale: python -m bench.reliability_report"
     )
+
+
+def test_the_sizing_table_is_the_measured_one():
+    import json
+
+    from bench.memory import RESULTS, table
+
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    assert "\n".join(table(json.loads(RESULTS.read_text()))) in text, "stale: python -m bench.memory --render"

@@ -66,7 +66,7 @@ async def _run(ops, seed):
 
 async def _ops(ops, rng, offset):
     store = MemoryStore(TTL, clock=lambda: time.time())
-    dp = DataPlane(Settings(model_repository=ROOT / "models"), store, Metrics())
+    dp = DataPlane(Settings(model_repository=ROOT / "models", session_ttl_s=TTL), store, Metrics())
     dp.load_models()
     await dp.start()
     try:

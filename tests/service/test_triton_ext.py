@@ -251,7 +251,7 @@ def test_perf_analyzer_runs_unmodified_as_documented(tserver, http, index):
 def test_instance_group_kind_follows_the_provider_in_use():
     card = read_card(ROOT / "models" / "demand" / "1")
     settings = Settings(inference_workers=3)
-    gpu = model_config(card, settings, "CUDAExecutionProvider")["instance_group"]
-    cpu = model_config(card, settings, "CPUExecutionProvider")["instance_group"]
+    gpu = model_config(card, settings, "CUDAExecutionProvider", 3600.0)["instance_group"]
+    cpu = model_config(card, settings, "CPUExecutionProvider", 3600.0)["instance_group"]
     assert gpu == [{"name": "demand_0", "kind": "KIND_GPU", "count": 3, "gpus": [0]}]
     assert cpu[0]["kind"] == "KIND_CPU" and cpu[0]["gpus"] == []
