@@ -200,7 +200,7 @@ class ModelWorker:
         for i, rec in zip(pending, records, strict=True):
             work: StepWork = tickets[i].payload
             try:
-                admitted = decide(work, rec, self.store.ttl_s)
+                admitted = decide(work, rec, self.store)
             except ServiceError as e:
                 if trust:  # refused on a copy that may be stale: ask the store itself
                     again.append(i)

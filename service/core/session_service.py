@@ -110,7 +110,7 @@ class SessionService:
                 f"session {session_id!r} ran on version {parsed[1]!r} of model {parsed[0]!r}, which was {reason}: "
                 "its state is gone; create a new session"
             )
-        return unknown_session(session_id, self.store.ttl_s)
+        return unknown_session(session_id, self.store)
 
     async def step(
         self,
@@ -186,7 +186,8 @@ class SessionService:
                     raise
                 raise InvalidInput(
                     f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
-                    f"expired after {duration(self.store.ttl_s)} idle): send its first request with sequence_start=true"
+                    f"expired after {duration(self.store.ttl_s)} idle{self.store.restart_note}): send its first request with "
+                    "sequence_start=true"
                 ) from None
             if end:
                 await self._delete(sid, owner)
@@ -223,7 +224,7 @@ class SessionService:
         (rec,) = await self._store_call(self.store.get_many([sid]))
         if not visible(rec, owner):
             if rec is not None:
-                raise unknown_session(sid, self.store.ttl_s)
+                raise unknown_session(sid, self.store)
             await self._create(self._new_record(w, zeros, 0, owner, sid))
             return
         fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
@@ -235,14 +236,14 @@ class SessionService:
         self._admit()
         (rec,) = await self._store_call(self.store.get_many([session_id]))
         if not visible(rec, owner):
-            raise unknown_session(session_id, self.store.ttl_s)
+            raise unknown_session(session_id, self.store)
         assert rec is not None
         return rec
 
     async def delete(self, session_id: str, owner: str | None = None) -> None:
         rec = await self.get(session_id, owner)
         if not await self._delete(session_id, rec.owner):
-            raise unknown_session(session_id, self.store.ttl_s)
+            raise unknown_session(session_id, self.store)
 
     async def export(self, session_id: str, owner: str | None = None) -> dict[str, Any]:
         rec = await self.get(session_id, owner)

@@ -29,6 +29,7 @@ from service.batching.batcher import Batcher, Ticket
 from service.core.work import StaleWrite, StepResult, StepWork
 from service.errors import DeadlineExceeded, NotReady, ServiceError, SessionNotFound, StepConflict, duration
 from service.sessions.record import SessionRecord, visible
+from service.sessions.store import SessionStore
 
 
 class Gate:
@@ -54,18 +55,18 @@ class Gate:
         return None
 
 
-def unknown_session(session_id: str, ttl_s: float) -> SessionNotFound:
+def unknown_session(session_id: str, store: SessionStore) -> SessionNotFound:
     return SessionNotFound(
-        f"session {session_id!r} is unknown or has expired (sessions expire after {duration(ttl_s)} without a step); "
-        "create a new session"
+        f"session {session_id!r} is unknown or has expired (sessions expire after {duration(store.ttl_s)} without a "
+        f"step){store.restart_note}; create a new session"
     )
 
 
-def decide(work: StepWork, rec: SessionRecord | None, ttl_s: float) -> SessionRecord | StepResult:
+def decide(work: StepWork, rec: SessionRecord | None, store: SessionStore) -> SessionRecord | StepResult:
     """The stored record to step from, or the stored reply of a retried request; raises
     SessionNotFound or StepConflict."""
     if not visible(rec, work.owner):
-        raise unknown_session(work.session_id, ttl_s)
+        raise unknown_session(work.session_id, store)
     assert rec is not None
     e = work.expected_step
     if e is None or e == rec.step:

@@ -41,6 +41,10 @@ class MemoryStore:
         self._data: dict[str, SessionRecord] = {}
         self.save_failed = False
         self._sealed = False
+        self.restart_note = (  # set again by keep_state_in
+            ", or was lost when the service restarted (it keeps sessions in memory only: LSTM_STATE_DIR keeps "
+            "them across a graceful restart)"
+        )
         self._owned: dict[str, int] = {}  # live sessions per owner
         self._task: asyncio.Task | None = None
         self._state_dir: Path | None = None
@@ -60,6 +64,7 @@ class MemoryStore:
         ``on_load`` receives the load report (for metrics).
         """
         self._state_dir = directory
+        self.restart_note = ", or was lost when the service restarted without saving (a crash)"
         self._served = served
         if on_load is not None:
             self._on_load = on_load

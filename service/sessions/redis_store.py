@@ -86,6 +86,7 @@ class RedisStore:
         self.wait_s = wait_s
         self._on_expire = on_expire or (lambda n: None)
         self.save_failed = False  # Redis keeps the sessions itself
+        self.restart_note = ""
         self._r: Any = None
         self._cas_sha: str | None = None
         self._script: Any = None

@@ -15,6 +15,10 @@ from service.sessions.record import SessionRecord
 class SessionStore(Protocol):
     ttl_s: float
 
+    restart_note: str
+    """What a 404 for an unknown session adds about restarts: how this store loses sessions
+    when the service restarts (empty: it does not)."""
+
     save_failed: bool
     """Set by ``close`` when a store that keeps its sessions across a restart could not save
     them; the process then exits non-zero."""

@@ -354,3 +354,15 @@ async def test_a_url_cannot_write_a_line_of_its_own_into_the_text_log(server):
     lines = server.log().splitlines()
     assert not [ln for ln in lines if ln.startswith("FORGED")], "a forged line reached the log"
     assert any("\\nFORGED level=error\\r\\nFORGED2" in ln for ln in lines), "the request was logged, escaped"
+
+
+async def test_after_a_crash_a_step_is_told_the_service_restarted(tmp_path: Path):
+    env = {"LSTM_STATE_DIR": str(tmp_path)}
+    async with httpx.AsyncClient(timeout=30) as c:
+        with running_server(env) as first:
+            sid = (await c.post(f"{first.url}/v1/sessions", json={"model": "demand"})).json()["session_id"]
+            first.proc.send_signal(signal.SIGKILL)  # a crash: nothing saved
+            first.proc.wait(30)
+        with running_server(env) as second:
+            r = await c.post(f"{second.url}/v1/sessions/{sid}/step", json={"inputs": [[30000.0, 8.0, 2.0]]})
+    assert r.status_code == 404 and "restarted without saving (a crash)" in r.json()["error"], r.text
