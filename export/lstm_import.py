@@ -1,0 +1,446 @@
+"""``lstm-import``: make a model repository version of your own recurrent ONNX model.
+
+    lstm-import SRC.onnx --repository DIR --name NAME [--version N] [--map ROLE=TENSOR ...]
+                [--layout batch|seq] [--features NAME,...]
+
+The service serves a graph with the tensors ``x [batch, seq, features]``, ``h0``/``c0``
+``[layers, batch, hidden]`` in and ``y [batch, seq, outputs]``, ``hn``/``cn`` out. A graph
+exported by ``torch.onnx.export`` from ``nn.LSTM`` (any number of layers, either
+``batch_first``) has them under names of its own, in any order, sequence-first or batch-first.
+This command decides each tensor's role from the graph itself -- which input reaches the LSTM
+nodes' input sequence, initial hidden and initial cell state; which output comes from their
+output sequence, final hidden and final cell state -- and the layout by running the graph;
+``--map`` and ``--layout`` settle what it cannot decide. It then writes one self-contained
+``model.onnx`` (external data folded in) whose tensors carry the service's names (a
+sequence-first graph gets a transpose at each end, so every protocol stays batch-first), and a
+``model.json`` that records the original names and layout, after checking on random inputs
+that the graph takes dynamic batch and sequence axes and that several chunkings of a sequence,
+run in batches of several sizes, equal the one-pass run (1e-5 of the output's magnitude).
+
+Anything it refuses exits 2 with one line naming the reason and the fix, and writes nothing.
+GRUs are recognised and refused: the service keeps an LSTM's two state tensors only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROLES = ("x", "h0", "c0", "y", "hn", "cn")
+INPUT_ROLES, OUTPUT_ROLES = ROLES[:3], ROLES[3:]
+LSTM_INPUT = {0: "x", 5: "h0", 6: "c0"}  # ONNX LSTM inputs: X, W, R, B, sequence_lens, initial_h, initial_c
+LSTM_OUTPUT = {0: "y", 1: "hn", 2: "cn"}  # outputs: Y, Y_h, Y_c
+TOLERANCE = 1e-5  # of the output's magnitude, as export.verify
+
+
+class Refused(Exception):
+    """What the command cannot import, with the fix, in one line."""
+
+
+@dataclass
+class Decision:
+    names: dict[str, str]  # role -> the tensor's name in the source graph
+    layout: str  # "batch" or "seq"
+    layers: int
+    hidden: int
+    features: int
+    outputs: int
+
+
+# -- reading the graph ----------------------------------------------------------------------
+
+
+def _consumers(graph: Any) -> dict[str, list[tuple[Any, int]]]:
+    out: dict[str, list[tuple[Any, int]]] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name:
+                out.setdefault(name, []).append((node, k))
+    return out
+
+
+def _producers(graph: Any) -> dict[str, tuple[Any, int]]:
+    return {name: (node, k) for node in graph.node for k, name in enumerate(node.output) if name}
+
+
+def input_roles(graph: Any) -> dict[str, set[str]]:
+    """Per graph input: the roles of the LSTM inputs it reaches first on some path."""
+    consumers = _consumers(graph)
+    found: dict[str, set[str]] = {}
+    for gi in graph.input:
+        roles: set[str] = set()
+        seen, todo = set(), [gi.name]
+        while todo:
+            name = todo.pop()
+            for node, k in consumers.get(name, []):
+                if node.op_type == "LSTM":
+                    if k in LSTM_INPUT:
+                        roles.add(LSTM_INPUT[k])
+                    continue
+                for out in node.output:
+                    if out and out not in seen:
+                        seen.add(out)
+                        todo.append(out)
+        found[gi.name] = roles
+    return found
+
+
+def output_roles(graph: Any) -> dict[str, set[str]]:
+    """Per graph output: the roles of the LSTM outputs it comes from first on some path."""
+    producers = _producers(graph)
+    found: dict[str, set[str]] = {}
+    for go in graph.output:
+        roles: set[str] = set()
+        seen, todo = set(), [go.name]
+        while todo:
+            name = todo.pop()
+            if name not in producers:
+                continue
+            node, k = producers[name]
+            if node.op_type == "LSTM":
+                if k in LSTM_OUTPUT:
+                    roles.add(LSTM_OUTPUT[k])
+                continue
+            for inp in node.input:
+                if inp and inp not in seen:
+                    seen.add(inp)
+                    todo.append(inp)
+        found[go.name] = roles
+    return found
+
+
+def decide_names(graph: Any, mapped: dict[str, str]) -> dict[str, str]:
+    """role -> tensor name, from ``--map`` first, then from the graph; Refused when a role is
+    missing or ambiguous."""
+    recurrent = {n.op_type for n in graph.node} & {"LSTM", "GRU", "RNN"}
+    if "GRU" in recurrent or "RNN" in recurrent:
+        kind = "GRU" if "GRU" in recurrent else "RNN"
+        raise Refused(f"the graph is a {kind}: this service serves LSTMs (h and C state) only; export an nn.LSTM")
+    if "LSTM" not in recurrent:
+        raise Refused("the graph has no LSTM node: export nn.LSTM with torch.onnx.export(..., dynamo=False)")
+    names = dict(mapped)
+    ins, outs = input_roles(graph), output_roles(graph)
+    for roles, pool in ((INPUT_ROLES, ins), (OUTPUT_ROLES, outs)):
+        for role in roles:
+            if role in names:
+                continue
+            cands = [n for n, r in pool.items() if r == {role} and n not in names.values()]
+            if len(cands) != 1:
+                what = "no" if not cands else f"{len(cands)} ({', '.join(cands)})"
+                raise Refused(
+                    f"{what} tensor(s) found for role {role}: name it with --map {role}=TENSOR "
+                    f"(the graph's {'inputs' if role in INPUT_ROLES else 'outputs'}: {', '.join(pool)})"
+                )
+            names[role] = cands[0]
+    known = {i.name for i in graph.input} | {o.name for o in graph.output}
+    unknown = sorted(v for v in names.values() if v not in known)
+    if unknown:
+        raise Refused(f"--map names {unknown}, which the graph does not have; it has {sorted(known)}")
+    extra = sorted({i.name for i in graph.input} - set(names.values()) - {t.name for t in graph.initializer})
+    if extra:
+        raise Refused(f"the graph takes inputs the service does not send ({extra}): export without them")
+    return names
+
+
+def _dims(value_info: Any) -> list[int | str | None]:
+    dims: list[int | str | None] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return dims
+
+
+def check_dynamic(graph: Any, names: dict[str, str]) -> tuple[int, int, int]:
+    """(layers, hidden, features) from the declared shapes; Refused for a static batch or
+    sequence axis."""
+    info = {v.name: v for v in [*graph.input, *graph.output]}
+    x, h0 = _dims(info[names["x"]]), _dims(info[names["h0"]])
+    if len(x) != 3 or len(h0) != 3:
+        raise Refused(f"x must have 3 dimensions and h0 3 ([layers, batch, hidden]); got {x} and {h0}")
+    static = [f"{names['x']} {x}" for _ in [0] if isinstance(x[0], int) or isinstance(x[1], int)]
+    static += [f"{names['h0']} {h0}" for _ in [0] if isinstance(h0[1], int)]
+    if static:
+        raise Refused(
+            f"static shapes ({'; '.join(static)}): export with dynamic batch and sequence axes "
+            "(torch.onnx.export(..., dynamic_axes={...}))"
+        )
+    if not isinstance(x[2], int) or not isinstance(h0[0], int) or not isinstance(h0[2], int):
+        raise Refused(f"features, layers and hidden size must be fixed in the graph; got x {x}, h0 {h0}")
+    return h0[0], h0[2], x[2]
+
+
+# -- running it -------------------------------------------------------------------------------
+
+
+class Runner:
+    """The source graph in onnxruntime, called with batch-first arrays whatever its layout."""
+
+    def __init__(self, model_bytes: bytes, names: dict[str, str], layout: str) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4  # a layout that does not fit is tried and dropped: no error lines
+        try:
+            self.sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise Refused(
+                f"onnxruntime cannot load the graph ({_first_line(e)}): export with opset 14 or newer"
+            ) from None
+        self.names, self.layout = names, layout
+
+    def __call__(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = self.names
+        xin = x if self.layout == "batch" else np.ascontiguousarray(x.transpose(1, 0, 2))
+        y, hn, cn = self.sess.run([n["y"], n["hn"], n["cn"]], {n["x"]: xin, n["h0"]: h0, n["c0"]: c0})
+        if self.layout == "seq":
+            y = y.transpose(1, 0, 2)
+        return y, hn, cn
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def decide_layout(model_bytes: bytes, names: dict[str, str], shape: tuple[int, int, int]) -> str:
+    """``batch`` or ``seq``: the one under which a batch of 2 sequences of 5 steps runs and
+    gives ``y`` as ``[2, 5, outputs]``."""
+    layers, hidden, features = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, features)).astype(np.float32)
+    s = np.zeros((layers, 2, hidden), np.float32)
+    for layout in ("batch", "seq"):
+        try:
+            y, hn, _ = Runner(model_bytes, names, layout)(x, s, s)
+        except Refused:
+            raise
+        except Exception:
+            continue
+        if y.shape[:2] == (2, 5) and hn.shape == (layers, 2, hidden):
+            return layout
+    raise Refused("the graph runs neither batch-first nor sequence-first with its declared shapes: set --layout")
+
+
+def check_chunking(run: Runner, shape: tuple[int, int, int]) -> float:
+    """The largest difference, scaled by the output's magnitude, between one pass over 3
+    sequences of 12 steps and the same steps in chunks (5, 4, 3 and one at a time), each chunk
+    run in batches of other sizes (all, one by one, two then one). Refused above TOLERANCE."""
+    layers, hidden, features = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 12, features)).astype(np.float32)
+    zero = np.zeros((layers, 3, hidden), np.float32)
+    y_full, h_full, c_full = run(x, zero, zero)
+    scale = max(float(np.abs(y_full).max()), 1e-6)
+    worst = 0.0
+    for cuts in ((5, 4, 3), (1,) * 12):
+        h, c, ys, t = zero.copy(), zero.copy(), [], 0
+        for k, n in enumerate(cuts):
+            groups = ([0, 1, 2],), ([0], [1], [2]), ([0, 2], [1])
+            y = np.zeros((3, n, y_full.shape[2]), np.float32)
+            for rows in groups[k % 3]:
+                yr, hr, cr = run(np.ascontiguousarray(x[rows, t : t + n]), h[:, rows], c[:, rows])
+                y[rows], h[:, rows], c[:, rows] = yr, hr, cr
+            ys.append(y)
+            t += n
+        got = np.concatenate(ys, axis=1)
+        worst = max(
+            worst,
+            float(np.abs(got - y_full).max()) / scale,
+            float(np.abs(h - h_full).max()) / max(float(np.abs(h_full).max()), 1e-6),
+            float(np.abs(c - c_full).max()) / max(float(np.abs(c_full).max()), 1e-6),
+        )
+    if worst > TOLERANCE:
+        raise Refused(
+            f"chunks of a sequence do not equal the one-pass run ({worst:.2e} of the output's magnitude, over "
+            f"{TOLERANCE:g}): the graph carries state outside h0/c0, or is not an LSTM over time; export "
+            "nn.LSTM with its state as inputs and outputs"
+        )
+    return worst
+
+
+# -- writing it -------------------------------------------------------------------------------
+
+
+def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
+    """The graph with the service's tensor names (and transposes at both ends when it is
+    sequence-first), external data folded in."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    rename = {names[r]: r for r in ROLES}
+    if layout == "seq":  # the graph keeps its own x and y; the service's are batch-first
+        rename.pop(names["x"])
+        rename.pop(names["y"])
+    for node in graph.node:
+        for i, v in enumerate(node.input):
+            if v in rename:
+                node.input[i] = rename[v]
+        for i, v in enumerate(node.output):
+            if v in rename:
+                node.output[i] = rename[v]
+    for vi in [*graph.input, *graph.output]:
+        if vi.name in rename:
+            vi.name = rename[vi.name]
+    if layout == "seq":
+        inner_x, inner_y = names["x"], names["y"]
+        x_in = next(i for i in graph.input if i.name == inner_x)
+        y_out = next(o for o in graph.output if o.name == inner_y)
+        graph.node.insert(0, helper.make_node("Transpose", ["x"], [inner_x], perm=[1, 0, 2], name="import_x_to_seq"))
+        graph.node.append(helper.make_node("Transpose", [inner_y], ["y"], perm=[1, 0, 2], name="import_y_to_batch"))
+        x_dims, y_dims = _dims(x_in), _dims(y_out)
+        new_x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [x_dims[1], x_dims[0], x_dims[2]])
+        new_y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [y_dims[1], y_dims[0], y_dims[2]])
+        x_in.CopyFrom(new_x)
+        y_out.CopyFrom(new_y)
+    order_in = {r: k for k, r in enumerate(INPUT_ROLES)}
+    order_out = {r: k for k, r in enumerate(OUTPUT_ROLES)}
+    ins = sorted(graph.input, key=lambda v: order_in.get(v.name, 99))
+    outs = sorted(graph.output, key=lambda v: order_out.get(v.name, 99))
+    del graph.input[:]
+    graph.input.extend(ins)
+    del graph.output[:]
+    graph.output.extend(outs)
+    onnx.checker.check_model(model)
+    return model
+
+
+def card(d: Decision, name: str, version: str, digest: str, src: Path, features: list[str]) -> dict[str, Any]:
+    state = [d.layers, -1, d.hidden]
+    return {
+        "name": name,
+        "version": version,
+        "description": f"imported from {src.name} by lstm-import: LSTM, {d.layers} layer(s) x {d.hidden}",
+        "platform": "onnxruntime_onnx",
+        "file": "model.onnx",
+        "sha256": digest,
+        "hidden_size": d.hidden,
+        "num_layers": d.layers,
+        "n_features": d.features,
+        "n_outputs": d.outputs,
+        "features": [{"name": f} for f in features],
+        "outputs_meaning": [{"name": f"y{i}"} for i in range(d.outputs)],
+        "state": {"inputs": ["h0", "c0"], "outputs": ["hn", "cn"], "layout": "[layers, batch, hidden]"},
+        "imported": {"source": src.name, "tensors": d.names, "layout": d.layout},
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [-1, -1, d.features]},
+            {"name": "h0", "datatype": "FP32", "shape": state},
+            {"name": "c0", "datatype": "FP32", "shape": state},
+        ],
+        "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": [-1, -1, d.outputs]},
+            {"name": "hn", "datatype": "FP32", "shape": state},
+            {"name": "cn", "datatype": "FP32", "shape": state},
+        ],
+    }
+
+
+def import_model(
+    src: Path,
+    repository: Path,
+    name: str,
+    version: str,
+    mapped: dict[str, str],
+    layout: str | None,
+    features: list[str] | None,
+) -> tuple[Path, Decision, float]:
+    """Check ``src`` and write ``repository/name/version``; Refused (nothing written) otherwise."""
+    import onnx
+
+    if not src.is_file():
+        raise Refused(f"{src} does not exist")
+    target = repository / name / version
+    if target.exists():
+        raise Refused(f"{target} exists: choose another --version, or remove it first")
+    try:
+        model = onnx.load(str(src))  # external data (model.onnx.data beside it) loaded too
+    except Exception as e:
+        raise Refused(f"{src} is not a readable ONNX model ({_first_line(e)}); keep its .data file beside it") from None
+    graph = model.graph
+    names = decide_names(graph, mapped)
+    layers, hidden, n_features = check_dynamic(graph, names)
+    source_bytes = model.SerializeToString()
+    chosen = layout or decide_layout(source_bytes, names, (layers, hidden, n_features))
+    run = Runner(source_bytes, names, chosen)
+    y, _, _ = run(np.zeros((1, 2, n_features), np.float32), *[np.zeros((layers, 1, hidden), np.float32)] * 2)
+    if y.ndim != 3:
+        raise Refused(f"output {names['y']} has {y.ndim} dimensions; it must be [batch, seq, outputs]")
+    worst = check_chunking(run, (layers, hidden, n_features))
+    feats = features or [f"x{i}" for i in range(n_features)]
+    if len(feats) != n_features:
+        raise Refused(f"--features names {len(feats)} features; the graph takes {n_features}")
+    d = Decision(names, chosen, layers, hidden, n_features, int(y.shape[2]))
+    out = canonical(model, names, chosen)
+    with tempfile.TemporaryDirectory(dir=repository if repository.is_dir() else None) as tmp:
+        staging = Path(tmp) / version
+        staging.mkdir()
+        onnx.save(out, str(staging / "model.onnx"))
+        digest = hashlib.sha256((staging / "model.onnx").read_bytes()).hexdigest()
+        # the written graph, run by its new names, gives what the source gives
+        written = Runner((staging / "model.onnx").read_bytes(), {r: r for r in ROLES}, "batch")
+        check_same(run, written, (layers, hidden, n_features))
+        (staging / "model.json").write_text(json.dumps(card(d, name, version, digest, src, feats), indent=2) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(target))
+    return target, d, worst
+
+
+def check_same(a: Runner, b: Runner, shape: tuple[int, int, int]) -> None:
+    layers, hidden, features = shape
+    x = np.random.default_rng(2).standard_normal((2, 3, features)).astype(np.float32)
+    s = np.zeros((layers, 2, hidden), np.float32)
+    for u, v in zip(a(x, s, s), b(x, s, s), strict=True):
+        if u.shape != v.shape or not np.allclose(u, v, rtol=0, atol=TOLERANCE * max(float(np.abs(u).max()), 1e-6)):
+            raise Refused("the rewritten graph does not give what the source gives: report this with the model")
+
+
+def _mapping(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, tensor = item.partition("=")
+        if not sep or role not in ROLES or not tensor:
+            raise Refused(f"--map {item!r}: give ROLE=TENSOR with ROLE one of {', '.join(ROLES)}")
+        out[role] = tensor
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="lstm-import", description=__doc__.split("\n\n")[1])
+    p.add_argument("src", type=Path, help="the ONNX file (its external data file, if any, beside it)")
+    p.add_argument("--repository", type=Path, required=True, help="the model repository (LSTM_MODEL_REPOSITORY)")
+    p.add_argument("--name", required=True, help="the model's name in the repository")
+    p.add_argument("--version", default="1", help="the version directory (default 1)")
+    p.add_argument("--map", action="append", default=[], metavar="ROLE=TENSOR", help="x, h0, c0, y, hn or cn")
+    p.add_argument("--layout", choices=["batch", "seq"], help="x and y batch-first or sequence-first")
+    p.add_argument("--features", help="the input features' names, comma separated")
+    a = p.parse_args(argv)
+    try:
+        from service.runtime.repository import NAME_RE
+
+        if not NAME_RE.match(a.name) or not a.version.isdigit():
+            raise Refused(f"--name {a.name!r} / --version {a.version!r}: a name of [A-Za-z0-9_-] and a whole number")
+        features = [f.strip() for f in a.features.split(",")] if a.features else None
+        target, d, worst = import_model(a.src, a.repository, a.name, a.version, _mapping(a.map), a.layout, features)
+    except Refused as e:
+        print(f"lstm-import: {e}", file=sys.stderr)
+        return 2
+    print(f"imported {a.src} as {target}")
+    for role in ROLES:
+        print(f"  {role:<3} <- {d.names[role]}")
+    print(f"  layout: {'batch-first' if d.layout == 'batch' else 'sequence-first (transposed at both ends)'}")
+    print(f"  LSTM: {d.layers} layer(s), hidden {d.hidden}, {d.features} features in, {d.outputs} outputs")
+    print(f"  chunked runs equal the one-pass run to {worst:.1e} of the output's magnitude")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

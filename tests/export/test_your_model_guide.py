@@ -1,0 +1,62 @@
+"""docs/your-model.md, run as written: its torch export, its lstm-import command (printing what
+the page shows), make serve on the new repository, and its curl commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.procs import free_port, wait_ready
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+GUIDE = ROOT / "docs" / "your-model.md"
+
+
+def blocks(kind: str) -> list[str]:
+    return re.findall(rf"```{kind}\n(.*?)```", GUIDE.read_text(), re.S)
+
+
+def test_the_guide_runs_as_written(tmp_path: Path):
+    python, bash, text = blocks("python"), blocks("bash"), blocks("text")
+    exe = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{exe}:{os.environ['PATH']}"}
+    # 1. export
+    subprocess.run([sys.executable, "-c", python[0]], cwd=tmp_path, env=env, check=True, timeout=300)
+    assert (tmp_path / "forecaster.onnx").is_file()
+    # 2. import: prints what the page shows
+    done = subprocess.run(["bash", "-c", bash[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == text[0], done.stdout
+    # 3. serve (make serve, from the project, on the new repository) and stream
+    port = free_port()
+    serve = bash[1].strip().replace("make serve", f"make -s -C {ROOT} serve PORT={port} STATE_DIR={tmp_path / 'state'}")
+    serve = serve.replace("LSTM_MODEL_REPOSITORY=models", f"LSTM_MODEL_REPOSITORY={tmp_path / 'models'}")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", f"exec env {serve}"],
+            cwd=tmp_path,
+            env={**env, "LSTM_GRPC_PORT": str(free_port())},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", 120, log.read_text)
+        curl = bash[2].replace("localhost:8000", f"127.0.0.1:{port}")
+        done = subprocess.run(["bash", "-c", curl], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        reply = json.loads(done.stdout)
+        assert reply["step"] == 1 and len(reply["outputs"][0]) == 2, done.stdout
+    finally:
+        if proc.poll() is None:
+            for server in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+                os.kill(int(server), signal.SIGTERM)  # the server make runs; make ends with it
+            proc.wait(60)
