@@ -30,6 +30,23 @@ from bench.servers import DEFAULT_MODEL_DIR, serve
 from harness.procs import free_port
 from harness.redis import RedisServer, manifest_args, require_redis
 
+
+def session_bytes(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
+    """The size of one stored session of the model, as the Redis store writes it: its record
+    (state, ids, times) and its last one-step reply."""
+    from service.runtime.repository import read_card
+    from service.sessions import codec
+    from service.sessions.record import LastStep, SessionRecord
+
+    c = read_card(model_dir)
+    state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+    last = LastStep(0, bytes(16), np.zeros((1, c.n_outputs), np.float32))
+    rec = SessionRecord(
+        f"{c.name}.{c.version}.{'x' * 24}", c.name, c.version, c.sha256, state, 1, 0.0, 0.0, 1, None, last
+    )
+    return len(codec.encode(rec))
+
+
 POLICIES = {
     "none": ["--appendonly", "no"],
     "everysec": manifest_args("everysec"),
@@ -67,7 +84,7 @@ async def closed_loop(url: str, streams: int, seconds: float) -> dict:
 
 
 def redis_alone(policy: str, clients: int, base: Path) -> float:
-    """SETs per second of one session-sized value (1100 bytes) with redis-benchmark: Redis and
+    """SETs per second of one session-sized value (``session_bytes()``) with redis-benchmark: Redis and
     the disk alone, without the service in front."""
     with tempfile.TemporaryDirectory(dir=base) as d:
         redis = RedisServer(free_port(), Path(d), POLICIES[policy])
@@ -85,7 +102,7 @@ def redis_alone(policy: str, clients: int, base: Path) -> float:
                     "-c",
                     str(clients),
                     "-d",
-                    "1100",
+                    str(session_bytes()),
                     "-q",
                 ],
                 capture_output=True,
@@ -139,7 +156,7 @@ def main() -> None:
         for n, rs in by_n.items():
             med = {k: statistics.median(r[k] for r in rs) for k in ("steps_per_s", "p50_ms", "p99_ms")}
             print(f"| {pol} | {n} | {med['steps_per_s']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} |")
-    print("\n| appendfsync | redis-benchmark clients | SET/s of 1100 B (median) |\n|---|---:|---:|")
+    print(f"\n| appendfsync | redis-benchmark clients | SET/s of {session_bytes():,} B (median) |\n|---|---:|---:|")
     for pol, by_n in alone.items():
         for n, xs in by_n.items():
             print(f"| {pol} | {n} | {statistics.median(xs):.0f} |")

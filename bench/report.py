@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +208,8 @@ def hot_why(data: dict[str, Any]) -> list[str]:
         "",
         *lines,
         "",
-        "Where a v1 step's CPU goes (in-process, `python -m bench.route_cost --streams 32`, which also times the step"
-        " through fewer layers; figures in `docs/performance.md`): about a third in the data plane (lock, batcher,"
-        " store, onnxruntime's share), about a third in the endpoint's decode and encode and Starlette's request and"
-        " response objects, and the rest in the middleware (access log and metrics, body limit, error handling) and,"
-        " outside the ASGI app, uvicorn's HTTP protocol. What would close the gap: less Python per request (an HTTP front end outside Python, or"
-        " requests that carry several readings: the chunked and WebSocket rows), and more cores for the front end"
-        " (`LSTM_WORKERS` over Redis; `docs/service.md`). The load generator is Python too and shares the two cores.",
+        "Where a step's CPU goes is measured by `python -m bench.route_cost` and `python -m bench.profile`"
+        " (`docs/performance.md`).",
     ]
 
 
@@ -227,12 +223,20 @@ def why_chunked(data: dict[str, Any]) -> str:
     if not (raw and ch):
         return ""
     return (
-        f"**Chunked streams.** The ceiling is onnxruntime on one core ({raw['row_steps_per_s']:,.0f} row-steps/s at"
-        f" batch 64 × 64 steps). The server spent {ch['server_cpu_ms_per_1000']:.0f} µs of CPU per request (HTTP,"
-        " JSON of 192 numbers in and 64 out, batching) on the event loop's core, and the load generator needs a share"
-        " of the same two cores. Binary bodies (v2 binary tensors, WebSocket binary frames) skip the JSON; a second"
-        " onnxruntime worker (`LSTM_INFERENCE_WORKERS=2`) would need a third core."
+        f"**Chunked streams.** onnxruntime alone, on one core, runs {raw['row_steps_per_s']:,.0f} row-steps/s at"
+        f" batch 64 × 64 steps; the chunked route served {ch['steps_per_s']:,.0f} steps/s"
+        f" ({100 * ch['steps_per_s'] / raw['row_steps_per_s']:.0f} % of it), with {ch['server_cpu_ms_per_1000']:.0f} µs"
+        " of server CPU per request (HTTP, JSON of 192 numbers in and 64 out, batching)."
     )
+
+
+def gpu_line() -> str:
+    """The GPU run recorded in ``docs/bench/gpu.json`` (by ``bench/gpu_check.py``), or that none is."""
+    path = Path(__file__).resolve().parent.parent / "docs" / "bench" / "gpu.json"
+    if not path.exists():
+        return "No GPU run is recorded: `python -m bench.gpu_check` records one on a machine with a GPU."
+    g = json.loads(path.read_text())
+    return f"Recorded by `bench/gpu_check.py`: `{json.dumps(g)[:600]}`"
 
 
 def why_big(data: dict[str, Any]) -> str:
@@ -240,10 +244,8 @@ def why_big(data: dict[str, Any]) -> str:
     if not raw:
         return ""
     return (
-        "**Hidden-512 p99.** Throughput is far past the target; the tail comes from the two cores being shared by the"
-        f" load generator, the event loop and onnxruntime ({raw['ms_per_call']:.1f} ms per batch of 64 here): a request"
-        " that arrives just after a batch left waits for it and the next. Python's garbage collector added 40-50 ms"
-        " pauses until it was tuned (`LSTM_GC_GEN0_THRESHOLD`, see `docs/performance.md`)."
+        f"**Hidden-512 p99.** One onnxruntime call on a batch of 64 takes {raw['ms_per_call']:.1f} ms here: a request"
+        " that arrives just after a batch left waits for it and the next."
     )
 
 
@@ -468,7 +470,7 @@ def write_report(data: dict[str, Any], out: Path) -> None:
         "",
         "## GPU",
         "",
-        "Not run yet: no session so far has had a GPU machine. `bench/gpu_check.py` is to be run where one is.",
+        gpu_line(),
         "",
     ]
     if GRPC_BEGIN in old and GRPC_END in old:  # measured separately: keep it

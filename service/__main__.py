@@ -53,18 +53,34 @@ class DrainingServer(uvicorn.Server):
         self.drain_quiet = drain_quiet
         self.grpc = grpc
         self.failed = False
-        self._draining = False
+        self._signalled = False  # a first signal came: a second one exits at once
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         # gRPC binds first (its RPCs answer "still loading" until the models are up), on this loop
         if self.grpc is not None:
             try:
                 await self.grpc.start()
-            except RuntimeError as e:
-                log.error("cannot start gRPC on %s: %s", self.grpc.address, e)
+            except RuntimeError:
+                problem = (
+                    f"cannot listen for gRPC on {self.grpc.address} (is the port taken?): set LSTM_GRPC_PORT or "
+                    f"--grpc-port to another port, or LSTM_GRPC_ENABLED=false"
+                )
+                log.error("%s", problem)
+                print(f"error: {problem}", file=sys.stderr)
                 self.failed = self.should_exit = True
                 return
-        await super().startup(sockets=sockets)
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            if not self.lifespan.should_exit:  # the lifespan started: the bind failed (uvicorn logged why)
+                c = self.config
+                problem = (
+                    f"cannot serve HTTP on {c.host}:{c.port} (is the port taken?): set --port (make serve PORT=...)"
+                )
+                log.error("%s", problem)
+                print(f"error: {problem}", file=sys.stderr)
+            raise
+        log.info("ready: HTTP on http://%s:%d", self.config.host, self.config.port)
         # a worker starts with SIGTERM/SIGINT held (service/supervisor.py); uvicorn's handlers
         # are in place now, so one that came meanwhile is delivered here and drains as usual
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
@@ -77,11 +93,11 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._draining:
+        if self._signalled:
             self.force_exit = True
             self.should_exit = True
             return
-        self._draining = True
+        self._signalled = True
         log.info("signal %d: draining (up to %.0f s), then exiting", sig, self.drain_timeout)
         loop = asyncio.get_event_loop()
         loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))

@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         await dp.start()
         tune_gc(settings.gc_gen0_threshold)
         metrics.ready.set(1)
-        log.info("ready: %d model version(s)", len(dp.all_workers()))
+        log.info("started: %d model version(s)", len(dp.all_workers()))
         try:
             yield
         finally:
@@ -119,8 +119,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
         app.add_middleware(console.BrowserKeyProtocol)  # outside the key check: browsers send the key as a subprotocol
     else:
         log.warning("no API keys configured (LSTM_API_KEYS): the API is open to anyone who can reach it")
-    app.state.lifecycle = lifecycle = Lifecycle()
-    dp.on_drain.append(lambda: setattr(lifecycle, "draining", True))
+    app.state.lifecycle = lifecycle = Lifecycle(dp.gate)
     requests = RequestLog(metrics)
     app.add_middleware(AccessLog, log=requests, lifecycle=lifecycle)  # outermost: logs and counts 401s and 413s too
     # the HTTP front that serves the hot routes below ASGI (python -m service gives it to uvicorn)

@@ -18,6 +18,25 @@ from service.errors import InvalidInput, UnsupportedMediaType
 
 NUMBER = frozenset({int, float})
 SHAPES = {1: "a list of numbers", 2: "a list of time steps, each a list of numbers", 3: "a list of sequences"}
+DIMS = {1: "[values]", 2: "[time steps, features]", 3: "[sequences, time steps, features]"}
+
+
+def shape_of(value: Any) -> list[int] | str:
+    """The shape nested lists have along their first elements (``[2, 3]``), or what the value
+    is when it is not a list; for messages."""
+    if not isinstance(value, list):
+        return _kind(value)
+    dims = []
+    while isinstance(value, list):
+        dims.append(len(value))
+        value = value[0] if value else None
+    return dims
+
+
+def _expected(field: str, ndim: int, value: Any) -> str:
+    """``field must be [time steps, features]; got shape [3]``: for shape errors."""
+    got = shape_of(value)
+    return f"{field} must be {DIMS.get(ndim, f'{ndim} nested lists')}; got {f'shape {got}' if isinstance(got, list) else got}"
 
 
 def is_json(content_type: str | None) -> bool:
@@ -89,7 +108,10 @@ def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
         kinds = set(map(type, level))
         if kinds - {list}:
             bad = next(v for v in level if type(v) is not list)
-            raise InvalidInput(f"{where} must be {SHAPES.get(ndim - depth, 'a list')}; got {_kind(bad)}")
+            raise InvalidInput(
+                f"{where} must be {SHAPES.get(ndim - depth, 'a list')}; got {_kind(bad)} "
+                f"({_expected(field, ndim, value)})"
+            )
         lengths = set(map(len, level))
         if len(lengths) > 1 and depth > 0:
             want = len(level[0])
@@ -102,7 +124,8 @@ def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
     kinds = set(map(type, level))
     if kinds - NUMBER:
         bad = next(v for v in level if type(v) not in NUMBER)
-        raise InvalidInput(f"{field} must hold numbers only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}")
+        shape = f" ({_expected(field, ndim, value)})" if type(bad) is list else ""
+        raise InvalidInput(f"{field} must hold numbers only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}{shape}")
     try:
         arr = np.array(value, dtype=np.float64)
     except (ValueError, OverflowError):  # ragged at the top level, or an integer past float64

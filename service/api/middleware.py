@@ -71,11 +71,15 @@ class Lifecycle:
     service is draining (then every reply says ``Connection: close``, so that clients open
     new connections -- to another replica -- instead of reusing one about to close)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, gate: Any = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.in_flight = 0
-        self.draining = False
+        self._gate = gate  # the data plane's readiness gate: the one flag that says draining
         self.clock = clock
         self.last_activity = clock()  # when a request last started or finished
+
+    @property
+    def draining(self) -> bool:
+        return bool(self._gate is not None and self._gate.draining)
 
     def started(self) -> None:
         self.in_flight += 1

@@ -34,6 +34,7 @@ class DataPlane:
         self.gate = Gate()  # readiness: new work only once started, and not while draining
         self.sessions = SessionService(settings, store, metrics, self.registry, self.gate)
         self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts
+        self._drained: bool | None = None  # the drain's outcome, once it has run
 
     # -- lifecycle -----------------------------------------------------------------------
     def load_models(self) -> list[ModelCard]:
@@ -50,18 +51,25 @@ class DataPlane:
         self.gate.started = True
 
     def start_drain(self) -> None:
+        """Stop admitting (the gate is the one flag every transport reads), once."""
+        if self.gate.draining:
+            return
         self.gate.draining = True
         self.metrics.ready.set(0)
         for hook in self.on_drain:
             hook()
 
     async def drain(self, timeout: float) -> bool:
-        """Refuse new work and wait for queued and running batches; True if all finished."""
+        """Refuse new work and wait for queued and running batches; True if all finished. Run
+        once: a later call (the lifespan's exit after the server's own drain) returns at once."""
+        if self._drained is not None:
+            return self._drained
         self.start_drain()
         deadline = time.monotonic() + timeout
         ok = True
         for w in self.all_workers():
             ok &= await w.batcher.drain(max(0.0, deadline - time.monotonic()))
+        self._drained = ok
         return ok
 
     async def seal(self) -> None:

@@ -93,7 +93,7 @@ class ModelRegistry:
         if self.settings.session_ttl_s is None and card.session_ttl_s and card.session_ttl_s > self.store.ttl_s:
             # no TTL set: sessions live as long as the served cards say (the longest of them)
             self.store.ttl_s = card.session_ttl_s
-            log.info("sessions expire after %g s idle, as the card of %s says", card.session_ttl_s, card.key)
+            log.info("sessions expire after %s idle, as the card of %s says", duration(card.session_ttl_s), card.key)
         if self._started:
             w.batcher.start()
         self.workers.setdefault(card.name, {})[card.version] = w

@@ -144,4 +144,4 @@ def test_grpc_can_be_turned_off_and_a_taken_port_stops_start_up():
             timeout=60,
             check=False,
         )
-    assert out.returncode == 2 and "cannot start gRPC" in out.stderr, out.stderr[-2000:]
+    assert out.returncode == 2 and "cannot listen for gRPC" in out.stderr, out.stderr[-2000:]

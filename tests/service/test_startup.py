@@ -92,3 +92,29 @@ def test_nonsense_settings_are_refused(monkeypatch, env, field):
 def test_providers_parse_from_a_comma_list(monkeypatch):
     monkeypatch.setenv("LSTM_PROVIDERS", "CUDA, cpu")
     assert Settings().providers == ("cuda", "cpu")
+
+
+@pytest.mark.parametrize("which", ["http", "grpc"])
+def test_a_taken_port_names_the_setting_that_moves_it_and_nothing_says_ready(which):
+    import socket
+
+    from harness.procs import free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        http, grpc = (port, free_port()) if which == "http" else (free_port(), port)
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "--port", str(http)],
+            cwd=ROOT,
+            env={**os.environ, "LSTM_GRPC_PORT": str(grpc), "LSTM_MODEL_REPOSITORY": str(DEFAULT_MODEL.parent.parent)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode != 0
+    out = done.stdout + done.stderr
+    assert " ready" not in out, out[-2000:]
+    want = "set --port" if which == "http" else "set LSTM_GRPC_PORT or --grpc-port"
+    assert want in out and f":{port}" in out, out[-2000:]

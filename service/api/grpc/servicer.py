@@ -49,7 +49,6 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.protect_health = protect_health
         self.stream_window = stream_window
         self.streams: set[StreamCall] = set()  # open ModelStreamInfer calls, told to leave on drain
-        self.draining = False
         self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}  # labelled metrics, looked up once
 
     # -- plumbing ------------------------------------------------------------------------
@@ -76,7 +75,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         t0 = time.perf_counter()
         try:
             owner = self.owner(context, rpc)
-            if self.draining and rpc not in OPEN:  # calls in flight finish; new ones go elsewhere
+            if self.dp.gate.draining and rpc not in OPEN:  # calls in flight finish; new ones go elsewhere
                 raise self._leave_error()
             result = await fn(owner)
         except ServiceError as e:
@@ -190,7 +189,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         try:
             owner = self.owner(context, "ModelStreamInfer")
-            if self.draining:
+            if self.dp.gate.draining:
                 raise self._leave_error()
         except ServiceError as e:
             code, details, md = to_status(e)
@@ -221,6 +220,5 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         """Called when draining starts: open streams stop reading, answer what they have read, and end
         with UNAVAILABLE; new streams are refused with UNAVAILABLE; unary calls get the data plane's
         UNAVAILABLE."""
-        self.draining = True
         for call in list(self.streams):
             call.leave()
