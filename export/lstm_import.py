@@ -29,7 +29,7 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,50 +73,42 @@ def _producers(graph: Any) -> dict[str, tuple[Any, int]]:
     return {name: (node, k) for node in graph.node for k, name in enumerate(node.output) if name}
 
 
+def _roles(start: str, edges: Callable[[str], list[tuple[Any, int, Any]]], ports: dict[int, str]) -> set[str]:
+    """The roles of the LSTM ports first met walking the graph from tensor ``start`` along
+    ``edges(tensor) -> [(node, port, the node's tensors onward)]``."""
+    roles: set[str] = set()
+    seen, todo = {start}, [start]
+    while todo:
+        for node, k, onward in edges(todo.pop()):
+            if node.op_type == "LSTM":
+                if k in ports:
+                    roles.add(ports[k])
+                continue
+            for t in onward:
+                if t and t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+    return roles
+
+
 def input_roles(graph: Any) -> dict[str, set[str]]:
     """Per graph input: the roles of the LSTM inputs it reaches first on some path."""
     consumers = _consumers(graph)
-    found: dict[str, set[str]] = {}
-    for gi in graph.input:
-        roles: set[str] = set()
-        seen, todo = set(), [gi.name]
-        while todo:
-            name = todo.pop()
-            for node, k in consumers.get(name, []):
-                if node.op_type == "LSTM":
-                    if k in LSTM_INPUT:
-                        roles.add(LSTM_INPUT[k])
-                    continue
-                for out in node.output:
-                    if out and out not in seen:
-                        seen.add(out)
-                        todo.append(out)
-        found[gi.name] = roles
-    return found
+
+    def forward(name: str) -> list[tuple[Any, int, Any]]:
+        return [(node, k, node.output) for node, k in consumers.get(name, [])]
+
+    return {gi.name: _roles(gi.name, forward, LSTM_INPUT) for gi in graph.input}
 
 
 def output_roles(graph: Any) -> dict[str, set[str]]:
     """Per graph output: the roles of the LSTM outputs it comes from first on some path."""
     producers = _producers(graph)
-    found: dict[str, set[str]] = {}
-    for go in graph.output:
-        roles: set[str] = set()
-        seen, todo = set(), [go.name]
-        while todo:
-            name = todo.pop()
-            if name not in producers:
-                continue
-            node, k = producers[name]
-            if node.op_type == "LSTM":
-                if k in LSTM_OUTPUT:
-                    roles.add(LSTM_OUTPUT[k])
-                continue
-            for inp in node.input:
-                if inp and inp not in seen:
-                    seen.add(inp)
-                    todo.append(inp)
-        found[go.name] = roles
-    return found
+
+    def backward(name: str) -> list[tuple[Any, int, Any]]:
+        return [(*producers[name], producers[name][0].input)] if name in producers else []
+
+    return {go.name: _roles(go.name, backward, LSTM_OUTPUT) for go in graph.output}
 
 
 def decide_names(graph: Any, mapped: dict[str, str]) -> dict[str, str]:
