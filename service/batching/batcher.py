@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -89,6 +91,12 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
         self._stopping = False
+        # deadlines: one timer for the earliest, not one per request (a timer per request cost
+        # about a tenth of a step's CPU); answered tickets leave the heap lazily
+        self._deadlines: list[tuple[float, int, Ticket, float]] = []
+        self._order = itertools.count()
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = float("inf")
 
     # -- lifecycle (called from the running loop) ---------------------------------------
     def start(self) -> None:
@@ -108,6 +116,8 @@ class Batcher:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -141,15 +151,41 @@ class Batcher:
         self._idle.clear()
         self._obs.queued(len(self._queue))
         self._wake.set()
-        timer = loop.call_later(timeout, self._expire, ticket, timeout)
+        self._watch_deadline(loop, ticket, timeout)
         try:
             return await ticket.future
         except asyncio.CancelledError:  # the caller gave up: its ticket is dropped, counted here
             if ticket.future.cancelled():
                 self._obs.completed(False, time.monotonic() - ticket.enqueued)
             raise
-        finally:
-            timer.cancel()
+
+    def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, timeout: float) -> None:
+        at = loop.time() + timeout
+        heapq.heappush(self._deadlines, (at, next(self._order), ticket, timeout))
+        if at < self._watch_at:
+            if self._watch is not None:
+                self._watch.cancel()
+            self._watch, self._watch_at = loop.call_at(at, self._expire_due), at
+
+    def _expire_due(self) -> None:
+        """The earliest deadline came: expire every ticket past its own, then wait for the next."""
+        loop = asyncio.get_running_loop()
+        now, heap = loop.time(), self._deadlines
+        self._watch, self._watch_at = None, float("inf")
+        while heap and (heap[0][0] <= now or heap[0][2].future.done()):
+            _, _, ticket, timeout = heapq.heappop(heap)
+            if not ticket.future.done():
+                self._expire(ticket, timeout)
+        if heap:
+            self._watch, self._watch_at = loop.call_at(heap[0][0], self._expire_due), heap[0][0]
+
+    def _forget_answered(self) -> None:
+        """Keep the deadline heap to about the tickets still waiting: answered ones are dropped
+        once they outnumber the rest (amortised, after a batch)."""
+        heap = self._deadlines
+        if len(heap) > 64 + 2 * (len(self._queue) + self._in_flight * self._max_rows):
+            heap[:] = [e for e in heap if not e[2].future.done()]
+            heapq.heapify(heap)
 
     def _expire(self, ticket: Ticket, timeout: float) -> None:
         """The deadline passed: fail the ticket unless the handler has claimed it (then its
@@ -251,3 +287,4 @@ class Batcher:
             self._obs.completed(True, ok_s, ok_n)
         if fail_n:
             self._obs.completed(False, fail_s, fail_n)
+        self._forget_answered()

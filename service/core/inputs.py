@@ -41,13 +41,22 @@ def within(card: ModelCard, x: np.ndarray) -> bool:
 GRID_TOLERANCE = 1e-4  # of a grid step: float32 readings of 8.5 or 3.0 are exact; 8.25 is 0.5 off
 
 
+def on_grid_small(card: ModelCard, x: np.ndarray) -> bool:
+    """True when ``x`` is small and on the card's grid (a loop: one reading per request is the
+    common case); False sends it to :func:`check_grid`, which decides and names the value."""
+    if x.size > SMALL:
+        return False
+    for row in x.reshape(-1, x.shape[-1]).tolist():
+        for i, o, s in card.grids:
+            k = (row[i] - o) / s
+            if abs(k - round(k)) > GRID_TOLERANCE:
+                return False
+    return True
+
+
 def check_grid(card: ModelCard, x: np.ndarray, field: str) -> None:
     """Each feature whose card declares a grid (``step``) on it: ``min + k * step``. The model
     reads such features exactly (an hour between half hours reads and updates no memory)."""
-    if x.size <= SMALL:  # one reading per request, the common case: no numpy call
-        rows = x.reshape(-1, x.shape[-1]).tolist()
-        if all(abs((k := (r[i] - o) / s) - round(k)) <= GRID_TOLERANCE for r in rows for i, o, s in card.grids):
-            return
     for i, origin, step in card.grids:
         k = (x[..., i].astype(np.float64) - origin) / step
         off = np.abs(k - np.round(k)) > GRID_TOLERANCE
@@ -65,7 +74,7 @@ def check_values(card: ModelCard, x: np.ndarray, field: str) -> None:
     """Every value finite, each feature within the range its model card declares (features
     without one: any finite value), and on its grid where the card declares one."""
     if within(card, x):
-        if card.grids:
+        if card.grids and not on_grid_small(card, x):
             check_grid(card, x, field)
         return
     lo, hi = card.bounds

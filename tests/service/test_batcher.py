@@ -179,3 +179,13 @@ async def test_observer_sees_every_request_end_with_its_outcome():
     assert await asyncio.wait_for(running, 5) == ("ok", True)
     assert obs.seen == [False, False, True]
     await b.stop()
+
+
+async def test_answered_requests_leave_the_deadline_watch():
+    """One timer watches the earliest deadline; answered requests do not pile up behind it
+    (10,000 answered, each with a long deadline: the watch keeps about the live ones)."""
+    b = make(Gate(), max_batch_size=16)
+    for start in range(0, 10_000, 100):
+        await asyncio.wait_for(asyncio.gather(*(b.submit(i, timeout=3600) for i in range(start, start + 100))), 10)
+    assert len(b._deadlines) <= 64 + 2 * 16, len(b._deadlines)
+    await b.stop()
