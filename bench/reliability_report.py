@@ -19,7 +19,7 @@ def bounds_table() -> list[str]:
     from service.api.v2_codec import MAX_DIM, MAX_DIMS
     from service.config import Settings
     from service.errors import MAX_MESSAGE
-    from service.http.protocol import LINGER_S
+    from service.http.protocol import LINGER_MAX_S, LINGER_S
 
     d = {name: f.default for name, f in Settings.model_fields.items()}
 
@@ -62,7 +62,9 @@ def bounds_table() -> list[str]:
         f"`LSTM_DRAIN_TIMEOUT_S` ({d['drain_timeout_s']:g} s) are cut {STRAGGLER_CUT_S} s later. The whole stop",
         f"takes at most about {worst:g} s, inside Compose's {COMPOSE_GRACE_S} s and Kubernetes' {KUBERNETES_GRACE_S} s",
         f"grace periods ({COMPOSE_GRACE_S - worst:g} s of margin); a connection refused for its head is read and",
-        f"dropped for {LINGER_S:g} s before it is closed, so that its 431 is not lost to a reset.",
+        f"dropped until its client has been silent for {LINGER_S:g} s ({LINGER_MAX_S:g} s at most) before it is",
+        "closed, so that its reply is not lost to a reset; an unanswered request that runs past its head and",
+        "body limits altogether (a chunked body's trailers without end) has its connection closed.",
         "",
     ]
     return lines

@@ -270,9 +270,14 @@ def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
 
     graph = model.graph
     rename = {names[r]: r for r in ROLES}
-    if layout == "seq":  # the graph keeps its own x and y; the service's are batch-first
-        rename.pop(names["x"])
-        rename.pop(names["y"])
+    if layout == "seq":  # the graph's own x and y stay inside; the service's, batch-first, wrap them
+        taken = {t for n in graph.node for t in (*n.input, *n.output)} | {v.name for v in graph.initializer}
+        for role in ("x", "y"):
+            inner = f"{names[role]}__seq_first"
+            while inner in taken:
+                inner += "_"
+            rename[names[role]] = inner
+            names = {**names, role: inner}
     for node in graph.node:
         for i, v in enumerate(node.input):
             if v in rename:
@@ -284,7 +289,7 @@ def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
         if vi.name in rename:
             vi.name = rename[vi.name]
     if layout == "seq":
-        inner_x, inner_y = names["x"], names["y"]
+        inner_x, inner_y = names["x"], names["y"]  # already renamed in the graph
         x_in = next(i for i in graph.input if i.name == inner_x)
         y_out = next(o for o in graph.output if o.name == inner_y)
         graph.node.insert(0, helper.make_node("Transpose", ["x"], [inner_x], perm=[1, 0, 2], name="import_x_to_seq"))
@@ -302,7 +307,10 @@ def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
     graph.input.extend(ins)
     del graph.output[:]
     graph.output.extend(outs)
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise Refused(f"the rewritten graph does not check ({_first_line(e)}): report this with the model") from None
     return model
 
 
@@ -363,16 +371,25 @@ def import_model(
     source_bytes = model.SerializeToString()
     chosen = layout or decide_layout(source_bytes, names, (layers, hidden, n_features))
     run = Runner(source_bytes, names, chosen)
-    y, _, _ = run(np.zeros((1, 2, n_features), np.float32), *[np.zeros((layers, 1, hidden), np.float32)] * 2)
-    if y.ndim != 3:
-        raise Refused(f"output {names['y']} has {y.ndim} dimensions; it must be [batch, seq, outputs]")
-    worst = check_chunking(run, (layers, hidden, n_features))
+    try:
+        y, _, _ = run(np.zeros((1, 2, n_features), np.float32), *[np.zeros((layers, 1, hidden), np.float32)] * 2)
+        if y.ndim != 3:
+            raise Refused(f"output {names['y']} has {y.ndim} dimensions; it must be [batch, seq, outputs]")
+        worst = check_chunking(run, (layers, hidden, n_features))
+    except Refused:
+        raise
+    except Exception as e:
+        raise Refused(
+            f"the graph does not run as {'batch' if chosen == 'batch' else 'sequence'}-first with these roles "
+            f"({_first_line(e)}): check --layout and --map"
+        ) from None
     feats = features or [f"x{i}" for i in range(n_features)]
     if len(feats) != n_features:
         raise Refused(f"--features names {len(feats)} features; the graph takes {n_features}")
     d = Decision(names, chosen, layers, hidden, n_features, int(y.shape[2]))
     out = canonical(model, names, chosen)
-    with tempfile.TemporaryDirectory(dir=repository if repository.is_dir() else None) as tmp:
+    # staged under a dot directory, which a serving repository scan skips
+    with tempfile.TemporaryDirectory(prefix=".lstm-import-", dir=repository if repository.is_dir() else None) as tmp:
         staging = Path(tmp) / version
         staging.mkdir()
         onnx.save(out, str(staging / "model.onnx"))
@@ -418,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from service.runtime.repository import NAME_RE
 
-        if not NAME_RE.match(a.name) or not a.version.isdigit():
-            raise Refused(f"--name {a.name!r} / --version {a.version!r}: a name of [A-Za-z0-9_-] and a whole number")
+        if not NAME_RE.match(a.name) or not (a.version.isascii() and a.version.isdigit() and int(a.version) >= 1):
+            raise Refused(f"--name {a.name!r} / --version {a.version!r}: a name of [A-Za-z0-9_-] and a number from 1")
         features = [f.strip() for f in a.features.split(",")] if a.features else None
         target, d, worst = import_model(a.src, a.repository, a.name, a.version, _mapping(a.map), a.layout, features)
     except Refused as e:

@@ -107,7 +107,8 @@ class DrainingServer(uvicorn.Server):
         finished = await self.dataplane.drain(self.drain_timeout)
         # admission has stopped and the batches are done: the state is saved before stragglers
         # are waited on, so the save is not held up by a client that never finishes its body
-        await self.dataplane.seal()
+        if finished:  # otherwise a batch still running may commit: the store saves when it closes
+            await self.dataplane.seal()
         # Requests still being read or answered, and stragglers that arrive now: each gets its
         # reply (503 + Connection: close once draining) before the port closes. Closing it while
         # requests still come would meet them with a reset socket instead.

@@ -28,7 +28,11 @@ class JsonFormatter(logging.Formatter):
 
 # control characters as escapes, so that nothing a client sends (a path with %0a, say) can
 # end a log line and write one of its own
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)} | {10: "\\n", 13: "\\r", 9: "\\t"}
+_CONTROL = (
+    {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160))}
+    | {10: "\\n", 13: "\\r", 9: "\\t"}
+    | {c: f"\\u{c:04x}" for c in (0x2028, 0x2029)}
+)
 
 
 def escaped(text: str) -> str:

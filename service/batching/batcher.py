@@ -116,8 +116,6 @@ class Batcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watch is not None:
-            self._watch.cancel()
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -127,6 +125,9 @@ class Batcher:
                 self._obs.completed(False, time.monotonic() - t.enqueued)
         self._queue.clear()
         await asyncio.gather(*self._running, return_exceptions=True)
+        if self._watch is not None:  # deadlines are watched until the last batch is done
+            self._watch.cancel()
+            self._watch = None
 
     @property
     def depth(self) -> int:

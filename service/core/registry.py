@@ -90,10 +90,11 @@ class ModelRegistry:
 
     def _install(self, card: ModelCard, model: OnnxModel, settings: Settings) -> ModelWorker:
         w = ModelWorker(model, self.store, settings, self.metrics)
-        if self.settings.session_ttl_s is None and card.session_ttl_s and card.session_ttl_s > self.store.ttl_s:
+        declared = [c.session_ttl_s for c in [card, *(v.card for v in self.all_workers())] if c.session_ttl_s]
+        if self.settings.session_ttl_s is None and declared and max(declared) != self.store.ttl_s:
             # no TTL set: sessions live as long as the served cards say (the longest of them)
-            self.store.ttl_s = card.session_ttl_s
-            log.info("sessions expire after %s idle, as the card of %s says", duration(card.session_ttl_s), card.key)
+            self.store.ttl_s = max(declared)
+            log.info("sessions expire after %s idle, as the served cards say", duration(self.store.ttl_s))
         if self._started:
             w.batcher.start()
         self.workers.setdefault(card.name, {})[card.version] = w

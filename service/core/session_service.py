@@ -24,7 +24,15 @@ from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
 from service.core.streams import Gate, run_step, unknown_session
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import STORE_ERRORS, InvalidInput, SessionNotFound, SnapshotMismatch, duration, store_unreachable
+from service.errors import (
+    STORE_ERRORS,
+    DeadlineExceeded,
+    InvalidInput,
+    SessionNotFound,
+    SnapshotMismatch,
+    duration,
+    store_unreachable,
+)
 from service.metrics import Metrics
 from service.runtime.repository import ModelCard
 from service.sessions.record import SessionRecord, digest, new_session_id, parse_session_id, visible
@@ -178,6 +186,10 @@ class SessionService:
         work = StepWork(sid, x, expected_step, digest(x), owner)
         async with self._locks.hold(sid, deadline):
             if start:
+                if time.monotonic() >= deadline:  # nothing reset: the step could not run after it
+                    raise DeadlineExceeded(
+                        "the request's deadline passed before its sequence could start; the sequence is unchanged"
+                    )
                 await self._reset_sequence(w, sid, owner)
             try:
                 result = await run_step(w, work, deadline, self._no_worker)

@@ -32,7 +32,9 @@ from service.core.dataplane import DataPlane
 from service.errors import ServiceError
 
 log = logging.getLogger("service.http")
-LINGER_S = 1.0  # how long a connection refused for its head is read (and dropped) before it is closed
+MESSAGE_SLACK = 64 * 1024  # beyond a head and a body at their limits: framing and trailers
+LINGER_S = 1.0  # a refused connection closes once its client has been silent this long...
+LINGER_MAX_S = 30.0  # ...or this long after the refusal, whatever it still sends
 CLIENT_GONE = 499  # logged and counted for a request whose client left before it was whole
 
 
@@ -157,36 +159,62 @@ class HotProtocol(HttpToolsProtocol):
     _head_seen = 0  # bytes of the head's request target and complete header fields
     _fields = 0
     _refused = False
+    _message_fed = 0  # bytes fed since the last request ended: bounds a chunked body's trailers too
+
+    _linger: asyncio.TimerHandle | None = None
+    _linger_until = 0.0
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:  # the rest of a refused head: read and dropped until the close
+        if self._refused:  # the rest of a refused request: read and dropped until the close
+            if self._linger is not None:
+                self._linger_on()
             return
         if self._in_head:
             self._head_fed += len(data)
+        self._message_fed += len(data)
         super().data_received(data)
         # the head's size is at least what came after the chunk it began in, and at least
         # what the parser handed over
-        if self._in_head and not self._refused and max(self._head_fed, self._head_seen) > self.front.head_limit:
+        f = self.front
+        if self._in_head and not self._refused and max(self._head_fed, self._head_seen) > f.head_limit:
             self._refuse_head()
+        elif (
+            not self._refused
+            and self._message_fed > f.head_limit + f.limit + MESSAGE_SLACK
+            and self.cycle is not None
+            and not self.cycle.response_complete
+        ):
+            # a request still unanswered that never ends (trailers without end, which the
+            # parser buffers): no request this long can be served. (One answered already --
+            # a 413 -- has the rest of its body read and dropped, as uvicorn does.)
+            self._cut()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head, self._head_fed, self._head_seen, self._fields = True, 0, 0, 0
+
+    def on_message_complete(self) -> None:
+        self._message_fed = 0
+        super().on_message_complete()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         self._head_seen += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        self._head_seen += len(name) + len(value) + 4
-        if self._fields > self.front.header_limit or self._head_seen > self.front.head_limit:
-            self._refused = True
-            raise _HeadTooLarge  # the parser stops; uvicorn would answer 400: send_400_response answers 431
+        if self._in_head:  # not a chunked body's trailer (bounded with the message, above)
+            self._fields += 1
+            self._head_seen += len(name) + len(value) + 4
+            if self._fields > self.front.header_limit or self._head_seen > self.front.head_limit:
+                self._refused = True
+                raise _HeadTooLarge  # the parser stops; uvicorn would answer 400: send_400_response answers 431
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._head_seen > self.front.head_limit:  # a long request line alone, in one read
+            self._refused = True
+            raise _HeadTooLarge
         super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
@@ -197,6 +225,14 @@ class HotProtocol(HttpToolsProtocol):
 
     def _refuse_head(self) -> None:
         self._refused = True
+        if (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
+            # earlier requests on this connection are still being answered: a 431 now would
+            # read as their reply. They are answered, and then the connection closes.
+            for cycle in (self.cycle, *(c for c, _ in self.pipeline)):
+                if cycle is not None:
+                    cycle.keep_alive = False
+            log.warning("refused a request over the limits from %s after the requests before it", self.client)
+            return
         f = self.front
         message = (
             f"the request head is over the limits: at most {f.header_limit} header fields and {f.head_limit} bytes "
@@ -210,12 +246,29 @@ class HotProtocol(HttpToolsProtocol):
         log.warning("refused a request head over the limits from %s", self.client)
         if not self.transport.is_closing():
             self.transport.write(b"".join(parts))
-            # a lingering close: the reply goes out and what the client still sends is read and
-            # dropped for a moment, since closing a socket with unread data resets it, and the
-            # reset can destroy the reply before the client reads it
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-            self.loop.call_later(LINGER_S, self.transport.close)
+            self._close_lingering()
+
+    def _close_lingering(self) -> None:
+        """Close once the client has sent nothing for LINGER_S (LINGER_MAX_S at most), reading
+        and dropping what it still sends meanwhile: closing a socket with unread data resets
+        it, and the reset can destroy the reply before the client reads it."""
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger_until = self.loop.time() + LINGER_MAX_S
+        self._linger_on()
+
+    def _linger_on(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+        at = min(self.loop.time() + LINGER_S, self._linger_until)
+        self._linger = self.loop.call_at(at, self.transport.close)
+
+    def _cut(self) -> None:
+        """Close the connection of an unanswered request that cannot end well (its app sees
+        the client gone)."""
+        self._refused = True
+        log.warning("closed a connection whose request ran past every limit, from %s", self.client)
+        self.transport.close()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         if app is self.app:  # not the 503 uvicorn answers past its concurrency limit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -87,7 +88,7 @@ def _optional_positive(raw: dict[str, Any], field: str, where: Path) -> float | 
     v = raw.get(field)
     if v is None:
         return None
-    if not isinstance(v, int | float) or isinstance(v, bool) or not v > 0:
+    if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf:
         raise ModelLoadError(f"{where}: field {field!r} must be a positive number of seconds, got {v!r}")
     return float(v)
 
@@ -102,7 +103,9 @@ def _features(
     steps: list[float | None] = []
     for f in feats:
         step = f.get("step")
-        if step is not None and (not isinstance(step, int | float) or isinstance(step, bool) or not step > 0):
+        if step is not None and (
+            not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step < math.inf
+        ):
             raise ModelLoadError(f"{where}: feature {f.get('name')!r}: step must be a positive number, got {step!r}")
         steps.append(None if step is None else float(step))
         lo, hi = f.get("min"), f.get("max")

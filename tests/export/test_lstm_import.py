@@ -220,3 +220,30 @@ def test_a_static_export_placed_by_hand_is_refused_at_start(tmp_path: Path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")], done.stderr[-2000:]
+
+
+def test_a_sequence_first_graph_already_named_like_the_service_imports(tmp_path: Path):
+    """torch's default layout with the service's own names: the graph's x and y are renamed
+    inside, and the written model, batch-first, gives what the source gives."""
+    net = Net(batch_first=False).eval()
+    x, h = torch.randn(4, 3, FEATURES), torch.zeros(LAYERS, 3, HIDDEN)
+    axes = {"x": {0: "t", 1: "b"}, "y": {0: "t", 1: "b"}} | {n: {1: "b"} for n in ("h0", "c0", "hn", "cn")}
+    src = tmp_path / "named.onnx"
+    torch.onnx.export(
+        net,
+        (x, h, h),
+        str(src),
+        input_names=["x", "h0", "c0"],
+        output_names=["y", "hn", "cn"],
+        dynamic_axes=axes,
+        dynamo=False,
+        opset_version=17,
+    )
+    done = lstm_import(str(src), "--repository", str(tmp_path / "repo"), "--name", "named")
+    assert done.returncode == 0, done.stderr
+    steps = np.random.default_rng(4).standard_normal((7, FEATURES)).astype(np.float32)
+    z = np.zeros((LAYERS, 1, HIDDEN), np.float32)
+    want = ort.InferenceSession(str(src)).run(["y"], {"x": steps[:, None], "h0": z, "c0": z})[0][:, 0]
+    written = ort.InferenceSession(str(tmp_path / "repo" / "named" / "1" / "model.onnx"))
+    got = written.run(["y"], {"x": steps[None], "h0": z, "c0": z})[0][0]
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

@@ -366,3 +366,41 @@ async def test_after_a_crash_a_step_is_told_the_service_restarted(tmp_path: Path
         with running_server(env) as second:
             r = await c.post(f"{second.url}/v1/sessions/{sid}/step", json={"inputs": [[30000.0, 8.0, 2.0]]})
     assert r.status_code == 404 and "restarted without saving (a crash)" in r.json()["error"], r.text
+
+
+async def test_a_head_over_the_limits_behind_a_pipelined_request_is_not_its_reply(server):
+    """Two pipelined requests in one write (one read on the server): the first, still
+    unanswered when the second's head goes over the field limit, gets its own reply, and then
+    the connection closes. A 431 sent at once would read as the first request's reply."""
+    body = json.dumps({"inputs": [[[30000.0, 8.0, 2.0]]]}).encode()
+    too_many = b"".join(b"x-%d: 1\r\n" % i for i in range(150))
+    conn = await Conn.open(server.url)
+    try:
+        conn.send(raw_request("/v1/models/demand/predict", body) + b"GET /v2/health/live HTTP/1.1\r\n" + too_many)
+        first = await conn.reply(timeout=30)
+        assert first.status == 200 and "outputs" in first.json(), first
+        assert first.closes and await conn.at_eof(), "the connection goes on after the refused head"
+    finally:
+        conn.close()
+
+
+async def test_a_chunked_body_whose_trailers_never_end_is_cut(server):
+    """The parser buffers a trailer field until it ends: past the head and body limits
+    together, the connection of the unanswered request is closed, and the server goes on."""
+    conn = await Conn.open(server.url)
+    try:
+        conn.send(
+            b"POST /v1/models/demand/predict HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"2\r\n{}\r\n0\r\nx-trailer: "
+        )
+        with contextlib.suppress(ConnectionError):
+            for _ in range(9 * 16):  # 9 MiB of one trailer field, past LSTM_MAX_BODY_BYTES (8 MiB)
+                conn.send(b"a" * 65536)
+                await conn.writer.drain()
+        assert await conn.at_eof(10), "the connection was kept open"
+    except ConnectionError:
+        pass  # closed while the client was still sending: as good
+    finally:
+        conn.close()
+    async with httpx.AsyncClient(timeout=10) as c:
+        assert (await c.get(server.url + "/v2/health/ready")).status_code == 200

@@ -98,3 +98,35 @@ def test_a_new_session_is_warmed_with_eight_weeks_of_history_in_one_call(server,
             assert r.status_code == 200, r.text
             outputs += r.json()["outputs"]
     offline.assert_outputs_close(np.array(outputs), offline.run(x)[0][-6:])
+
+
+def test_a_card_may_declare_a_ttl_shorter_than_an_hour(tmp_path: Path):
+    from harness.repository import add_version
+
+    add_version(tmp_path, "short", 1, session_ttl_s=600)
+    with running_server(repo=tmp_path) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        info = c.post("/v1/sessions", json={"model": "short"}).json()
+        assert info["expires_at"] - info["last_used_at"] == pytest.approx(600), info
+
+
+@pytest.mark.parametrize("field,value", [("session_ttl_s", "Infinity"), ("session_ttl_s", 0)])
+def test_a_card_with_a_ttl_that_is_not_a_finite_positive_number_is_refused(tmp_path: Path, field: str, value):
+    import json
+    import subprocess
+    import sys
+
+    from harness.repository import add_version
+
+    version = add_version(tmp_path, "bad", 1)
+    card = json.loads((version / "model.json").read_text())
+    text = json.dumps(card | {field: 12345}).replace("12345", str(value))  # JSON's Infinity as Python writes it
+    (version / "model.json").write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "--port", str(free_port()), "--model-repository", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "LSTM_GRPC_PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "session_ttl_s" in done.stderr, done.stderr[-1000:]
