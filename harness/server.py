@@ -74,3 +74,15 @@ def _running(env: dict[str, str], repo: Path | None, timeout: float) -> Iterator
     finally:
         stop(proc)
         log.unlink(missing_ok=True)
+
+
+def run_to_exit(
+    repo: Path | None, env: dict[str, str] | None = None, port: int = 1, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python -m service`` for a start expected to end (a refused model, a taken port): its
+    exit code and output. gRPC gets a free port unless ``env`` names one."""
+    args = [sys.executable, "-m", "service", "--port", str(port)]
+    if repo is not None:
+        args += ["--model-repository", str(repo)]
+    full_env = {**os.environ, "LSTM_GRPC_PORT": str(free_port()), **(env or {})}
+    return subprocess.run(args, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False)

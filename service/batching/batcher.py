@@ -96,7 +96,6 @@ class Batcher:
         self._deadlines: list[tuple[float, int, Ticket, float]] = []
         self._order = itertools.count()
         self._watch: asyncio.TimerHandle | None = None
-        self._watch_at = float("inf")
 
     # -- lifecycle (called from the running loop) ---------------------------------------
     def start(self) -> None:
@@ -163,22 +162,22 @@ class Batcher:
     def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, timeout: float) -> None:
         at = loop.time() + timeout
         heapq.heappush(self._deadlines, (at, next(self._order), ticket, timeout))
-        if at < self._watch_at:
+        if self._watch is None or at < self._watch.when():
             if self._watch is not None:
                 self._watch.cancel()
-            self._watch, self._watch_at = loop.call_at(at, self._expire_due), at
+            self._watch = loop.call_at(at, self._expire_due)
 
     def _expire_due(self) -> None:
         """The earliest deadline came: expire every ticket past its own, then wait for the next."""
         loop = asyncio.get_running_loop()
         now, heap = loop.time(), self._deadlines
-        self._watch, self._watch_at = None, float("inf")
+        self._watch = None
         while heap and (heap[0][0] <= now or heap[0][2].future.done()):
             _, _, ticket, timeout = heapq.heappop(heap)
             if not ticket.future.done():
                 self._expire(ticket, timeout)
         if heap:
-            self._watch, self._watch_at = loop.call_at(heap[0][0], self._expire_due), heap[0][0]
+            self._watch = loop.call_at(heap[0][0], self._expire_due)
 
     def _forget_answered(self) -> None:
         """Keep the deadline heap to about the tickets still waiting: answered ones are dropped

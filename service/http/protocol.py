@@ -126,14 +126,9 @@ class HotFront:
         if cycle.disconnected:
             return False
         keep_alive = cycle.keep_alive and not self.lifecycle.draining
-        parts = [STATUS_LINE[reply.status]]
-        for name, value in (*cycle.default_headers, (b"content-length", b"%d" % len(reply.body)), *reply.headers):
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"x-request-id: ", rid.encode("latin-1"), b"\r\n")
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", reply.body)
-        cycle.transport.write(b"".join(parts))
+        cycle.transport.write(
+            reply_bytes(reply, cycle.default_headers, keep_alive, (b"x-request-id", rid.encode("latin-1")))
+        )
         cycle.response_started = cycle.response_complete = True
         cycle.message_event.set()
         if not keep_alive:
@@ -141,6 +136,20 @@ class HotFront:
             cycle.transport.close()
         cycle.on_response()
         return True
+
+
+def reply_bytes(
+    reply: HotReply, default_headers: list[tuple[bytes, bytes]], keep_alive: bool, *extra: tuple[bytes, bytes]
+) -> bytes:
+    """A whole HTTP/1.1 reply in one piece: status line, the server's default headers, length,
+    the reply's own and ``extra`` headers, ``Connection: close`` unless kept alive, body."""
+    parts = [STATUS_LINE[reply.status]]
+    length = (b"content-length", b"%d" % len(reply.body))
+    close = () if keep_alive else ((b"connection", b"close"),)
+    for name, value in (*default_headers, length, *reply.headers, *extra, *close):
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"\r\n", reply.body)
+    return b"".join(parts)
 
 
 class _HeadTooLarge(Exception):
@@ -238,14 +247,9 @@ class HotProtocol(HttpToolsProtocol):
             f"the request head is over the limits: at most {f.header_limit} header fields and {f.head_limit} bytes "
             "(LSTM_MAX_HEADERS, LSTM_MAX_HEADER_BYTES)"
         )
-        reply = message_reply(431, message)
-        parts = [STATUS_LINE[431]]
-        for name, value in (*self.server_state.default_headers, *reply.headers):
-            parts += (name, b": ", value, b"\r\n")
-        parts += (b"content-length: %d\r\nconnection: close\r\n\r\n" % len(reply.body), reply.body)
         log.warning("refused a request head over the limits from %s", self.client)
         if not self.transport.is_closing():
-            self.transport.write(b"".join(parts))
+            self.transport.write(reply_bytes(message_reply(431, message), self.server_state.default_headers, False))
             self._close_lingering()
 
     def _close_lingering(self) -> None:

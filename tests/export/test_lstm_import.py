@@ -5,8 +5,8 @@ line and nothing written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from websockets.sync.client import connect
 
 from harness.paths import DEFAULT_MODEL, ROOT
 from harness.redis import redis_server
-from harness.server import running_server
+from harness.server import run_to_exit, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -204,20 +204,11 @@ def test_a_static_export_placed_by_hand_is_refused_at_start(tmp_path: Path):
     src = export(repo / "static" / "1" / "model.onnx", True, dynamic=False)
     # the card the import would write, with the graph's own names mapped by hand
     card = json.loads((DEFAULT_MODEL / "model.json").read_text())
-    import hashlib
-
     card |= {"name": "static", "version": "1", "sha256": hashlib.sha256(src.read_bytes()).hexdigest()}
     card |= {"hidden_size": HIDDEN, "num_layers": LAYERS, "n_features": FEATURES, "n_outputs": OUTPUTS}
     card.pop("features")
     (repo / "static" / "1" / "model.json").write_text(json.dumps(card))
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "--port", "0", "--model-repository", str(repo)],
-        cwd=ROOT,
-        env={**os.environ, "LSTM_GRPC_PORT": "0"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_exit(repo)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")], done.stderr[-2000:]
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,10 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.paths import DEFAULT_MODEL, ROOT
-from harness.procs import free_port
+from harness.paths import DEFAULT_MODEL
 from harness.reference import Offline, random_steps
-from harness.server import running_server
+from harness.server import run_to_exit, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +70,7 @@ def test_a_model_whose_outputs_come_in_another_order_serves_exactly(tmp_path: Pa
 
 def test_a_static_shape_model_is_refused_at_start_with_one_line_and_exit_2(tmp_path: Path):
     variant(tmp_path, "static", _static_shapes)
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "--port", str(free_port()), "--model-repository", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "LSTM_GRPC_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_exit(tmp_path)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]

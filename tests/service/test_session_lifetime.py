@@ -15,7 +15,7 @@ import pytest
 
 from harness.procs import free_port, wait_ready
 from harness.reference import Offline, random_steps
-from harness.server import running_server
+from harness.server import run_to_exit, running_server
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -112,8 +112,6 @@ def test_a_card_may_declare_a_ttl_shorter_than_an_hour(tmp_path: Path):
 @pytest.mark.parametrize("field,value", [("session_ttl_s", "Infinity"), ("session_ttl_s", 0)])
 def test_a_card_with_a_ttl_that_is_not_a_finite_positive_number_is_refused(tmp_path: Path, field: str, value):
     import json
-    import subprocess
-    import sys
 
     from harness.repository import add_version
 
@@ -121,12 +119,5 @@ def test_a_card_with_a_ttl_that_is_not_a_finite_positive_number_is_refused(tmp_p
     card = json.loads((version / "model.json").read_text())
     text = json.dumps(card | {field: 12345}).replace("12345", str(value))  # JSON's Infinity as Python writes it
     (version / "model.json").write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "--port", str(free_port()), "--model-repository", str(tmp_path)],
-        cwd=ROOT,
-        env={**os.environ, "LSTM_GRPC_PORT": str(free_port())},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_exit(tmp_path)
     assert done.returncode == 2 and "session_ttl_s" in done.stderr, done.stderr[-1000:]

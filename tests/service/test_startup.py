@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 from pydantic import ValidationError
 
+from harness.server import run_to_exit
 from service.config import Settings
-from tests.conftest import DEFAULT_MODEL, ROOT
+from tests.conftest import DEFAULT_MODEL
 
 
 def start(tmp_repo, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "service", "--port", "1", "--model-repository", str(tmp_repo)],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_to_exit(tmp_repo, env)
 
 
 @pytest.fixture
@@ -105,14 +96,7 @@ def test_a_taken_port_names_the_setting_that_moves_it_and_nothing_says_ready(whi
         taken.listen()
         port = taken.getsockname()[1]
         http, grpc = (port, free_port()) if which == "http" else (free_port(), port)
-        done = subprocess.run(
-            [sys.executable, "-m", "service", "--port", str(http)],
-            cwd=ROOT,
-            env={**os.environ, "LSTM_GRPC_PORT": str(grpc), "LSTM_MODEL_REPOSITORY": str(DEFAULT_MODEL.parent.parent)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_to_exit(DEFAULT_MODEL.parent.parent, {"LSTM_GRPC_PORT": str(grpc)}, port=http)
     assert done.returncode != 0
     out = done.stdout + done.stderr
     assert " ready" not in out, out[-2000:]
