@@ -4,12 +4,13 @@
                 [--layout batch|seq] [--features NAME,...]
 
 The service serves a graph with the tensors ``x [batch, seq, features]``, ``h0``/``c0``
-``[layers, batch, hidden]`` in and ``y [batch, seq, outputs]``, ``hn``/``cn`` out. A graph
-exported by ``torch.onnx.export`` from ``nn.LSTM`` (any number of layers, either
-``batch_first``) has them under names of its own, in any order, sequence-first or batch-first.
-This command decides each tensor's role from the graph itself -- which input reaches the LSTM
-nodes' input sequence, initial hidden and initial cell state; which output comes from their
-output sequence, final hidden and final cell state -- and the layout by running the graph;
+``[layers, batch, hidden]`` in and ``y [batch, seq, outputs]``, ``hn``/``cn`` out (a GRU:
+``h0`` in, ``hn`` out, no cell state). A graph exported by ``torch.onnx.export`` from
+``nn.LSTM`` or ``nn.GRU`` (any number of layers, either ``batch_first``) has them under names
+of its own, in any order, sequence-first or batch-first. This command decides each tensor's
+role from the graph itself -- which input reaches the recurrent nodes' input sequence,
+initial hidden and initial cell state; which output comes from their output sequence, final
+hidden and final cell state -- and the layout by running the graph;
 ``--map`` and ``--layout`` settle what it cannot decide. It then writes one self-contained
 ``model.onnx`` (external data folded in) whose tensors carry the service's names (a
 sequence-first graph gets a transpose at each end, so every protocol stays batch-first), and a
@@ -18,7 +19,6 @@ that the graph takes dynamic batch and sequence axes and that several chunkings 
 run in batches of several sizes, equal the one-pass run (1e-5 of the output's magnitude).
 
 Anything it refuses exits 2 with one line naming the reason and the fix, and writes nothing.
-GRUs are recognised and refused: the service keeps an LSTM's two state tensors only.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ from typing import Any
 import numpy as np
 
 ROLES = ("x", "h0", "c0", "y", "hn", "cn")
-INPUT_ROLES, OUTPUT_ROLES = ROLES[:3], ROLES[3:]
-LSTM_INPUT = {0: "x", 5: "h0", 6: "c0"}  # ONNX LSTM inputs: X, W, R, B, sequence_lens, initial_h, initial_c
-LSTM_OUTPUT = {0: "y", 1: "hn", 2: "cn"}  # outputs: Y, Y_h, Y_c
+# per ONNX recurrent operator: its input ports (X, W, R, B, sequence_lens, initial_h[, initial_c])
+# and output ports (Y, Y_h[, Y_c]) that carry a role
+PORTS = {
+    "LSTM": ({0: "x", 5: "h0", 6: "c0"}, {0: "y", 1: "hn", 2: "cn"}),
+    "GRU": ({0: "x", 5: "h0"}, {0: "y", 1: "hn"}),
+}
 TOLERANCE = 1e-5  # of the output's magnitude, as export.verify
 
 
@@ -47,8 +50,15 @@ class Refused(Exception):
     """What the command cannot import, with the fix, in one line."""
 
 
+def roles(op: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The input and output roles of a graph of ``op`` (LSTM or GRU), in the service's order."""
+    ins, outs = PORTS[op]
+    return tuple(ins.values()), tuple(outs.values())
+
+
 @dataclass
 class Decision:
+    op: str  # LSTM or GRU
     names: dict[str, str]  # role -> the tensor's name in the source graph
     layout: str  # "batch" or "seq"
     layers: int
@@ -73,57 +83,68 @@ def _producers(graph: Any) -> dict[str, tuple[Any, int]]:
     return {name: (node, k) for node in graph.node for k, name in enumerate(node.output) if name}
 
 
-def _roles(start: str, edges: Callable[[str], list[tuple[Any, int, Any]]], ports: dict[int, str]) -> set[str]:
-    """The roles of the LSTM ports first met walking the graph from tensor ``start`` along
-    ``edges(tensor) -> [(node, port, the node's tensors onward)]``."""
-    roles: set[str] = set()
+def _roles(start: str, edges: Callable[[str], list[tuple[Any, int, Any]]], op: str, ports: dict[int, str]) -> set[str]:
+    """The roles of the ``op`` nodes' ports first met walking the graph from tensor ``start``
+    along ``edges(tensor) -> [(node, port, the node's tensors onward)]``."""
+    found: set[str] = set()
     seen, todo = {start}, [start]
     while todo:
         for node, k, onward in edges(todo.pop()):
-            if node.op_type == "LSTM":
+            if node.op_type == op:
                 if k in ports:
-                    roles.add(ports[k])
+                    found.add(ports[k])
                 continue
             for t in onward:
                 if t and t not in seen:
                     seen.add(t)
                     todo.append(t)
-    return roles
+    return found
 
 
-def input_roles(graph: Any) -> dict[str, set[str]]:
-    """Per graph input: the roles of the LSTM inputs it reaches first on some path."""
+def input_roles(graph: Any, op: str) -> dict[str, set[str]]:
+    """Per graph input: the roles of the recurrent node inputs it reaches first on some path."""
     consumers = _consumers(graph)
 
     def forward(name: str) -> list[tuple[Any, int, Any]]:
         return [(node, k, node.output) for node, k in consumers.get(name, [])]
 
-    return {gi.name: _roles(gi.name, forward, LSTM_INPUT) for gi in graph.input}
+    return {gi.name: _roles(gi.name, forward, op, PORTS[op][0]) for gi in graph.input}
 
 
-def output_roles(graph: Any) -> dict[str, set[str]]:
-    """Per graph output: the roles of the LSTM outputs it comes from first on some path."""
+def output_roles(graph: Any, op: str) -> dict[str, set[str]]:
+    """Per graph output: the roles of the recurrent node outputs it comes from first on some path."""
     producers = _producers(graph)
 
     def backward(name: str) -> list[tuple[Any, int, Any]]:
         return [(*producers[name], producers[name][0].input)] if name in producers else []
 
-    return {go.name: _roles(go.name, backward, LSTM_OUTPUT) for go in graph.output}
+    return {go.name: _roles(go.name, backward, op, PORTS[op][1]) for go in graph.output}
 
 
-def decide_names(graph: Any, mapped: dict[str, str]) -> dict[str, str]:
+def decide_op(graph: Any) -> str:
+    """LSTM or GRU: the graph's recurrent operator; Refused for none, a plain RNN, or both."""
+    recurrent = {n.op_type for n in graph.node} & {"LSTM", "GRU", "RNN"}
+    if "RNN" in recurrent:
+        raise Refused("the graph is a plain RNN: the service serves LSTMs and GRUs; export an nn.LSTM or nn.GRU")
+    if len(recurrent) != 1:
+        what = "both LSTM and GRU nodes" if recurrent else "no LSTM or GRU node"
+        raise Refused(f"the graph has {what}: export one nn.LSTM or nn.GRU with torch.onnx.export(..., dynamo=False)")
+    return recurrent.pop()
+
+
+def decide_names(graph: Any, op: str, mapped: dict[str, str]) -> dict[str, str]:
     """role -> tensor name, from ``--map`` first, then from the graph; Refused when a role is
     missing or ambiguous."""
-    recurrent = {n.op_type for n in graph.node} & {"LSTM", "GRU", "RNN"}
-    if "GRU" in recurrent or "RNN" in recurrent:
-        kind = "GRU" if "GRU" in recurrent else "RNN"
-        raise Refused(f"the graph is a {kind}: this service serves LSTMs (h and C state) only; export an nn.LSTM")
-    if "LSTM" not in recurrent:
-        raise Refused("the graph has no LSTM node: export nn.LSTM with torch.onnx.export(..., dynamo=False)")
+    in_roles, out_roles = roles(op)
+    foreign = sorted(set(mapped) - {*in_roles, *out_roles})
+    if foreign:
+        raise Refused(
+            f"--map {', '.join(foreign)}: a {op} has no such tensor (its roles: {', '.join(in_roles + out_roles)})"
+        )
     names = dict(mapped)
-    ins, outs = input_roles(graph), output_roles(graph)
-    for roles, pool in ((INPUT_ROLES, ins), (OUTPUT_ROLES, outs)):
-        for role in roles:
+    ins, outs = input_roles(graph, op), output_roles(graph, op)
+    for group, pool in ((in_roles, ins), (out_roles, outs)):
+        for role in group:
             if role in names:
                 continue
             cands = [n for n, r in pool.items() if r == {role} and n not in names.values()]
@@ -131,7 +152,7 @@ def decide_names(graph: Any, mapped: dict[str, str]) -> dict[str, str]:
                 what = "no" if not cands else f"{len(cands)} ({', '.join(cands)})"
                 raise Refused(
                     f"{what} tensor(s) found for role {role}: name it with --map {role}=TENSOR "
-                    f"(the graph's {'inputs' if role in INPUT_ROLES else 'outputs'}: {', '.join(pool)})"
+                    f"(the graph's {'inputs' if role in in_roles else 'outputs'}: {', '.join(pool)})"
                 )
             names[role] = cands[0]
     known = {i.name for i in graph.input} | {o.name for o in graph.output}
@@ -174,9 +195,10 @@ def check_dynamic(graph: Any, names: dict[str, str]) -> tuple[int, int, int]:
 
 
 class Runner:
-    """The source graph in onnxruntime, called with batch-first arrays whatever its layout."""
+    """The source graph in onnxruntime, called with batch-first arrays whatever its layout:
+    ``(x, [h0, c0]) -> (y, [hn, cn])`` (a GRU: ``[h0] -> [hn]``)."""
 
-    def __init__(self, model_bytes: bytes, names: dict[str, str], layout: str) -> None:
+    def __init__(self, model_bytes: bytes, op: str, names: dict[str, str], layout: str) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -188,14 +210,19 @@ class Runner:
                 f"onnxruntime cannot load the graph ({_first_line(e)}): export with opset 14 or newer"
             ) from None
         self.names, self.layout = names, layout
+        self.ins, self.outs = roles(op)
 
-    def __call__(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         n = self.names
         xin = x if self.layout == "batch" else np.ascontiguousarray(x.transpose(1, 0, 2))
-        y, hn, cn = self.sess.run([n["y"], n["hn"], n["cn"]], {n["x"]: xin, n["h0"]: h0, n["c0"]: c0})
+        feeds = {n["x"]: xin, **{n[r]: s for r, s in zip(self.ins[1:], state, strict=True)}}
+        y, *out = self.sess.run([n[r] for r in self.outs], feeds)
         if self.layout == "seq":
             y = y.transpose(1, 0, 2)
-        return y, hn, cn
+        return y, out
+
+    def zeros(self, layers: int, batch: int, hidden: int) -> list[np.ndarray]:
+        return [np.zeros((layers, batch, hidden), np.float32) for _ in self.ins[1:]]
 
 
 def _first_line(e: Exception) -> str:
@@ -203,16 +230,16 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def decide_layout(model_bytes: bytes, names: dict[str, str], shape: tuple[int, int, int]) -> str:
+def decide_layout(model_bytes: bytes, op: str, names: dict[str, str], shape: tuple[int, int, int]) -> str:
     """``batch`` or ``seq``: the one under which a batch of 2 sequences of 5 steps runs and
     gives ``y`` as ``[2, 5, outputs]``."""
     layers, hidden, features = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, features)).astype(np.float32)
-    s = np.zeros((layers, 2, hidden), np.float32)
     for layout in ("batch", "seq"):
         try:
-            y, hn, _ = Runner(model_bytes, names, layout)(x, s, s)
+            run = Runner(model_bytes, op, names, layout)
+            y, (hn, *_) = run(x, run.zeros(layers, 2, hidden))
         except Refused:
             raise
         except Exception:
@@ -229,32 +256,35 @@ def check_chunking(run: Runner, shape: tuple[int, int, int]) -> float:
     layers, hidden, features = shape
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 12, features)).astype(np.float32)
-    zero = np.zeros((layers, 3, hidden), np.float32)
-    y_full, h_full, c_full = run(x, zero, zero)
+    y_full, s_full = run(x, run.zeros(layers, 3, hidden))
     scale = max(float(np.abs(y_full).max()), 1e-6)
     worst = 0.0
     for cuts in ((5, 4, 3), (1,) * 12):
-        h, c, ys, t = zero.copy(), zero.copy(), [], 0
+        state, ys, t = run.zeros(layers, 3, hidden), [], 0
         for k, n in enumerate(cuts):
             groups = ([0, 1, 2],), ([0], [1], [2]), ([0, 2], [1])
             y = np.zeros((3, n, y_full.shape[2]), np.float32)
             for rows in groups[k % 3]:
-                yr, hr, cr = run(np.ascontiguousarray(x[rows, t : t + n]), h[:, rows], c[:, rows])
-                y[rows], h[:, rows], c[:, rows] = yr, hr, cr
+                yr, sr = run(np.ascontiguousarray(x[rows, t : t + n]), [s[:, rows] for s in state])
+                y[rows] = yr
+                for s, part in zip(state, sr, strict=True):
+                    s[:, rows] = part
             ys.append(y)
             t += n
         got = np.concatenate(ys, axis=1)
         worst = max(
             worst,
             float(np.abs(got - y_full).max()) / scale,
-            float(np.abs(h - h_full).max()) / max(float(np.abs(h_full).max()), 1e-6),
-            float(np.abs(c - c_full).max()) / max(float(np.abs(c_full).max()), 1e-6),
+            *(
+                float(np.abs(s - f).max()) / max(float(np.abs(f).max()), 1e-6)
+                for s, f in zip(state, s_full, strict=True)
+            ),
         )
     if worst > TOLERANCE:
         raise Refused(
             f"chunks of a sequence do not equal the one-pass run ({worst:.2e} of the output's magnitude, over "
-            f"{TOLERANCE:g}): the graph carries state outside h0/c0, or is not an LSTM over time; export "
-            "nn.LSTM with its state as inputs and outputs"
+            f"{TOLERANCE:g}): the graph carries state outside its state inputs, or is not a recurrent net over "
+            "time; export nn.LSTM or nn.GRU with its state as inputs and outputs"
         )
     return worst
 
@@ -262,14 +292,15 @@ def check_chunking(run: Runner, shape: tuple[int, int, int]) -> float:
 # -- writing it -------------------------------------------------------------------------------
 
 
-def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
+def canonical(model: Any, op: str, names: dict[str, str], layout: str) -> Any:
     """The graph with the service's tensor names (and transposes at both ends when it is
     sequence-first), external data folded in."""
     import onnx
     from onnx import helper
 
     graph = model.graph
-    rename = {names[r]: r for r in ROLES}
+    in_roles, out_roles = roles(op)
+    rename = {names[r]: r for r in (*in_roles, *out_roles)}
     if layout == "seq":  # the graph's own x and y stay inside; the service's, batch-first, wrap them
         taken = {t for n in graph.node for t in (*n.input, *n.output)} | {v.name for v in graph.initializer}
         for role in ("x", "y"):
@@ -299,8 +330,8 @@ def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
         new_y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [y_dims[1], y_dims[0], y_dims[2]])
         x_in.CopyFrom(new_x)
         y_out.CopyFrom(new_y)
-    order_in = {r: k for k, r in enumerate(INPUT_ROLES)}
-    order_out = {r: k for k, r in enumerate(OUTPUT_ROLES)}
+    order_in = {r: k for k, r in enumerate(in_roles)}
+    order_out = {r: k for k, r in enumerate(out_roles)}
     ins = sorted(graph.input, key=lambda v: order_in.get(v.name, 99))
     outs = sorted(graph.output, key=lambda v: order_out.get(v.name, 99))
     del graph.input[:]
@@ -316,10 +347,12 @@ def canonical(model: Any, names: dict[str, str], layout: str) -> Any:
 
 def card(d: Decision, name: str, version: str, digest: str, src: Path, features: list[str]) -> dict[str, Any]:
     state = [d.layers, -1, d.hidden]
+    ins, outs = roles(d.op)
     return {
         "name": name,
         "version": version,
-        "description": f"imported from {src.name} by lstm-import: LSTM, {d.layers} layer(s) x {d.hidden}",
+        "description": f"imported from {src.name} by lstm-import: {d.op}, {d.layers} layer(s) x {d.hidden}",
+        "cell": d.op.lower(),
         "platform": "onnxruntime_onnx",
         "file": "model.onnx",
         "sha256": digest,
@@ -329,17 +362,15 @@ def card(d: Decision, name: str, version: str, digest: str, src: Path, features:
         "n_outputs": d.outputs,
         "features": [{"name": f} for f in features],
         "outputs_meaning": [{"name": f"y{i}"} for i in range(d.outputs)],
-        "state": {"inputs": ["h0", "c0"], "outputs": ["hn", "cn"], "layout": "[layers, batch, hidden]"},
+        "state": {"inputs": list(ins[1:]), "outputs": list(outs[1:]), "layout": "[layers, batch, hidden]"},
         "imported": {"source": src.name, "tensors": d.names, "layout": d.layout},
         "inputs": [
             {"name": "x", "datatype": "FP32", "shape": [-1, -1, d.features]},
-            {"name": "h0", "datatype": "FP32", "shape": state},
-            {"name": "c0", "datatype": "FP32", "shape": state},
+            *({"name": r, "datatype": "FP32", "shape": state} for r in ins[1:]),
         ],
         "outputs": [
             {"name": "y", "datatype": "FP32", "shape": [-1, -1, d.outputs]},
-            {"name": "hn", "datatype": "FP32", "shape": state},
-            {"name": "cn", "datatype": "FP32", "shape": state},
+            *({"name": r, "datatype": "FP32", "shape": state} for r in outs[1:]),
         ],
     }
 
@@ -366,13 +397,14 @@ def import_model(
     except Exception as e:
         raise Refused(f"{src} is not a readable ONNX model ({_first_line(e)}); keep its .data file beside it") from None
     graph = model.graph
-    names = decide_names(graph, mapped)
+    op = decide_op(graph)
+    names = decide_names(graph, op, mapped)
     layers, hidden, n_features = check_dynamic(graph, names)
     source_bytes = model.SerializeToString()
-    chosen = layout or decide_layout(source_bytes, names, (layers, hidden, n_features))
-    run = Runner(source_bytes, names, chosen)
+    chosen = layout or decide_layout(source_bytes, op, names, (layers, hidden, n_features))
+    run = Runner(source_bytes, op, names, chosen)
     try:
-        y, _, _ = run(np.zeros((1, 2, n_features), np.float32), *[np.zeros((layers, 1, hidden), np.float32)] * 2)
+        y, _ = run(np.zeros((1, 2, n_features), np.float32), run.zeros(layers, 1, hidden))
         if y.ndim != 3:
             raise Refused(f"output {names['y']} has {y.ndim} dimensions; it must be [batch, seq, outputs]")
         worst = check_chunking(run, (layers, hidden, n_features))
@@ -386,8 +418,8 @@ def import_model(
     feats = features or [f"x{i}" for i in range(n_features)]
     if len(feats) != n_features:
         raise Refused(f"--features names {len(feats)} features; the graph takes {n_features}")
-    d = Decision(names, chosen, layers, hidden, n_features, int(y.shape[2]))
-    out = canonical(model, names, chosen)
+    d = Decision(op, names, chosen, layers, hidden, n_features, int(y.shape[2]))
+    out = canonical(model, op, names, chosen)
     # staged under a dot directory, which a serving repository scan skips
     with tempfile.TemporaryDirectory(prefix=".lstm-import-", dir=repository if repository.is_dir() else None) as tmp:
         staging = Path(tmp) / version
@@ -395,7 +427,7 @@ def import_model(
         onnx.save(out, str(staging / "model.onnx"))
         digest = hashlib.sha256((staging / "model.onnx").read_bytes()).hexdigest()
         # the written graph, run by its new names, gives what the source gives
-        written = Runner((staging / "model.onnx").read_bytes(), {r: r for r in ROLES}, "batch")
+        written = Runner((staging / "model.onnx").read_bytes(), op, {r: r for r in ROLES}, "batch")
         check_same(run, written, (layers, hidden, n_features))
         (staging / "model.json").write_text(json.dumps(card(d, name, version, digest, src, feats), indent=2) + "\n")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -406,8 +438,8 @@ def import_model(
 def check_same(a: Runner, b: Runner, shape: tuple[int, int, int]) -> None:
     layers, hidden, features = shape
     x = np.random.default_rng(2).standard_normal((2, 3, features)).astype(np.float32)
-    s = np.zeros((layers, 2, hidden), np.float32)
-    for u, v in zip(a(x, s, s), b(x, s, s), strict=True):
+    (ya, sa), (yb, sb) = a(x, a.zeros(layers, 2, hidden)), b(x, b.zeros(layers, 2, hidden))
+    for u, v in zip([ya, *sa], [yb, *sb], strict=True):
         if u.shape != v.shape or not np.allclose(u, v, rtol=0, atol=TOLERANCE * max(float(np.abs(u).max()), 1e-6)):
             raise Refused("the rewritten graph does not give what the source gives: report this with the model")
 
@@ -428,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repository", type=Path, required=True, help="the model repository (LSTM_MODEL_REPOSITORY)")
     p.add_argument("--name", required=True, help="the model's name in the repository")
     p.add_argument("--version", default="1", help="the version directory (default 1)")
-    p.add_argument("--map", action="append", default=[], metavar="ROLE=TENSOR", help="x, h0, c0, y, hn or cn")
+    p.add_argument(
+        "--map", action="append", default=[], metavar="ROLE=TENSOR", help="x, h0, c0, y, hn or cn (a GRU: no c0, cn)"
+    )
     p.add_argument("--layout", choices=["batch", "seq"], help="x and y batch-first or sequence-first")
     p.add_argument("--features", help="the input features' names, comma separated")
     a = p.parse_args(argv)
@@ -443,10 +477,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lstm-import: {e}", file=sys.stderr)
         return 2
     print(f"imported {a.src} as {target}")
-    for role in ROLES:
+    for role in (r for group in roles(d.op) for r in group):
         print(f"  {role:<3} <- {d.names[role]}")
     print(f"  layout: {'batch-first' if d.layout == 'batch' else 'sequence-first (transposed at both ends)'}")
-    print(f"  LSTM: {d.layers} layer(s), hidden {d.hidden}, {d.features} features in, {d.outputs} outputs")
+    print(f"  {d.op}: {d.layers} layer(s), hidden {d.hidden}, {d.features} features in, {d.outputs} outputs")
     print(f"  chunked runs equal the one-pass run to {worst:.1e} of the output's magnitude")
     return 0
 

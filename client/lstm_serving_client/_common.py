@@ -144,13 +144,14 @@ def ws_error(reply: dict[str, Any], expected: int) -> ServingError:
 
 @dataclass(frozen=True)
 class Prediction:
-    """A stateless predict's result: ``outputs [batch, seq, O]`` and the final state ``hn``/``cn`` ``[L, batch, H]``."""
+    """A stateless predict's result: ``outputs [batch, seq, O]`` and the final state ``hn``/``cn``
+    ``[L, batch, H]`` (``cn`` is None for a GRU, which keeps h only)."""
 
     model: str
     version: str
     outputs: list[list[list[float]]]
     hn: list[list[list[float]]]
-    cn: list[list[list[float]]]
+    cn: list[list[list[float]]] | None
 
 
 class Attempts:

@@ -118,7 +118,7 @@ class AsyncClient:
             body["c0"] = as_nested(c0)
         path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + "/predict"
         r = await self.request("POST", path, body)
-        return Prediction(r["model"], r["version"], r["outputs"], r["hn"], r["cn"])
+        return Prediction(r["model"], r["version"], r["outputs"], r["hn"], r.get("cn"))
 
     def session(
         self, model: str, version: str | None = None, *, h0: Any = None, c0: Any = None, delete_on_exit: bool = True

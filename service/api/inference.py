@@ -19,9 +19,7 @@ from service.api.model_config import split_view, view_name
 from service.api.v2_codec import InferReply, InferRequest
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
-
-INPUTS = ("x", "h0", "c0")
-OUTPUTS = ("y", "hn", "cn")
+from service.runtime.repository import ModelCard
 
 
 def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
@@ -46,28 +44,29 @@ def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
     return sid
 
 
-def check(req: InferRequest) -> None:
+def check(req: InferRequest, card: ModelCard) -> None:
     """Inputs and requested outputs name tensors the model has, with the right datatype."""
-    unknown = sorted(set(req.inputs) - set(INPUTS))
-    if unknown:
-        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally h0, c0)")
+    states = card.state_inputs
+    if any(n not in ("x", *states) for n in req.inputs):
+        unknown = sorted(set(req.inputs) - {"x", *states})
+        raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally {', '.join(states)})")
     if "x" not in req.inputs:
         raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
     for name, arr in req.inputs.items():
         if arr.dtype.kind != "f" or arr.dtype.itemsize != 4:
             raise InvalidInput(f"input {name!r} must have datatype FP32")
     for name, _ in req.outputs or []:
-        if name not in OUTPUTS:
-            raise InvalidInput(f"unknown output {name!r}; outputs are {list(OUTPUTS)}")
+        if name != "y" and name not in card.state_outputs:
+            raise InvalidInput(f"unknown output {name!r}; outputs are {['y', *card.state_outputs]}")
 
 
 async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRequest, owner: str | None) -> InferReply:
     """Run one inference request: stateless (optional ``h0``/``c0`` from the client) or one
     request of a sequence (the state stays on the server). Raises domain errors."""
-    check(req)
-    x = req.inputs["x"]
     seq = sequence_id(req.parameters, dp.settings.max_sequence_id_chars)
     name, stateless = split_view(model)
+    check(req, dp.worker(name, version).card)
+    x = req.inputs["x"]
     if seq is None and "expected_step" in req.parameters:
         raise InvalidInput("parameter expected_step applies to sequence requests only (give a sequence_id)")
     if seq is not None and stateless:
@@ -77,7 +76,7 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
             raise InvalidInput(
                 f"a sequence request carries one sequence: x must be [1, seq, features], got {list(x.shape)}"
             )
-        if "h0" in req.inputs or "c0" in req.inputs:
+        if len(req.inputs) > 1:
             raise InvalidInput("a sequence keeps its state on the server: h0/c0 cannot be sent with sequence_id")
         w, res = await dp.sessions.sequence_step(
             name,
@@ -93,11 +92,10 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
         params: dict[str, Any] = {"step": res.step, "replayed": True} if res.replayed else {"step": res.step}
         # the state stays on the server (Triton's implicit state): y only unless asked for
         outputs = {"y": res.outputs[None]}
-        asked = {n for n, _ in req.outputs or []}
-        if "hn" in asked or "cn" in asked:
-            outputs |= {"hn": res.state[0][:, None], "cn": res.state[1][:, None]}
+        if len(req.outputs or ()) > 1 or (req.outputs and req.outputs[0][0] != "y"):
+            outputs |= {n: part[:, None] for n, part in zip(w.card.state_outputs, res.state, strict=True)}
     else:
         w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")
-        outputs = {"y": pres.y, "hn": pres.state[0], "cn": pres.state[1]}
+        outputs = {"y": pres.y, **dict(zip(w.card.state_outputs, pres.state, strict=True))}
         params = {}
     return InferReply(view_name(w.card, stateless), w.card.version, outputs, id=req.id, parameters=params)

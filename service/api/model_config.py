@@ -3,7 +3,7 @@ card, the settings and the execution provider in use. REST (``/v2/models/{m}/con
 gRPC (``ModelConfig``) both serve :func:`model_config`.
 
 Every model is described as Triton describes a stateful model with *implicit state*: the
-recurrent state (``h0``/``c0`` in, ``hn``/``cn`` out) lives on the server, so the metadata
+recurrent state (``h0``/``c0`` in, ``hn``/``cn`` out; ``h0``/``hn`` for a GRU) lives on the server, so the metadata
 lists only ``x`` and ``y`` and the config names the state pairs under
 ``sequence_batching.state``. ``max_batch_size`` is the batcher's row limit, so ``dims``
 leave out the batch dimension (``x``: ``[seq, features]``) and the metadata shapes carry it
@@ -25,8 +25,6 @@ from service.config import Settings
 from service.runtime.repository import ModelCard
 
 STATELESS_SUFFIX = ".stateless"
-# state input -> state output, as in the ONNX contract
-STATE_PAIRS = (("h0", "hn"), ("c0", "cn"))
 TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64"}
 
 
@@ -119,7 +117,7 @@ def model_config(
                 "dims": dims,
                 "initial_state": [{"data_type": "TYPE_FP32", "dims": dims, "zero_data": True, "name": f"{i}_zeros"}],
             }
-            for i, o in STATE_PAIRS
+            for i, o in zip(card.state_inputs, card.state_outputs, strict=True)
         ],
     }
     return config

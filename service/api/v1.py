@@ -80,7 +80,23 @@ def build_router() -> APIRouter:
     )
     async def model_card(dp: DP, model: str, version: Annotated[str | None, Query()] = None) -> FastJSON:
         w = dp.worker(model, version)
-        return FastJSON({**w.card.raw, "provider": w.model.provider, "versions": dp.models()[model]})
+        c = w.card
+        return FastJSON(
+            {
+                **c.raw,
+                # what the service serves, whatever the file says or leaves out
+                "name": c.name,
+                "version": c.version,
+                "cell": c.cell,
+                "features": c.raw["features"]
+                if len(c.raw.get("features") or ()) == c.n_features
+                else [{"name": n} for n in c.feature_names],
+                "provider": w.model.provider,
+                "versions": dp.models()[model],
+                "heldout": (c.path / "heldout.json").is_file(),  # the console's demo streams it
+                "forecast_plot": (c.path / "forecast.png").is_file(),
+            }
+        )
 
     predict_doc = {
         "body": PredictRequest,
@@ -108,8 +124,7 @@ def build_router() -> APIRouter:
                     "model": w.card.name,
                     "version": w.card.version,
                     "outputs": res.y,
-                    "hn": res.state[0],
-                    "cn": res.state[1],
+                    **dict(zip(w.card.state_outputs, res.state, strict=True)),
                 }
             )
         )
@@ -154,7 +169,7 @@ def build_router() -> APIRouter:
     )
     async def import_session(dp: DP, who: Owner, body: Snapshot) -> FastJSON:
         """Create a new session from a snapshot; 409 if the served model's checksum differs."""
-        snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": to_array(body.c, "c", 2)}
+        snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": optional_state(body.c, "c", 2)}
         rec = await dp.sessions.import_snapshot(snap, owner=who)
         return FastJSON(session_info(dp, rec), status_code=201)
 

@@ -21,7 +21,9 @@ class PredictRequest(_Strict):
         examples=[[[[30500.0, 8.0, 2.0], [31200.0, 8.5, 2.0]]]],
     )
     h0: list[Matrix] | None = Field(None, description="Initial h, [layers, batch, hidden]; zeros when absent.")
-    c0: list[Matrix] | None = Field(None, description="Initial C, [layers, batch, hidden]; zeros when absent.")
+    c0: list[Matrix] | None = Field(
+        None, description="Initial C, [layers, batch, hidden]; zeros when absent. LSTM models only."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -29,14 +31,14 @@ class PredictResponse(BaseModel):
     version: str
     outputs: list[list[list[float]]] = Field(description="[batch, seq, n_outputs], real units")
     hn: list[Matrix] = Field(description="Final h, [layers, batch, hidden]")
-    cn: list[Matrix] = Field(description="Final C, [layers, batch, hidden]")
+    cn: list[Matrix] | None = Field(None, description="Final C, [layers, batch, hidden] (LSTM models; a GRU has none)")
 
 
 class CreateSessionRequest(_Strict):
     model: str = Field(description="Model name", examples=["demand"])
     version: str | None = Field(None, description="Model version; the latest when absent", examples=["1"])
     h0: Matrix | None = Field(None, description="Initial h, [layers, hidden]; zeros when absent.")
-    c0: Matrix | None = Field(None, description="Initial C, [layers, hidden]; zeros when absent.")
+    c0: Matrix | None = Field(None, description="Initial C, [layers, hidden]; zeros when absent. LSTM models only.")
 
 
 class SessionInfo(BaseModel):
@@ -80,7 +82,7 @@ class Snapshot(_Strict):
     sha256: str = Field(description="sha256 of the model.onnx the state belongs to")
     step: int = Field(ge=0, lt=2**63, strict=True)
     h: Matrix = Field(description="[layers, hidden]")
-    c: Matrix = Field(description="[layers, hidden]")
+    c: Matrix | None = Field(None, description="[layers, hidden]: the cell state of an LSTM; absent for a GRU")
 
 
 class ErrorBody(BaseModel):

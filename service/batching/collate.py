@@ -1,7 +1,8 @@
 """Pure functions that stack requests into one onnxruntime call and split the results.
 
 Each request contributes ``n`` rows of the same length ``T``: ``x [n, T, F]`` and a state
-``[2, L, n, H]`` (h and C stacked on the first axis). Rows of different requests may have
+``[S, L, n, H]`` (the card's state tensors stacked on the first axis: h and C for an LSTM,
+h for a GRU). Rows of different requests may have
 different lengths: they are zero-padded to the longest and their lengths passed to the
 model, which then gives every row its own exact final state. Outputs at padded positions
 are dropped by :func:`split`.
@@ -18,8 +19,7 @@ import numpy as np
 @dataclass
 class Batch:
     x: np.ndarray  # [B, Tmax, F]
-    h0: np.ndarray  # [L, B, H]
-    c0: np.ndarray  # [L, B, H]
+    state: np.ndarray  # [S, L, B, H]
     lengths: np.ndarray | None  # [B] int32, None when every row has the same length
     rows: list[tuple[int, int, int]]  # per request: (first row, row count, length)
 
@@ -44,13 +44,12 @@ def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
         lengths = np.repeat(np.asarray(lens, np.int32), n_rows)
     firsts = [0, *accumulate(n_rows)][:-1]
     rows = list(zip(firsts, n_rows, lens, strict=True))
-    return Batch(x=x, h0=state[0], c0=state[1], lengths=lengths, rows=rows)
+    return Batch(x=x, state=state, lengths=lengths, rows=rows)
 
 
-def split(batch: Batch, y: np.ndarray, hn: np.ndarray, cn: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per request: ``(y [n, T, O], state [2, L, n, H])``, views into the batch's outputs (one
-    stack of hn and cn for the whole batch): a caller copies what it keeps."""
-    state = np.stack([hn, cn])
+def split(batch: Batch, y: np.ndarray, state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per request: ``(y [n, T, O], state [S, L, n, H])``, views into the batch's outputs: a
+    caller copies what it keeps."""
     return [(y[r : r + n, :t], state[:, :, r : r + n]) for r, n, t in batch.rows]
 
 

@@ -65,9 +65,13 @@ async function loadModels() {
     const card = await (await api(`/v1/models/${encodeURIComponent(m.name)}`)).json();
     state.cards[m.name] = card;
     cards.append(await renderCard(card));
-    $("demo-model").append(el("option", { value: m.name }, m.name));
+    // the demo streams a model's held-out data: only models that have some are offered
+    if (card.heldout) $("demo-model").append(el("option", { value: m.name }, m.name));
   }
-  $("demo-start").disabled = models.length === 0;
+  const demoable = $("demo-model").options.length > 0;
+  $("demo-start").disabled = !demoable;
+  $("demo-start").hidden = !demoable;
+  if (!demoable) $("demo-status").textContent = "no served model has held-out data to stream (heldout.json)";
 }
 
 async function renderCard(card) {
@@ -78,9 +82,14 @@ async function renderCard(card) {
     features.append(el("tr", { "data-feature": f.name },
       el("td", {}, f.name), el("td", {}, f.unit || ""), el("td", { class: "num range" }, range), el("td", {}, f.description || "")));
   }
-  const outputs = (card.outputs_meaning || []).map((o) => `${o.name} (${o.unit || ""}): ${o.description || ""}`).join("; ");
-  const metrics = el("table", { class: "metrics" }, el("tr", {}, el("th", {}, "test split"), el("th", {}, "MAE"), el("th", {}, "RMSE")));
-  for (const [name, m] of Object.entries(((card.metrics || {}).test) || {})) {
+  const outputs = (card.outputs_meaning || []).length
+    ? card.outputs_meaning.map((o) => o.name + (o.unit ? ` (${o.unit})` : "") + (o.description ? `: ${o.description}` : "")).join("; ")
+    : `${fmt(card.n_outputs)} value(s) per step`;
+  const tested = Object.entries(((card.metrics || {}).test) || {});
+  const metrics = tested.length
+    ? el("table", { class: "metrics" }, el("tr", {}, el("th", {}, "test split"), el("th", {}, "MAE"), el("th", {}, "RMSE")))
+    : el("p", { class: "metrics none" }, "no test metrics: the card gives none");
+  for (const [name, m] of tested) {
     metrics.append(el("tr", { "data-forecast": name },
       el("td", {}, name === "model" ? "this model" : name.replaceAll("_", " ")),
       el("td", { class: "num", "data-metric": `${name}-mae` }, fmt(m.mae, 1)),
@@ -88,14 +97,15 @@ async function renderCard(card) {
   }
   const left = el("div", {},
     el("h3", {}, `${card.name} v${card.version}`),
-    el("p", {}, `${card.description || ""} · ${card.num_layers}×${card.hidden_size} LSTM on ${card.provider || "?"}`),
+    el("p", {}, [card.description, `${card.num_layers}×${card.hidden_size} ${(card.cell || "lstm").toUpperCase()} on ${card.provider}`]
+      .filter(Boolean).join(" · ")),
     features, el("p", {}, "outputs: " + outputs), metrics);
   const right = el("div", {});
-  try {
+  if (card.forecast_plot) {
     const blob = await (await api(`/v1/console/models/${encodeURIComponent(card.name)}/forecast.png`)).blob();
     right.append(el("img", { src: URL.createObjectURL(blob), alt: `${card.name}: test-period forecast` }));
-  } catch (e) {
-    right.append(el("p", {}, "no forecast plot for this model"));
+  } else {
+    right.append(el("p", { class: "no-plot" }, "no forecast plot for this model"));
   }
   return el("div", { class: "card", "data-card": card.name }, left, right);
 }

@@ -131,6 +131,6 @@ class DataPlane:
         c, s = w.card, self.settings
         inputs.check_sequences(c, x, field, s.max_sequences_per_request, s.max_steps_per_request)
         n = x.shape[0]
-        state = inputs.initial_state(c, h0, c0, n)
+        state = inputs.initial_state(c, {"h0": h0, "c0": c0}, n)
         result = await w.batcher.submit(StatelessWork(x, state), rows=n, timeout=self.settings.request_timeout_s)
         return w, result

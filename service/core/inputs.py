@@ -133,14 +133,20 @@ def check_state(card: ModelCard, arr: np.ndarray, n: int | None, field: str) -> 
     return arr
 
 
-def initial_state(card: ModelCard, h0: np.ndarray | None, c0: np.ndarray | None, n: int | None) -> np.ndarray:
-    """The state to start from: zeros, or a client's ``h0`` and ``c0`` (both or neither), as
-    ``[2, layers, n, hidden]`` (``[2, layers, hidden]`` when ``n`` is None)."""
-    if (h0 is None) != (c0 is None):
-        raise InvalidInput("give both h0 and c0, or neither (zeros)")
-    shape = (2, card.num_layers, n, card.hidden_size) if n else (2, card.num_layers, card.hidden_size)
-    state = np.zeros(shape, np.float32)
-    if h0 is not None and c0 is not None:
-        state[0] = check_state(card, h0, n, "h0")
-        state[1] = check_state(card, c0, n, "c0")
+def initial_state(card: ModelCard, given: dict[str, np.ndarray | None], n: int | None) -> np.ndarray:
+    """The state to start from: zeros, or a client's state tensors (``h0`` and ``c0`` for an
+    LSTM, ``h0`` for a GRU: all or none), as ``[S, layers, n, hidden]`` (``[S, layers, hidden]``
+    when ``n`` is None)."""
+    names = card.state_inputs
+    foreign = sorted(k for k, v in given.items() if v is not None and k not in names)
+    if foreign:
+        raise InvalidInput(f"{', '.join(foreign)}: this model ({card.cell.upper()}) keeps {', '.join(names)} only")
+    parts = [given.get(k) for k in names]
+    if any(p is None for p in parts) and any(p is not None for p in parts):
+        raise InvalidInput(f"give both {' and '.join(names)}, or neither (zeros)")  # two: an LSTM's h and C
+    lead = (len(names), card.num_layers)
+    state = np.zeros((*lead, n, card.hidden_size) if n else (*lead, card.hidden_size), np.float32)
+    for i, (k, p) in enumerate(zip(names, parts, strict=True)):
+        if p is not None:
+            state[i] = check_state(card, p, n, k)
     return state

@@ -118,11 +118,11 @@ class ModelWorker:
             t_run = time.perf_counter()
             if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= self.inline_s:
                 # cheaper than the hop to a thread and back: run on the event loop
-                y, hn, cn = self.model.run(b.x, b.h0, b.c0, b.lengths)
+                y, state = self.model.run(b.x, b.state, b.lengths)
             else:
-                y, hn, cn = await loop.run_in_executor(self._executor, self.model.run, b.x, b.h0, b.c0, b.lengths)
+                y, state = await loop.run_in_executor(self._executor, self.model.run, b.x, b.state, b.lengths)
             t_out = time.perf_counter()
-            for i, res in zip(idx, collate.split(b, y, hn, cn), strict=True):
+            for i, res in zip(idx, collate.split(b, y, state), strict=True):
                 out[i] = res
             t_end = time.perf_counter()
             times = (t_run - t_in, t_out - t_run, t_end - t_out)

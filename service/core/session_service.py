@@ -101,7 +101,7 @@ class SessionService:
     ) -> SessionRecord:
         self._admit()
         w = self.registry.worker(name, version)
-        state = inputs.initial_state(w.card, h0, c0, None)
+        state = inputs.initial_state(w.card, {"h0": h0, "c0": c0}, None)
         return await self._create(self._new_record(w, state, 0, owner))
 
     def _session_worker(self, session_id: str) -> ModelWorker:
@@ -232,7 +232,7 @@ class SessionService:
 
     async def _reset_sequence(self, w: ModelWorker, sid: str, owner: str | None) -> None:
         c = w.card
-        zeros = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
+        zeros = np.zeros((len(c.states), c.num_layers, c.hidden_size), np.float32)
         (rec,) = await self._store_call(self.store.get_many([sid]))
         if not visible(rec, owner):
             if rec is not None:
@@ -265,8 +265,7 @@ class SessionService:
             "version": rec.version,
             "sha256": rec.sha256,
             "step": rec.step,
-            "h": rec.state[0].tolist(),
-            "c": rec.state[1].tolist(),
+            **{name: part.tolist() for name, part in zip("hc", rec.state, strict=False)},
         }
 
     async def import_snapshot(self, snap: dict[str, Any], owner: str | None = None) -> SessionRecord:
@@ -282,10 +281,11 @@ class SessionService:
         step = snap.get("step")
         if type(step) is not int or not 0 <= step < 2**63:
             raise InvalidInput("snapshot step must be an integer from 0 to 2**63 - 1")
-        h, c = (snap.get(k) for k in ("h", "c"))
-        if not isinstance(h, np.ndarray) or not isinstance(c, np.ndarray):
-            raise InvalidInput("snapshot h and c must be arrays [layers, hidden]")
-        state = np.stack([inputs.check_state(w.card, h, None, "h"), inputs.check_state(w.card, c, None, "c")])
+        names = w.card.states  # h and c for an LSTM, h for a GRU
+        parts = [p for k in names if isinstance(p := snap.get(k), np.ndarray)]
+        if len(parts) != len(names) or any(snap.get(k) is not None for k in ("h", "c") if k not in names):
+            raise InvalidInput(f"snapshot {' and '.join(names)} must be arrays [layers, hidden], and nothing else")
+        state = np.stack([inputs.check_state(w.card, p, None, k) for k, p in zip(names, parts, strict=True)])
         return await self._create(self._new_record(w, state, step, owner))
 
     async def _create(self, rec: SessionRecord) -> SessionRecord:

@@ -12,7 +12,7 @@ from service.errors import StepConflict
 @dataclass(slots=True)
 class StatelessWork:
     x: np.ndarray  # float32 [n, T, F]
-    state: np.ndarray  # float32 [2, L, n, H]
+    state: np.ndarray  # float32 [S, L, n, H]: the card's state tensors stacked
 
 
 @dataclass(slots=True)
@@ -27,7 +27,7 @@ class StepWork:
 @dataclass(slots=True)
 class PredictResult:
     y: np.ndarray  # [n, T, O]
-    state: np.ndarray  # [2, L, n, H]
+    state: np.ndarray  # [S, L, n, H]
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class StepResult:
     outputs: np.ndarray  # [T, O]
     step: int  # the session's step after this request
     replayed: bool  # True when this was a retry answered from the stored reply
-    state: np.ndarray  # [2, L, H], the session's state after this request
+    state: np.ndarray  # [S, L, H], the session's state after this request
 
 
 class StaleWrite(StepConflict):

@@ -46,9 +46,6 @@ def choose_providers(requested: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-OUTPUTS = ["y", "hn", "cn"]  # what run() returns, in this order
-
-
 class OnnxModel:
     def __init__(self, card: ModelCard, settings: Settings) -> None:
         self.card = card
@@ -71,12 +68,14 @@ class OnnxModel:
         self.call_s = float("inf")  # ...and per call
         self.hop_s = 0.0  # ...and what a worker thread adds to a call
         self.has_lengths = self._check_io()
+        self._outputs = ["y", *card.state_outputs]  # read by name: a graph may list them in any order
+        self._state_inputs = card.state_inputs
 
     def _check_io(self) -> bool:
         c = self.card
         L, H, F, N_OUT = c.num_layers, c.hidden_size, c.n_features, c.n_outputs
-        want_in = {"x": (3, {2: F}), "h0": (3, {0: L, 2: H}), "c0": (3, {0: L, 2: H})}
-        want_out = {"y": (3, {2: N_OUT}), "hn": (3, {0: L, 2: H}), "cn": (3, {0: L, 2: H})}
+        want_in = {"x": (3, {2: F}), **{s: (3, {0: L, 2: H}) for s in c.state_inputs}}
+        want_out = {"y": (3, {2: N_OUT}), **{s: (3, {0: L, 2: H}) for s in c.state_outputs}}
         got_in = {i.name: i for i in self.session.get_inputs()}
         got_out = {o.name: o for o in self.session.get_outputs()}
         for kind, want, got in (("input", want_in, got_in), ("output", want_out, got_out)):
@@ -102,16 +101,18 @@ class OnnxModel:
             )
         return bool(c.lengths_input)
 
-    def run(
-        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        feeds = {"x": x, "h0": h0, "c0": c0}
+    def run(self, x: np.ndarray, state: np.ndarray, lengths: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``x [B, T, F]`` from ``state [S, L, B, H]`` (the card's state tensors stacked: h and C
+        for an LSTM, h for a GRU) to ``y [B, T, O]`` and the final state ``[S, L, B, H]``."""
+        feeds = {"x": x}
+        for name, part in zip(self._state_inputs, state, strict=True):
+            feeds[name] = part
         if lengths is not None:
             if not self.has_lengths:
                 raise ValueError("this model takes no per-row lengths")
             feeds[self.card.lengths_input or "lengths"] = lengths
-        y, hn, cn = self.session.run(OUTPUTS, feeds)  # by name: a graph may list its outputs in any order
-        return y, hn, cn
+        y, *parts = self.session.run(self._outputs, feeds)
+        return y, np.stack(parts)
 
     def warm_up(self, max_batch: int) -> None:
         """Run the shapes the batcher will use first, so the first request pays no set-up,
@@ -120,9 +121,9 @@ class OnnxModel:
         medians = {}
         for batch, seq in ((1, 1), (max_batch, 1), (max_batch, 8)):
             x = np.zeros((batch, seq, c.n_features), np.float32)
-            s = np.zeros((c.num_layers, batch, c.hidden_size), np.float32)
+            s = np.zeros((len(c.states), c.num_layers, batch, c.hidden_size), np.float32)
             try:
-                y, hn, cn = self.run(x, s, s)
+                y, state = self.run(x, s)
             except Exception as e:  # a static shape, a sequence-first layout, a missing kernel
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise ModelLoadError(
@@ -130,20 +131,20 @@ class OnnxModel:
                     f"(x [batch, seq, {c.n_features}], batch first): export it with dynamic batch and sequence axes; "
                     f"onnxruntime says: {first}"
                 ) from None
-            want = {"y": (batch, seq, c.n_outputs), "hn": (c.num_layers, batch, c.hidden_size)}
-            for name, arr in (("y", y), ("hn", hn), ("cn", cn)):
-                shape = want.get(name, want["hn"])
+            want = (batch, seq, c.n_outputs), (c.num_layers, batch, c.hidden_size)
+            for name, arr in (("y", y), *zip(c.state_outputs, state, strict=True)):
+                shape = want[name != "y"]
                 if arr.shape != shape:
                     raise ModelLoadError(
                         f"{c.onnx_path}: output {name} of a batch of {batch} x {seq} steps has shape {list(arr.shape)}, "
                         f"where model.json implies {list(shape)} (batch-first x, [layers, batch, hidden] states)"
                     )
-            if not (np.isfinite(y).all() and np.isfinite(hn).all()):
+            if not (np.isfinite(y).all() and np.isfinite(state).all()):
                 raise ModelLoadError(f"{c.onnx_path}: warm-up produced non-finite outputs")
             times = []
             for _ in range(5):
                 t0 = time.perf_counter()
-                self.run(x, s, s)
+                self.run(x, s)
                 times.append(time.perf_counter() - t0)
             medians[batch, seq] = sorted(times)[2]
         # a call costs a fixed part plus a part per row-step; one row-step alone costs the
@@ -160,16 +161,16 @@ class OnnxModel:
         core's caches -- on a small virtual machine, more than the call itself."""
         c = self.card
         x = np.zeros((1, 1, c.n_features), np.float32)
-        s = np.zeros((c.num_layers, 1, c.hidden_size), np.float32)
+        s = np.zeros((len(c.states), c.num_layers, 1, c.hidden_size), np.float32)
 
         async def measure(pool: ThreadPoolExecutor) -> float:
             loop = asyncio.get_running_loop()
             here, there = [], []
             for _ in range(rounds):
                 t0 = time.perf_counter()
-                self.run(x, s, s)
+                self.run(x, s)
                 t1 = time.perf_counter()
-                await loop.run_in_executor(pool, self.run, x, s, s)
+                await loop.run_in_executor(pool, self.run, x, s)
                 there.append(time.perf_counter() - t1)
                 here.append(t1 - t0)
             return max(0.0, sorted(there)[rounds // 2] - sorted(here)[rounds // 2])

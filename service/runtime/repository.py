@@ -16,6 +16,9 @@ import numpy as np
 from service.errors import ModelLoadError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# the recurrent cells served, and the state each keeps per layer: the tensors in (``<s>0``) and
+# out (``<s>n``) of the graph, in this order, are the state the sessions keep
+CELL_STATES = {"lstm": ("h", "c"), "gru": ("h",)}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,20 @@ class ModelCard:
     feature_ranges: tuple[tuple[float, float] | None, ...] = ()
     # each feature's grid step: valid values are min + k * step (None: any value in range)
     feature_steps: tuple[float | None, ...] = ()
+    cell: str = "lstm"  # a key of CELL_STATES
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """The state's parts, in the order of the state array's first axis: ``h, c`` or ``h``."""
+        return CELL_STATES[self.cell]
+
+    @property
+    def state_inputs(self) -> tuple[str, ...]:
+        return tuple(f"{s}0" for s in self.states)
+
+    @property
+    def state_outputs(self) -> tuple[str, ...]:
+        return tuple(f"{s}n" for s in self.states)
 
     @cached_property
     def grids(self) -> tuple[tuple[int, float, float], ...]:
@@ -74,7 +91,7 @@ class ModelCard:
 
     @property
     def state_bytes(self) -> int:
-        return 2 * self.num_layers * self.hidden_size * 4
+        return len(self.states) * self.num_layers * self.hidden_size * 4
 
 
 def _positive_int(raw: dict[str, Any], field: str, where: Path) -> int:
@@ -91,6 +108,13 @@ def _optional_positive(raw: dict[str, Any], field: str, where: Path) -> float | 
     if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < math.inf:
         raise ModelLoadError(f"{where}: field {field!r} must be a positive number of seconds, got {v!r}")
     return float(v)
+
+
+def _cell(raw: dict[str, Any], where: Path) -> str:
+    cell = raw.get("cell", "lstm")
+    if cell not in CELL_STATES:
+        raise ModelLoadError(f"{where}: field 'cell' must be one of {sorted(CELL_STATES)}, got {cell!r}")
+    return str(cell)
 
 
 def _features(
@@ -145,6 +169,7 @@ def read_card(version_dir: Path) -> ModelCard:
         lengths_input=raw.get("lengths_input"),
         raw=raw,
         session_ttl_s=_optional_positive(raw, "session_ttl_s", card_path),
+        cell=_cell(raw, card_path),
     )
     names, units, ranges, steps = _features(raw, card.n_features, card_path)
     card = replace(card, feature_names=names, feature_units=units, feature_ranges=ranges, feature_steps=steps)

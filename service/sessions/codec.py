@@ -1,8 +1,9 @@
 """A session record as compact bytes, for stores outside the process (Redis).
 
 Layout (little-endian): a fixed header ``<B I I Q d d`` (format, layers, hidden, step,
-created, last used); model, version, sha256 and owner as u16-length-prefixed UTF-8;
-the float32 state ``[2, layers, hidden]``; then the last reply: u8 flag, and when set
+created, last used) and u8 state tensors ``S`` (2 for an LSTM's h and C, 1 for a GRU's h;
+format 1 had no such byte and always 2); model, version, sha256 and owner as
+u16-length-prefixed UTF-8; the float32 state ``[S, layers, hidden]``; then the last reply: u8 flag, and when set
 u64 from-step, 16-byte digest, u32 T, u32 outputs, float32 ``[T, outputs]``. ``rev`` is
 kept beside the blob by the store, so compare-and-set needs no decoding.
 """
@@ -15,7 +16,7 @@ import numpy as np
 
 from service.sessions.record import LastStep, SessionRecord
 
-FORMAT = 1
+FORMAT = 2
 _HEAD = struct.Struct("<BIIQdd")
 _LAST = struct.Struct("<Q16sII")
 
@@ -27,8 +28,8 @@ def _put_str(out: list[bytes], s: str | None) -> None:
 
 
 def encode(rec: SessionRecord) -> bytes:
-    _, layers, hidden = rec.state.shape
-    out = [_HEAD.pack(FORMAT, layers, hidden, rec.step, rec.created, rec.last_used)]
+    parts, layers, hidden = rec.state.shape
+    out = [_HEAD.pack(FORMAT, layers, hidden, rec.step, rec.created, rec.last_used), bytes((parts,))]
     for s in (rec.model, rec.version, rec.sha256, rec.owner):
         _put_str(out, s)
     out.append(np.ascontiguousarray(rec.state, "<f4").tobytes())
@@ -44,16 +45,20 @@ def encode(rec: SessionRecord) -> bytes:
 def decode(session_id: str, blob: bytes, rev: int) -> SessionRecord:
     view = memoryview(blob)
     fmt, layers, hidden, step, created, last_used = _HEAD.unpack_from(view, 0)
-    if fmt != FORMAT:
+    if fmt not in (1, FORMAT):
         raise ValueError(f"session {session_id}: unknown record format {fmt}")
     off = _HEAD.size
+    parts = 2
+    if fmt == FORMAT:
+        parts = view[off]
+        off += 1
     strs = []
     for _ in range(4):
         (n,) = struct.unpack_from("<H", view, off)
         strs.append(bytes(view[off + 2 : off + 2 + n]).decode())
         off += 2 + n
-    size = 2 * layers * hidden * 4
-    state = np.frombuffer(view[off : off + size], "<f4").reshape(2, layers, hidden).copy()
+    size = parts * layers * hidden * 4
+    state = np.frombuffer(view[off : off + size], "<f4").reshape(parts, layers, hidden).copy()
     off += size
     last = None
     if view[off]:

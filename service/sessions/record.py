@@ -37,7 +37,7 @@ class LastStep:
 
 @dataclass(slots=True)
 class SessionRecord:
-    """One session. ``state`` is float32 ``[2, layers, hidden]``: h then C.
+    """One session. ``state`` is float32 ``[S, layers, hidden]``: h then C (an LSTM), or h (a GRU).
 
     ``rev`` counts writes and makes updates compare-and-set: a store accepts a record with
     ``rev = n + 1`` only over the stored ``rev = n``.

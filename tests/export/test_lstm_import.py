@@ -1,7 +1,7 @@
-"""``lstm-import`` on models a user exports from torch, as a user would: imported next to the
-default model, then streamed exactly (against onnxruntime on the user's own file) over v1
-sessions in chunks, v2 sequences, gRPC and WebSocket; and what it refuses, with exit 2, one
-line and nothing written."""
+"""``lstm-import`` on models a user exports from torch, as a user would (LSTMs and a GRU):
+imported next to the default model, then streamed exactly (against onnxruntime on the user's
+own file) over v1 sessions in chunks, v2 sequences, gRPC and WebSocket; and what it refuses,
+with exit 2, one line and nothing written."""
 
 from __future__ import annotations
 
@@ -46,13 +46,29 @@ class Net(torch.nn.Module):
         return tuple(got[k] for k in self.order)
 
 
-def export(path: Path, batch_first: bool, order=("y", "hn", "cn"), dynamic: bool = True, gru: bool = False) -> Path:
+class GruNet(torch.nn.Module):
+    """A user's GRU forecaster (one state tensor, h), with a linear head."""
+
+    def __init__(self, batch_first: bool, cell: type = torch.nn.GRU) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.rnn = cell(FEATURES, HIDDEN, LAYERS, batch_first=batch_first)
+        self.head = torch.nn.Linear(HIDDEN, OUTPUTS)
+
+    def forward(self, x, h):
+        out, hn = self.rnn(x, h)
+        return self.head(out), hn
+
+
+def export(
+    path: Path, batch_first: bool, order=("y", "hn", "cn"), dynamic: bool = True, gru: bool = False, cell=None
+) -> Path:
     """What a user writes: torch.onnx.export with names of their own choosing."""
     names = {"y": "forecast", "hn": "h_out", "cn": "c_out"}
     x = torch.randn(3, 4, FEATURES) if batch_first else torch.randn(4, 3, FEATURES)
     h = torch.zeros(LAYERS, 3, HIDDEN)
-    if gru:
-        net: torch.nn.Module = torch.nn.GRU(FEATURES, HIDDEN, LAYERS, batch_first=batch_first)
+    if gru or cell is not None:
+        net: torch.nn.Module = GruNet(batch_first, cell or torch.nn.GRU)
         args, in_names, out_names = (x, h), ["readings", "h_in"], ["forecast", "h_out"]
     else:
         net = Net(batch_first, order)
@@ -83,14 +99,15 @@ def reference(src: Path, x: np.ndarray, batch_first: bool) -> np.ndarray:
     sess = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
     z = np.zeros((LAYERS, 1, HIDDEN), np.float32)
     xin = x[None] if batch_first else x[:, None]
-    y = sess.run(["forecast"], {"readings": xin, "h_in": z, "c_in": z})[0]
+    states = {i.name: z for i in sess.get_inputs() if i.name != "readings"}  # h_in, and c_in for an LSTM
+    y = sess.run(["forecast"], {"readings": xin, **states})[0]
     return y[0] if batch_first else y[:, 0]
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """The default model and three imported ones: batch-first, sequence-first, and one whose
-    outputs come in the order hn, cn, y."""
+    """The default model and four imported ones: LSTMs batch-first, sequence-first, and one whose
+    outputs come in the order hn, cn, y; and a sequence-first GRU."""
     tmp = tmp_path_factory.mktemp("import")
     repo = tmp / "repo"
     shutil.copytree(DEFAULT_MODEL.parent, repo / DEFAULT_MODEL.parent.name)
@@ -98,18 +115,21 @@ def repo(tmp_path_factory) -> Path:
         ("mine", True, ("y", "hn", "cn")),
         ("mineseq", False, ("y", "hn", "cn")),
         ("reordered", True, ("hn", "cn", "y")),
+        ("mygru", False, ()),
     ):
-        src = export(tmp / f"{name}.onnx", batch_first, order)
+        src = export(tmp / f"{name}.onnx", batch_first, order, gru=not order)
         done = lstm_import(str(src), "--repository", str(repo), "--name", name, "--features", "a,b,c,d,e")
         assert done.returncode == 0, done.stderr
-        assert "x   <- readings" in done.stdout and "cn  <- c_out" in done.stdout, done.stdout
+        assert "x   <- readings" in done.stdout and "hn  <- h_out" in done.stdout, done.stdout
+        assert ("cn  <- c_out" in done.stdout) == bool(order), done.stdout
         card = json.loads((repo / name / "1" / "model.json").read_text())
         assert card["imported"]["layout"] == ("batch" if batch_first else "seq")
+        assert card["cell"] == ("lstm" if order else "gru")
         assert [f["name"] for f in card["features"]] == list("abcde")
     return repo
 
 
-CASES = [("mine", True), ("mineseq", False), ("reordered", True)]
+CASES = [("mine", True), ("mineseq", False), ("reordered", True), ("mygru", False)]
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
@@ -118,7 +138,7 @@ def test_imported_models_stream_exactly_on_every_protocol(repo: Path, store: str
     with redis_server() as redis:
         env = {"LSTM_SESSION_STORE": store, "LSTM_REDIS_URL": redis.url}
         with running_server(env, repo=repo) as s, httpx.Client(base_url=s.url, timeout=30) as c:
-            assert {m["name"] for m in c.get("/v1/models").json()["models"]} >= {"demand", "mine", "mineseq"}
+            assert {m["name"] for m in c.get("/v1/models").json()["models"]} >= {"demand", "mine", "mineseq", "mygru"}
             for name, batch_first in CASES:
                 want = reference(repo.parent / f"{name}.onnx", x, batch_first)
                 scale = float(np.abs(want).max())
@@ -162,6 +182,54 @@ def test_imported_models_stream_exactly_on_every_protocol(repo: Path, store: str
                 assert np.abs(np.array(ys) - want).max() <= 1e-5 * scale, name
 
 
+def test_a_gru_keeps_h_only_on_every_surface(repo: Path):
+    """A GRU's state is h alone: predict returns hn and no cn, c0 is refused naming the model's
+    state, snapshots carry h only and import back to the same stream, the Triton config lists
+    one state pair; an LSTM's c0 and snapshot c still work beside it."""
+    x = np.random.default_rng(5).standard_normal((6, FEATURES)).astype(np.float32)
+    want = reference(repo.parent / "mygru.onnx", x, batch_first=False)
+    scale = float(np.abs(want).max())
+    zeros = np.zeros((LAYERS, HIDDEN)).tolist()
+    with running_server(repo=repo) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.post("/v1/models/mygru/predict", json={"inputs": [x.tolist()]})
+        assert r.status_code == 200, r.text
+        assert "cn" not in r.json() and np.array(r.json()["hn"]).shape == (LAYERS, 1, HIDDEN)
+        assert np.abs(np.array(r.json()["outputs"][0]) - want).max() <= 1e-5 * scale
+        r = c.post("/v1/models/mygru/predict", json={"inputs": [x.tolist()], "c0": [[[0.0] * HIDDEN]] * LAYERS})
+        assert r.status_code == 400 and "c0: this model (GRU) keeps h0 only" in r.json()["error"], r.text
+        r = c.post("/v1/sessions", json={"model": "mygru", "h0": zeros, "c0": zeros})
+        assert r.status_code == 400 and "GRU" in r.json()["error"], r.text
+        # a snapshot after 3 steps, imported as a new session, continues the stream exactly
+        sid = c.post("/v1/sessions", json={"model": "mygru", "h0": zeros}).json()["session_id"]
+        first = c.post(f"/v1/sessions/{sid}/step", json={"inputs": x[:3].tolist()}).json()["outputs"]
+        snap = c.get(f"/v1/sessions/{sid}/snapshot").json()
+        assert "c" not in snap and np.array(snap["h"]).shape == (LAYERS, HIDDEN)
+        assert c.post("/v1/sessions/import", json={**snap, "c": zeros}).status_code == 400
+        copy = c.post("/v1/sessions/import", json=snap).json()["session_id"]
+        rest = c.post(f"/v1/sessions/{copy}/step", json={"inputs": x[3:].tolist()}).json()["outputs"]
+        assert np.abs(np.array(first + rest) - want).max() <= 1e-5 * scale
+        # the LSTM beside it still takes and gives both
+        snap = c.get(f"/v1/sessions/{c.post('/v1/sessions', json={'model': 'mine'}).json()['session_id']}/snapshot")
+        assert {"h", "c"} <= set(snap.json())
+        r = c.post(
+            "/v2/models/mygru/infer",
+            json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 6, FEATURES], "data": x.ravel().tolist()}]},
+        )
+        assert [o["name"] for o in r.json()["outputs"]] == ["y", "hn"], r.text
+        r = c.post(
+            "/v2/models/mygru/infer",
+            json={
+                "inputs": [
+                    {"name": "x", "datatype": "FP32", "shape": [1, 1, FEATURES], "data": x[0].tolist()},
+                    {"name": "c0", "datatype": "FP32", "shape": [LAYERS, 1, HIDDEN], "data": [0.0] * (LAYERS * HIDDEN)},
+                ]
+            },
+        )
+        assert r.status_code == 400 and "takes x (and optionally h0)" in r.json()["error"], r.text
+        state = c.get("/v2/models/mygru/config").json()["sequence_batching"]["state"]
+        assert [(p["input_name"], p["output_name"]) for p in state] == [("h0", "hn")]
+
+
 def test_external_data_is_folded_into_one_file(tmp_path: Path):
     """torch's newer exporter writes model.onnx plus model.onnx.data: the import reads both and
     writes one self-contained model.onnx."""
@@ -184,7 +252,7 @@ def test_external_data_is_folded_into_one_file(tmp_path: Path):
     "make,reason",
     [
         (lambda p: export(p, True, dynamic=False), "static shapes"),
-        (lambda p: export(p, True, gru=True), "is a GRU"),
+        (lambda p: export(p, True, cell=torch.nn.RNN), "is a plain RNN"),
     ],
 )
 def test_what_it_refuses_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, make, reason: str):
@@ -211,6 +279,24 @@ def test_a_static_export_placed_by_hand_is_refused_at_start(tmp_path: Path):
     done = run_to_exit(repo)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert [ln for ln in done.stderr.splitlines() if ln.startswith("error:")], done.stderr[-2000:]
+
+
+def test_a_model_that_cannot_serve_is_refused_by_the_repository_api_with_400(tmp_path: Path):
+    """Loaded through the repository API instead of at start-up: 400 with the reason, and the
+    model already served goes on serving."""
+    repo = tmp_path / "repo"
+    shutil.copytree(DEFAULT_MODEL.parent, repo / DEFAULT_MODEL.parent.name)
+    with running_server({"LSTM_MODEL_CONTROL_MODE": "explicit"}, repo=repo) as s, httpx.Client(base_url=s.url) as c:
+        (repo / "static" / "1").mkdir(parents=True)
+        src = export(repo / "static" / "1" / "model.onnx", True, dynamic=False)
+        card = {"sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "hidden_size": HIDDEN, "num_layers": LAYERS}
+        card |= {"n_features": FEATURES, "n_outputs": OUTPUTS}
+        (repo / "static" / "1" / "model.json").write_text(json.dumps(card))
+        r = c.post("/v2/repository/models/static/load", timeout=60)
+        assert r.status_code == 400 and "model.onnx" in r.json()["error"], r.text
+        assert "\n" not in r.json()["error"]
+        r = c.post("/v1/models/demand/predict", json={"inputs": [[[30500.0, 8.0, 2.0]]]})
+        assert r.status_code == 200, r.text
 
 
 def test_a_sequence_first_graph_already_named_like_the_service_imports(tmp_path: Path):

@@ -36,6 +36,22 @@ def test_the_guide_runs_as_written(tmp_path: Path):
     done = subprocess.run(["bash", "-c", bash[0]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout == text[0], done.stdout
+    # 4. a GRU: exported and imported as the page shows, served beside the LSTM
+    subprocess.run([sys.executable, "-c", python[1]], cwd=tmp_path, env=env, check=True, timeout=300)
+    done = subprocess.run(["bash", "-c", bash[3]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == text[1], done.stdout
+    # 5. verify, both models
+    for model in ("forecaster", "gru-forecaster"):
+        cmd = bash[4].replace("models/forecaster/1", f"models/{model}/1")
+        done = subprocess.run(
+            ["bash", "-c", f"cd {ROOT} && {cmd.replace('models/', f'{tmp_path}/models/')}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0 and done.stdout.endswith(text[2]), done.stdout[-2000:] + done.stderr[-2000:]
     # 3. serve (make serve, from the project, on the new repository) and stream
     port = free_port()
     serve = bash[1].strip().replace("make serve", f"make -s -C {ROOT} serve PORT={port} STATE_DIR={tmp_path / 'state'}")
@@ -53,6 +69,11 @@ def test_the_guide_runs_as_written(tmp_path: Path):
         wait_ready(proc, f"http://127.0.0.1:{port}/v2/health/ready", 120, log.read_text)
         curl = bash[2].replace("localhost:8000", f"127.0.0.1:{port}")
         done = subprocess.run(["bash", "-c", curl], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        reply = json.loads(done.stdout)
+        assert reply["step"] == 1 and len(reply["outputs"][0]) == 2, done.stdout
+        # the same commands stream the GRU
+        gru = curl.replace('"model": "forecaster"', '"model": "gru-forecaster"')
+        done = subprocess.run(["bash", "-c", gru], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         reply = json.loads(done.stdout)
         assert reply["step"] == 1 and len(reply["outputs"][0]) == 2, done.stdout
     finally:

@@ -198,9 +198,9 @@ def fingerprint(app: Any) -> str:
     """The bytes of one fixed run of the served model: equal where onnxruntime rounds alike."""
     w = app.state.dataplane.worker("demand")
     c = w.card
-    zeros = np.zeros((c.num_layers, 1, c.hidden_size), np.float32)
-    y, hn, cn = w.model.run(np.asarray([ROWS], np.float32), zeros, zeros, None)
-    return base64.b64encode(np.concatenate([y.ravel(), hn.ravel(), cn.ravel()]).tobytes()).decode()
+    zeros = np.zeros((len(c.states), c.num_layers, 1, c.hidden_size), np.float32)
+    y, state = w.model.run(np.asarray([ROWS], np.float32), zeros, None)
+    return base64.b64encode(np.concatenate([y.ravel(), state.ravel()]).tobytes()).decode()
 
 
 async def _chunks(body: bytes) -> AsyncIterator[bytes]:

@@ -161,3 +161,48 @@ def test_a_browser_sends_its_key_as_a_websocket_subprotocol(keyed_server):
     with connect(ws_url, subprotocols=protocols("not-the-key")) as ws, pytest.raises(ConnectionClosed) as closed:
         ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+def test_an_imported_model_is_shown_as_what_it_is(tmp_path):
+    """A GRU imported by lstm-import, its card stripped of name and version as a hand-made one
+    may be: the page shows its name and version, its features, its cell, "no test metrics",
+    no plot, and the demo offers only the model that has held-out data; served alone, no demo."""
+    from export.lstm_import import import_model
+    from tests.export.test_lstm_import import export
+
+    if not CHROMIUM.exists():
+        raise RuntimeError("Chromium is missing: run scripts/tools/browser.sh")
+    repo = tmp_path / "repo"
+    shutil.copytree(DEFAULT_MODEL, repo / "demand" / "1")
+    import_model(export(tmp_path / "gru.onnx", False, gru=True), repo, "mygru", "1", {}, None, None)
+    card_path = repo / "mygru" / "1" / "model.json"
+    card = json.loads(card_path.read_text())
+    for field in ("name", "version", "features", "outputs_meaning", "description"):
+        card.pop(field)
+    card_path.write_text(json.dumps(card))
+    alone = tmp_path / "alone"
+    shutil.copytree(repo / "mygru", alone / "mygru")
+    for root, demo in ((repo, ["demand"]), (alone, [])):
+        with running_server(repo=root) as s, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+            try:
+                page = browser.new_page()
+                problems: list[str] = []
+                page.on("console", lambda m: m.type == "error" and problems.append(m.text))  # noqa: B023
+                page.on("pageerror", lambda e: problems.append(str(e)))  # noqa: B023
+                page.goto(f"{s.url}/console")
+                page.wait_for_selector("[data-card=mygru] .no-plot")
+                assert page.text_content("[data-card=mygru] h3") == "mygru v1"
+                assert "2×32 GRU on CPUExecutionProvider" in page.text_content("[data-card=mygru] p")
+                rows = page.eval_on_selector_all(
+                    "[data-card=mygru] tr[data-feature]", "r => r.map(e => e.dataset.feature)"
+                )
+                assert rows == [f"feature {i}" for i in range(5)]
+                assert "no test metrics" in page.text_content("[data-card=mygru] .metrics")
+                assert "undefined" not in page.text_content("[data-card=mygru]")
+                options = page.eval_on_selector_all("#demo-model option", "o => o.map(e => e.value)")
+                assert options == demo
+                assert page.is_visible("#demo-start") == bool(demo)
+                assert not problems, problems
+            finally:
+                browser.close()

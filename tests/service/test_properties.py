@@ -33,7 +33,7 @@ def test_collate_split_round_trip(req_shapes, seed):
     assert b.x.shape[0] == sum(n for n, _ in req_shapes)
     if b.lengths is not None:
         assert b.lengths.tolist() == [t for n, t in req_shapes for _ in range(n)]
-    for x, s, (y, st_) in zip(xs, states, split(b, b.x[..., 1:2] * 2, b.h0, b.c0), strict=True):
+    for x, s, (y, st_) in zip(xs, states, split(b, b.x[..., 1:2] * 2, b.state), strict=True):
         np.testing.assert_array_equal(y, x[..., 1:2] * 2)
         np.testing.assert_array_equal(st_, s)
 
