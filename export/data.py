@@ -1,4 +1,6 @@
-"""The default time series: half-hourly electricity demand in England and Wales.
+"""The time series a model is trained on: the default one, or your own from a CSV file.
+
+The default series is half-hourly electricity demand in England and Wales.
 
 The series ships inside the ``pmdarima`` package (``pmdarima.datasets.load_taylor``,
 Taylor 2003): 4,032 half-hourly readings in megawatts from Monday 5 June 2000 to
@@ -9,11 +11,19 @@ training part alone.
 Each time step t carries three features in real units -- the demand reading (MW), the
 hour of day (0.0 to 23.5) and the day of week (0 = Monday) -- and the target is the
 demand of the next half hour, t + 1.
+
+:func:`load_csv` reads your own regular series the same way: a time column and a target
+column; the frequency is inferred from the timestamps (any whole number of minutes that
+divides a day) and checked (gaps, duplicates and rows out of order are refused with their
+line numbers); the hour of day and the day of week come from the timestamps; the split is
+the same (the last two weeks test, the two before validate).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +35,16 @@ FEATURES = (
     {"name": "day_of_week", "unit": "day", "description": "0 = Monday ... 6 = Sunday"},
 )
 OUTPUTS = ({"name": "demand_next", "unit": "MW", "description": "forecast demand of the next half hour"},)
+
+
+def daily_units(steps_per_day: int) -> int:
+    """Hidden units of the model's daily memory: one per step of the day, and the previous reading."""
+    return steps_per_day + 1
+
+
+def weekly_units(steps_per_day: int) -> int:
+    """Hidden units of the model's weekly memory: one per step of the week."""
+    return 7 * steps_per_day
 
 
 # The demand a served model accepts: from 0 to this multiple of the training maximum. Demand
@@ -46,9 +66,42 @@ class Series:
     source: str
     description: str
     values: np.ndarray  # float64 [n]
-    features: np.ndarray  # float32 [n, 3]: demand, hour_of_day, day_of_week
+    features: np.ndarray  # float32 [n, 3]: the reading, hour_of_day, day_of_week
     train_end: int  # targets with index < train_end train
     val_end: int  # targets with index in [train_end, val_end) validate; the rest test
+    steps_per_day: int = STEPS_PER_DAY
+    target: dict[str, str] | None = None  # the reading's name, unit, description (None: the demand's)
+    origin: dict[str, str] | None = None  # how to load it again: {"csv": path, "time": col, "target": col}
+
+    @property
+    def steps_per_week(self) -> int:
+        return 7 * self.steps_per_day
+
+    @property
+    def frequency_minutes(self) -> int:
+        return 1440 // self.steps_per_day
+
+    @property
+    def feature_info(self) -> tuple[dict[str, str], ...]:
+        hour = {
+            "name": "hour_of_day",
+            "unit": "h",
+            "description": f"start of the {self.frequency_minutes}-minute step, 0.0 to {24 - 24 / self.steps_per_day:g}",
+        }
+        return (self.target or FEATURES[0], hour, FEATURES[2])
+
+    @property
+    def output_info(self) -> tuple[dict[str, str], ...]:
+        if self.target is None:
+            return OUTPUTS
+        t = self.target
+        return (
+            {
+                "name": f"{t['name']}_next",
+                "unit": t.get("unit", ""),
+                "description": f"forecast {t['name']} of the next step",
+            },
+        )
 
     @property
     def n(self) -> int:
@@ -102,16 +155,102 @@ def feature_ranges(series: Series) -> list[dict[str, object]]:
     :data:`DEMAND_MAX_FACTOR` times the training maximum.
     """
     train = series.features[: series.train_end]
+    lo, hi = float(train[:, 0].min()), float(train[:, 0].max())
+    # a reading that is never negative in training: 0 to twice the maximum (as demand); one
+    # that is: the training range widened by its span on both sides
+    reading = (0.0, DEMAND_MAX_FACTOR * hi) if lo >= 0 else (lo - (hi - lo), hi + (hi - lo))
     ranges = [
-        (0.0, DEMAND_MAX_FACTOR * float(train[:, 0].max())),
-        (float(series.features[:, 1].min()), float(series.features[:, 1].max())),
+        reading,
+        (0.0, 24 - 24 / series.steps_per_day),
         (float(series.features[:, 2].min()), float(series.features[:, 2].max())),
     ]
-    steps = [None, 24 / STEPS_PER_DAY, 1.0]
+    steps = [None, 24 / series.steps_per_day, 1.0]
     return [
         {**f, "min": lo, "max": hi, **({"step": s} if s else {})}
-        for f, (lo, hi), s in zip(FEATURES, ranges, steps, strict=True)
+        for f, (lo, hi), s in zip(series.feature_info, ranges, steps, strict=True)
     ]
+
+
+MIN_WEEKS = 7  # two warm the memories up, at least one trains, two validate, two test
+
+
+def _rows(lines: list[int], what: str) -> str:
+    shown = ", ".join(str(n) for n in lines[:5])
+    more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
+    return f"{what} at line{'s' if len(lines) > 1 else ''} {shown}{more}"
+
+
+def load_csv(path: Path, time_col: str, target_col: str) -> Series:
+    """A regular series from a CSV file with a header row; DatasetError names what is wrong
+    (columns, unparsable rows, duplicates, gaps, the frequency, the length)."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read {path} as CSV: {e}") from None
+    missing = [c for c in (time_col, target_col) if c not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: no column {', '.join(map(repr, missing))}; the columns are {list(frame.columns)}")
+    line = np.arange(len(frame)) + 2  # the header is line 1
+    times = pd.to_datetime(frame[time_col], errors="coerce")
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_localize(None)  # the local wall-clock time the calendar features read
+    values = pd.to_numeric(frame[target_col], errors="coerce")
+    for bad, what in (
+        (times.isna(), f"{time_col}: not a timestamp"),
+        (~np.isfinite(values), f"{target_col}: not a number"),
+    ):
+        if bad.any():
+            raise DatasetError(f"{path}: {_rows(line[bad.to_numpy()].tolist(), what)}")
+    t = times.to_numpy().astype("datetime64[s]").astype(np.int64)
+    if len(t) < 3:
+        raise DatasetError(f"{path}: {len(t)} row(s); a series needs at least {MIN_WEEKS} weeks of readings")
+    diff = np.diff(t)
+    dup = np.flatnonzero(diff == 0)
+    if dup.size:
+        raise DatasetError(f"{path}: {_rows(line[dup + 1].tolist(), 'duplicate timestamps')}")
+    back = np.flatnonzero(diff < 0)
+    if back.size:
+        raise DatasetError(f"{path}: {_rows(line[back + 1].tolist(), 'timestamps earlier than the row before')}")
+    step, _ = Counter(diff.tolist()).most_common(1)[0]
+    if step % 60 or 86_400 % step:
+        raise DatasetError(
+            f"{path}: readings every {step} s; the frequency must be a whole number of minutes that divides a day "
+            "(e.g. 15 min, 30 min, 1 h, 1 day): resample the series"
+        )
+    gaps = np.flatnonzero(diff != step)
+    if gaps.size:
+        raise DatasetError(
+            f"{path}: {_rows(line[gaps + 1].tolist(), f'gaps (the series is every {step // 60} min)')}: fill or cut them"
+        )
+    steps_per_day = 86_400 // step
+    n, week = len(t), 7 * steps_per_day
+    if n < MIN_WEEKS * week:
+        raise DatasetError(
+            f"{path}: {n} readings, {n / week:.1f} weeks; at least {MIN_WEEKS} weeks ({MIN_WEEKS * week} readings "
+            f"every {step // 60} min) are needed: two warm the memories up, at least one trains, two validate, "
+            "two test"
+        )
+    minutes = (t % 86_400) // 60
+    hour = (minutes // (step // 60)) * np.float64(24 / steps_per_day)
+    dow = ((t // 86_400) + 3) % 7  # 1970-01-01 was a Thursday (3 with Monday = 0)
+    vals = values.to_numpy(np.float64)
+    name = Path(path).stem
+    return Series(
+        name=name,
+        source=str(path),
+        description=(
+            f"{target_col} from {Path(path).name}, every {step // 60} min, {times.iloc[0]} to {times.iloc[-1]}"
+        ),
+        values=vals,
+        features=np.stack([vals, hour, dow.astype(np.float64)], axis=1).astype(np.float32),
+        train_end=n - 4 * week,
+        val_end=n - 2 * week,
+        steps_per_day=steps_per_day,
+        target={"name": target_col, "unit": "", "description": f"{target_col} in this step"},
+        origin={"csv": str(Path(path).resolve()), "time": time_col, "target": target_col},
+    )
 
 
 DATASETS = {"taylor": load_taylor}

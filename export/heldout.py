@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from export.data import STEPS_PER_WEEK, Series, load
+from export.data import Series, load, load_csv
 
 FILE = "heldout.json"
 
@@ -24,8 +24,19 @@ FILE = "heldout.json"
 WARMUP_WEEKS = 8
 
 
-def heldout(series: Series, warmup: int = WARMUP_WEEKS * STEPS_PER_WEEK) -> dict:
+def series_of(card: dict) -> Series:
+    """The series a model card was trained on: the named dataset, or its CSV file again."""
+    d = card["dataset"]
+    if "csv" in d:
+        return load_csv(Path(d["csv"]), d["time_column"], d["target_column"])
+    return load(d["name"])
+
+
+def heldout(series: Series, warmup: int | None = None) -> dict:
+    """``warmup`` steps before the test split (default: eight weeks, or all there are)."""
     test_start, test_end = series.split()["test"]  # indices of target readings
+    if warmup is None:
+        warmup = min(WARMUP_WEEKS * series.steps_per_week, test_start - 1)
     first = test_start - 1 - warmup  # input of the first warm-up forecast
     readings = series.features[first : test_end - 1]
     return {
@@ -42,10 +53,10 @@ def heldout(series: Series, warmup: int = WARMUP_WEEKS * STEPS_PER_WEEK) -> dict
     }
 
 
-def write(version_dir: Path) -> Path:
+def write(version_dir: Path, series: Series | None = None) -> Path:
     card = json.loads((version_dir / "model.json").read_text())
     path = version_dir / FILE
-    path.write_text(json.dumps(heldout(load(card["dataset"]["name"])), separators=(",", ":")) + "\n")
+    path.write_text(json.dumps(heldout(series or series_of(card)), separators=(",", ":")) + "\n")
     return path
 
 
@@ -57,12 +68,12 @@ def curve(version_dir: Path, weeks: range = range(0, 9)) -> list[tuple[int, floa
     import onnxruntime as ort
 
     card = json.loads((version_dir / "model.json").read_text())
-    series = load(card["dataset"]["name"])
+    series = series_of(card)
     sess = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     zero = np.zeros((card["num_layers"], 1, card["hidden_size"]), np.float32)
     out = []
     for w in weeks:
-        d = heldout(series, w * STEPS_PER_WEEK)
+        d = heldout(series, w * series.steps_per_week)
         y = sess.run(["y"], {"x": np.asarray([d["readings"]], np.float32), "h0": zero, "c0": zero})[0][0, :, 0]
         k = d["warmup"]
         out.append((w, float(np.mean(np.abs(y[k:] - np.asarray(d["actual_next"][k:]))))))

@@ -24,9 +24,22 @@ import math
 import torch
 from torch import nn
 
+from export.data import STEPS_PER_DAY, daily_units, weekly_units
+
 HOURS_PER_DAY = 24.0
 DAYS_PER_WEEK = 7.0
-STEPS_PER_DAY = 48  # half hours
+
+
+def hour_slots(steps_per_day: int) -> torch.Tensor:
+    """The hour of day at the start of each step, as float32: ``k * 24 / steps_per_day``
+    computed in float64 and rounded once, as :func:`export.data.load_csv` computes the data's."""
+    import numpy as np
+
+    return torch.from_numpy((np.arange(steps_per_day) * (24 / steps_per_day)).astype(np.float32))
+
+
+DAILY_UNITS = daily_units(STEPS_PER_DAY)  # of the default half-hourly model
+WEEKLY_UNITS = weekly_units(STEPS_PER_DAY)
 
 
 def harmonics(k: int) -> torch.Tensor:
@@ -62,14 +75,15 @@ class Preprocess(nn.Module):
         day_harmonics: int = 1,
         hour_onehot: bool = False,
         day_onehot: bool = False,
+        steps_per_day: int = STEPS_PER_DAY,
     ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
         self.hour_onehot = hour_onehot
         if hour_onehot:
-            self.register_buffer("hour_slots", torch.arange(STEPS_PER_DAY, dtype=torch.float32) / 2)
-            n_hour = STEPS_PER_DAY
+            self.register_buffer("hour_slots", hour_slots(steps_per_day))
+            n_hour = steps_per_day
         else:
             self.register_buffer("hour_k", harmonics(hour_harmonics))
             self.register_buffer("hour_rad", torch.tensor(2 * math.pi / HOURS_PER_DAY))
@@ -118,6 +132,7 @@ class Forecaster(nn.Module):
         hour_onehot: bool = False,
         half_weights: bool = False,
         day_onehot: bool = False,
+        steps_per_day: int = STEPS_PER_DAY,
     ) -> None:
         super().__init__()
         if n_features != 3:
@@ -136,7 +151,8 @@ class Forecaster(nn.Module):
         # the LSTM weight matrices are stored as float16 in the ONNX graph (cast to float32 there):
         # the torch weights must then hold float16 values (see round_weights_to_half)
         self.half_weights = half_weights
-        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot, day_onehot)
+        self.steps_per_day = steps_per_day
+        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot, day_onehot, steps_per_day)
         self.lstm = nn.LSTM(self.pre.n_out, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_outputs)
         # y = skip * demand + offset + out_scale * head(h)
@@ -210,6 +226,7 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
         hour_onehot=first.pre.hour_onehot,
         half_weights=first.half_weights,
         day_onehot=first.pre.day_onehot,
+        steps_per_day=first.steps_per_day,
     )
     sd = {name: torch.zeros_like(v) for name, v in merged.state_dict().items()}
     for name in buffers:
@@ -257,7 +274,7 @@ def init_daily_memory(
     24-harmonic Fourier series of the one-hot, whose float32 sum loses ~1e-5, both put
     onnxruntime 1-3e-5 away from the float64 reference after 200 steps.)
     """
-    steps = STEPS_PER_DAY
+    steps = model.steps_per_day
     H = model.hidden_size
     if not model.pre.hour_onehot or not model.residual or steps + 1 > H:
         raise ValueError(f"a daily memory needs the one-hot hour, a residual head and hidden_size > {steps}")
@@ -306,10 +323,6 @@ def init_daily_memory(
     head.weight.data[0, steps] = 0.0
 
 
-DAILY_UNITS = STEPS_PER_DAY + 1  # the daily memory and the previous reading
-WEEKLY_UNITS = 7 * STEPS_PER_DAY
-
-
 def init_weekly_memory(model: Forecaster, decay: float = 0.7, gate: float = 24.0, write_scale: float = 0.5) -> None:
     """Units 49..384 of layer 0: a memory, by half hour of the week, of what the daily memory missed.
 
@@ -324,9 +337,10 @@ def init_weekly_memory(model: Forecaster, decay: float = 0.7, gate: float = 24.0
     :func:`init_daily_memory` first; the head starts reading both memories at their scale and
     the other units not at all.
     """
-    steps, H = STEPS_PER_DAY, model.hidden_size
-    if H < DAILY_UNITS + WEEKLY_UNITS or not model.pre.day_onehot:
-        raise ValueError(f"a weekly memory needs hidden_size >= {DAILY_UNITS + WEEKLY_UNITS} and the one-hot day")
+    steps, H = model.steps_per_day, model.hidden_size
+    daily, weekly = daily_units(steps), weekly_units(steps)
+    if daily + weekly > H or not model.pre.day_onehot:
+        raise ValueError(f"a weekly memory needs hidden_size >= {daily + weekly} and the one-hot day")
     hour_col, day_col = 1, 1 + steps
     prev = steps
     lstm = model.lstm
@@ -347,7 +361,7 @@ def init_weekly_memory(model: Forecaster, decay: float = 0.7, gate: float = 24.0
 
     for d in range(7):
         for j in range(steps):
-            u = DAILY_UNITS + steps * d + j
+            u = daily + steps * d + j
             for block in (i_, f_, g_, o_):
                 w_ih[block][u] = 0.0
                 w_hh[block][u] = 0.0
@@ -362,7 +376,7 @@ def init_weekly_memory(model: Forecaster, decay: float = 0.7, gate: float = 24.0
             w_hh[g_][u, prev] = w_prev
             # the open daily memory unit holds tanh(C) ≈ C, the mean of tanh(write_scale · change)
             w_hh[g_][u, :steps] = -1.0
-    lo, hi = DAILY_UNITS, DAILY_UNITS + WEEKLY_UNITS
+    lo, hi = daily, daily + weekly
     rows = torch.arange(4 * H)[:, None] % H
     w_hh[:, lo:hi] = torch.where((rows >= lo) & (rows < hi), w_hh[:, lo:hi], torch.zeros_like(w_hh[:, lo:hi]))
     head = model.head

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from export.data import STEPS_PER_DAY, STEPS_PER_WEEK, Series
+from export.data import Series
 
 
 def _plt() -> Any:
@@ -55,39 +55,42 @@ def plot_forecast(
     from export.baselines import NAMES
 
     plt = _plt()
+    day = series.steps_per_day
+    name, unit = series.feature_info[0]["name"], series.feature_info[0].get("unit", "")
+    units = f" {unit}" if unit else ""
     targets = np.arange(series.val_end, series.n)
-    days = (targets - series.val_end) / STEPS_PER_DAY
+    days = (targets - series.val_end) / day
     actual = series.values[targets]
     model = forecast[targets - 1]
     best = min(baselines, key=lambda name: metrics[name]["mae"])
     fig, axes = plt.subplots(2, 1, figsize=(10, 7), dpi=100)
-    for ax, span in zip(axes, (len(targets), 2 * STEPS_PER_DAY), strict=True):
+    for ax, span in zip(axes, (len(targets), 2 * day), strict=True):
         s = slice(0, span)
         ax.plot(days[s], actual[s], color="black", lw=1.2, label="actual")
-        ax.plot(days[s], model[s], color="tab:blue", lw=1, label=f"LSTM (MAE {metrics['model']['mae']:.0f} MW)")
+        ax.plot(days[s], model[s], color="tab:blue", lw=1, label=f"LSTM (MAE {metrics['model']['mae']:.4g}{units})")
         ax.plot(
             days[s],
             baselines[best][s],
             color="tab:orange",
             lw=0.9,
             alpha=0.8,
-            label=f"best baseline: {NAMES[best]} (MAE {metrics[best]['mae']:.0f} MW)",
+            label=f"best baseline: {NAMES[best]} (MAE {metrics[best]['mae']:.4g}{units})",
         )
-        ax.set_ylabel("demand (MW)")
+        ax.set_ylabel(f"{name} ({unit})" if unit else name)
         ax.grid(alpha=0.3)
         low, high = ax.get_ylim()
         ax.set_ylim(low - 0.45 * (high - low), high)  # room for the legend below the night troughs
     if len(targets) > 1:
-        s = slice(0, 2 * STEPS_PER_DAY)
+        s = slice(0, 2 * day)
         axes[1].plot(
             days[s],
-            series.values[targets[s] - STEPS_PER_WEEK],
+            series.values[targets[s] - series.steps_per_week],
             color="tab:green",
             lw=0.8,
             alpha=0.6,
-            label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.0f} MW)",
+            label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.4g}{units})",
         )
-    axes[0].set_title("Test split: one-step-ahead forecasts (half-hourly, England & Wales)")
+    axes[0].set_title(f"Test split: one-step-ahead forecasts ({series.description})", fontsize=9)
     axes[1].set_title("First two days of the test split")
     axes[1].set_xlabel("days into the test split")
     for ax in axes:

@@ -1,5 +1,10 @@
 """Train the default forecaster and export it: ``python -m export.train``.
 
+Or train on your own series: ``python -m export.train --csv FILE --time COLUMN --target
+COLUMN --name NAME`` (a regular series, any frequency that divides a day: see
+:func:`export.data.load_csv`); the window, burn-in, stride and hidden size then follow the
+series' steps per day unless given.
+
 Seeded and deterministic (single-threaded torch, deterministic algorithms): the same
 arguments give the same weights and the same metrics. Early stopping on the validation
 loss; a progress bar per epoch; writes the loss curve and a test-period forecast plot
@@ -19,27 +24,33 @@ import numpy as np
 from export.baselines import NAMES as BASELINE_NAMES
 from export.data import (
     DEMAND_MAX_FACTOR,
-    OUTPUTS,
-    STEPS_PER_DAY,
-    STEPS_PER_WEEK,
     DatasetError,
     Series,
+    daily_units,
     feature_ranges,
     load,
+    load_csv,
+    weekly_units,
 )
 
-DAILY_UNITS = STEPS_PER_DAY + 1  # as export.model (imported without torch here)
-WEEKLY_UNITS = STEPS_PER_WEEK
+TRAINED_UNITS = 31  # the default model's units beyond its two memories (416 - 49 - 336)
 SESSION_TTL_S = 14 * 86400  # the card's session_ttl_s: two weeks, for a memory that spans weeks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.train", description=__doc__)
     p.add_argument("--dataset", default="taylor", help="dataset name (default: taylor)")
-    p.add_argument("--name", default="demand", help="model name in the repository")
+    p.add_argument("--csv", type=Path, help="train on your own series: a CSV file with a header row")
+    p.add_argument("--time", help="with --csv: the timestamp column")
+    p.add_argument("--target", help="with --csv: the column of readings to forecast one step ahead")
+    p.add_argument("--name", help="model name in the repository (default demand; needed with --csv)")
     p.add_argument("--version", default="1", help="model version (a positive integer)")
     p.add_argument("--models", type=Path, default=Path("models"), help="model repository root")
-    p.add_argument("--hidden", type=int, default=416, help="LSTM hidden size (of each ensemble member)")
+    p.add_argument(
+        "--hidden",
+        type=int,
+        help="LSTM hidden size of each ensemble member (default: the two memories' units + 31; 416 half-hourly)",
+    )
     p.add_argument("--layers", type=int, default=1, help="number of stacked LSTM layers")
     p.add_argument(
         "--ensemble", type=int, default=1, help="members trained from successive seeds, averaged in one graph"
@@ -100,9 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="WEEKS",
         help="with --warm-windows, the first training window starts after this many weeks of the series",
     )
-    p.add_argument("--window", type=int, default=2 * STEPS_PER_DAY, help="training window (steps)")
-    p.add_argument("--burn-in", type=int, default=STEPS_PER_DAY // 2, help="steps of each window not scored")
-    p.add_argument("--stride", type=int, default=12, help="step between training window starts")
+    p.add_argument("--window", type=int, help="training window (steps; default two days)")
+    p.add_argument("--burn-in", type=int, help="steps of each window not scored (default half a day)")
+    p.add_argument("--stride", type=int, help="step between training window starts (default a quarter day)")
     p.add_argument("--batch", type=int, default=16, help="windows per optimiser step")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument(
@@ -136,6 +147,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     args = p.parse_args(argv)
+    if args.csv is not None and (args.time is None or args.target is None):
+        p.error("--csv needs --time COLUMN and --target COLUMN")
+    if args.csv is None and (args.time is not None or args.target is not None):
+        p.error("--time and --target go with --csv")
+    if args.name is None:
+        if args.csv is not None:
+            p.error("--csv needs --name NAME: the model's name in the repository (not the default model's)")
+        args.name = "demand"
     for field in (
         "hidden",
         "layers",
@@ -148,30 +167,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "epochs",
         "threads",
     ):
-        if getattr(args, field) <= 0:
+        if getattr(args, field) is not None and getattr(args, field) <= 0:
             p.error(f"--{field.replace('_', '-')} must be positive, got {getattr(args, field)}")
     if args.refit_epochs is not None and args.refit_epochs <= 0:
         p.error(f"--refit-epochs must be positive, got {args.refit_epochs}")
-    if args.patience < 0 or args.burn_in < 0 or args.burn_in >= args.window:
-        p.error("--patience must be >= 0 and --burn-in must lie in [0, --window)")
+    if args.patience < 0 or (args.burn_in is not None and args.burn_in < 0):
+        p.error("--patience and --burn-in must be >= 0")
     if args.lr <= 0:
         p.error("--lr must be positive")
-    if args.daily_memory:
-        if not 0 < args.daily_memory < 1:
-            p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
-        if not args.residual or args.hour_encoding != "onehot" or args.hidden <= STEPS_PER_DAY:
-            p.error(f"--daily-memory needs --residual, --hour-encoding onehot and --hidden > {STEPS_PER_DAY}")
-    if args.weekly_memory:
-        if not 0 < args.weekly_memory < 1:
-            p.error(f"--weekly-memory must lie in (0, 1), got {args.weekly_memory}")
-        if not args.daily_memory or args.hidden < DAILY_UNITS + WEEKLY_UNITS or args.day_encoding != "onehot":
-            p.error(
-                f"--weekly-memory needs --daily-memory, --hidden >= {DAILY_UNITS + WEEKLY_UNITS} "
-                "and --day-encoding onehot"
-            )
+    if args.daily_memory and not 0 < args.daily_memory < 1:
+        p.error(f"--daily-memory must lie in (0, 1), got {args.daily_memory}")
+    if args.weekly_memory and not 0 < args.weekly_memory < 1:
+        p.error(f"--weekly-memory must lie in (0, 1), got {args.weekly_memory}")
     if not args.version.isdigit() or int(args.version) < 1:
         p.error(f"--version must be a positive integer, got {args.version!r}")
     return args
+
+
+def settle(args: argparse.Namespace, series: Series) -> None:
+    """Fill the defaults that follow the series' steps per day, and check what depends on it;
+    DatasetError (exit 2, one line) for a combination that cannot train."""
+    day = series.steps_per_day
+    memories = (daily_units(day) if args.daily_memory else 0) + (weekly_units(day) if args.weekly_memory else 0)
+    if args.hidden is None:
+        args.hidden = memories + TRAINED_UNITS
+    if args.window is None:
+        args.window = max(2, 2 * day)
+    if args.burn_in is None:
+        args.burn_in = day // 2
+    if args.stride is None:
+        args.stride = max(1, day // 4)
+    if args.burn_in >= args.window:
+        raise DatasetError(f"--burn-in ({args.burn_in}) must be less than --window ({args.window})")
+    if args.daily_memory and (not args.residual or args.hour_encoding != "onehot" or args.hidden <= day):
+        raise DatasetError(f"--daily-memory needs --residual, --hour-encoding onehot and --hidden > {day}")
+    if args.weekly_memory and (not args.daily_memory or args.hidden < memories or args.day_encoding != "onehot"):
+        raise DatasetError(f"--weekly-memory needs --daily-memory, --hidden >= {memories} and --day-encoding onehot")
 
 
 def run_full(model: Any, inputs: np.ndarray) -> np.ndarray:
@@ -256,7 +287,7 @@ def _fit(
     fit_end = series.train_end if refit_epochs is None else series.val_end
     starts = np.arange(0, fit_end - 1 - args.window + 1, args.stride)
     if args.warm_windows:
-        starts = starts[starts >= args.warm_from * STEPS_PER_WEEK]
+        starts = starts[starts >= args.warm_from * series.steps_per_week]
     if len(starts) == 0:
         raise DatasetError("the training part is shorter than one --window")
     val_lo, val_hi = series.train_end - 1, series.val_end - 1  # target rows t+1 in validation
@@ -348,13 +379,14 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
             hour_onehot=args.hour_encoding == "onehot",
             half_weights=args.half_weights,
             day_onehot=args.day_encoding == "onehot",
+            steps_per_day=series.steps_per_day,
         )
         if args.daily_memory:
             init_daily_memory(model, decay=args.daily_memory)
-            units = DAILY_UNITS
+            units = daily_units(series.steps_per_day)
             if args.weekly_memory:
                 init_weekly_memory(model, decay=args.weekly_memory)
-                units += WEEKLY_UNITS
+                units += weekly_units(series.steps_per_day)
             freeze_daily_memory(model, units)
         if args.half_weights:
             model.round_weights_to_half()
@@ -440,7 +472,7 @@ def baseline_forecasts(series: Series) -> dict[str, np.ndarray]:
     """Every baseline of :mod:`export.baselines`, fitted on train + validation, over the test targets."""
     from export.baselines import forecasts
 
-    return forecasts(series.values, series.val_end, test_targets(series), STEPS_PER_DAY, STEPS_PER_WEEK)
+    return forecasts(series.values, series.val_end, test_targets(series), series.steps_per_day, series.steps_per_week)
 
 
 def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarray]:
@@ -455,7 +487,8 @@ def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarra
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        series = load(args.dataset)
+        series = load_csv(args.csv, args.time, args.target) if args.csv else load(args.dataset)
+        settle(args, series)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -464,11 +497,16 @@ def main(argv: list[str] | None = None) -> int:
     model, info = train(args, series)
     hidden = model.hidden_size
     out_dir = args.models / args.name / args.version
+    what = (
+        "Next-half-hour electricity demand forecaster"
+        if series.target is None
+        else f"Next-step forecaster of {series.feature_info[0]['name']}"
+    )
     card = {
         "name": args.name,
         "version": args.version,
         "description": (
-            f"Next-half-hour electricity demand forecaster: {args.layers}-layer LSTM, "
+            f"{what}: {args.layers}-layer LSTM, "
             + (
                 f"{args.ensemble} members of hidden {args.hidden} averaged in one graph (hidden {hidden})"
                 if args.ensemble > 1
@@ -478,11 +516,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "features": feature_ranges(series),
         "features_note": (
-            "min/max: the valid range of each input; hour and day as in the data, demand from 0 "
-            f"to {DEMAND_MAX_FACTOR:g}x the training maximum; step: the grid the values lie on (hour and day are "
-            "read exactly); the service refuses values outside the range or off the grid"
+            f"min/max: the valid range of each input; hour and day as in the data, {series.feature_info[0]['name']} "
+            f"from 0 to {DEMAND_MAX_FACTOR:g}x the training maximum (or, for a series with negative readings, the "
+            "training range widened by its span on both sides); step: the grid the values lie on (hour and day "
+            "are read exactly); the service refuses values outside the range or off the grid"
         ),
-        "outputs_meaning": list(OUTPUTS),
+        "outputs_meaning": list(series.output_info),
         # how long an idle stream's state stays worth keeping: the weekly memory needs weeks of
         # history, so a stream that misses a day of readings must not lose it (the service's
         # default session TTL follows this)
@@ -492,7 +531,16 @@ def main(argv: list[str] | None = None) -> int:
             "source": series.source,
             "description": series.description,
             "length": series.n,
-            "frequency": "30min",
+            "frequency": f"{series.frequency_minutes}min",
+            **(
+                {
+                    "csv": series.origin["csv"],
+                    "time_column": series.origin["time"],
+                    "target_column": series.origin["target"],
+                }
+                if series.origin
+                else {}
+            ),
             "split": series.split(),
             "split_note": "chronological; index ranges of target readings; scaling from train only",
         },
@@ -522,20 +570,21 @@ def main(argv: list[str] | None = None) -> int:
     card_path.write_text(json.dumps(full, indent=2) + "\n")
     from export import heldout
 
-    heldout.write(out_dir)  # the console demo's held-out readings, next to the model
+    heldout.write(out_dir, series)  # the console demo's held-out readings, next to the model
     if not args.no_plots:
         from export.plots import plot_forecast, plot_losses
 
         if info.get("history"):
             plot_losses(info["history"], out_dir / "loss.png")
         plot_forecast(series, forecast, baselines, metrics, out_dir / "forecast.png")
-    _print_metrics(metrics, out_dir)
+    _print_metrics(metrics, out_dir, series.feature_info[0].get("unit", ""))
     return 0
 
 
-def _print_metrics(metrics: dict[str, dict[str, float]], out_dir: Path) -> None:
+def _print_metrics(metrics: dict[str, dict[str, float]], out_dir: Path, unit: str) -> None:
     print(f"wrote {out_dir}/model.onnx and model.json")
-    print(f"{'test split':<28}{'MAE (MW)':>12}{'RMSE (MW)':>12}")
+    u = f" ({unit})" if unit else ""
+    print(f"{'test split':<28}{'MAE' + u:>12}{'RMSE' + u:>12}")
     for name, m in metrics.items():
         print(f"{name:<28}{m['mae']:>12.1f}{m['rmse']:>12.1f}")
 

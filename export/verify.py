@@ -107,12 +107,16 @@ class Subject:
         return lstm.eval()
 
 
-def random_inputs(rng: np.random.Generator, batch: int, seq: int, layers: int, hidden: int):
-    """Features in realistic ranges and non-zero initial states."""
+def random_inputs(rng: np.random.Generator, batch: int, seq: int, sub: Subject):
+    """Features in realistic ranges -- the reading within two standard deviations of the
+    training mean (the graph's own scaling), the hour on the model's grid of steps, any day --
+    and non-zero initial states."""
+    layers, hidden, r = sub.layers, sub.hidden, sub.ref
+    steps_per_day = len(r.hour_slots) if r.hour_slots is not None else 48
     x = np.stack(
         [
-            rng.uniform(18_000, 40_000, (batch, seq)),
-            rng.integers(0, 48, (batch, seq)) / 2.0,
+            rng.uniform(r.mean - 2 * r.std, r.mean + 2 * r.std, (batch, seq)),
+            rng.integers(0, steps_per_day, (batch, seq)) * (24 / steps_per_day),
             rng.integers(0, 7, (batch, seq)).astype(np.float64),
         ],
         axis=-1,
@@ -182,7 +186,7 @@ def check_lengths(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
     lengths[rng.integers(batch)] = seq  # one full-length row
     padded = x.copy()
     for b, n in enumerate(lengths):
-        padded[b, n:] = rng.uniform(-1e4, 1e4, (seq - n, 3))  # junk the LSTM must ignore
+        padded[b, n:] = rng.uniform(-1e4, 1e4, (seq - n, 3)) * (sub.ref.std / 5e3)  # junk the LSTM must ignore
     y, hn, cn = sub.ort(padded, h0, c0, lengths)
     worst, worst_mw = 0.0, 0.0
     for b, n in enumerate(lengths):
@@ -322,7 +326,7 @@ def run_checks(model_dir: Path, seed: int = 0, checks: dict | None = None) -> li
     for name, fn in (checks or CHECKS).items():
         for batch in BATCHES:
             for seq in SEQS:
-                x, h0, c0 = random_inputs(rng, batch, seq, sub.layers, sub.hidden)
+                x, h0, c0 = random_inputs(rng, batch, seq, sub)
                 err, err_mw = fn(sub, x, h0, c0, rng)
                 results.append(CheckResult(name, batch, seq, err, err_mw))
     return results

@@ -52,6 +52,17 @@ def test_the_guide_runs_as_written(tmp_path: Path):
             timeout=300,
         )
         assert done.returncode == 0 and done.stdout.endswith(text[2]), done.stdout[-2000:] + done.stderr[-2000:]
+    # 6. a series of one's own: the page's CSV layout, written by the test (eight weeks, hourly)
+    from tests.export.test_train_csv import write_series
+
+    write_series(tmp_path / "site.csv").drop(columns=["site"]).to_csv(tmp_path / "site.csv", index=False)
+    assert (tmp_path / "site.csv").read_text().splitlines()[0] == text[3].splitlines()[0]
+    cmd = f"cd {ROOT} && " + bash[5].strip().replace("site.csv", str(tmp_path / "site.csv")).replace(
+        "--models models", f"--models {tmp_path / 'models'}"
+    )
+    done = subprocess.run(["bash", "-c", cmd + " --epochs 2"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "models" / "site" / "1" / "heldout.json").is_file()
     # 3. serve (make serve, from the project, on the new repository) and stream
     port = free_port()
     serve = bash[1].strip().replace("make serve", f"make -s -C {ROOT} serve PORT={port} STATE_DIR={tmp_path / 'state'}")
@@ -71,6 +82,13 @@ def test_the_guide_runs_as_written(tmp_path: Path):
         done = subprocess.run(["bash", "-c", curl], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         reply = json.loads(done.stdout)
         assert reply["step"] == 1 and len(reply["outputs"][0]) == 2, done.stdout
+        # the same commands stream the model trained on the CSV (hour 0 of a Monday, 100 kW)
+        site = curl.replace('"model": "forecaster"', '"model": "site"').replace(
+            "[[0.1, 0.2, 0.3, 0.4, 0.5]]", "[[100.0, 0.0, 0.0]]"
+        )
+        done = subprocess.run(["bash", "-c", site], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        reply = json.loads(done.stdout)
+        assert reply["step"] == 1 and len(reply["outputs"][0]) == 1, done.stdout
         # the same commands stream the GRU
         gru = curl.replace('"model": "forecaster"', '"model": "gru-forecaster"')
         done = subprocess.run(["bash", "-c", gru], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
