@@ -66,12 +66,13 @@ class Series:
     source: str
     description: str
     values: np.ndarray  # float64 [n]
-    features: np.ndarray  # float32 [n, 3]: the reading, hour_of_day, day_of_week
+    features: np.ndarray  # float32 [n, 3 + E]: the reading, hour_of_day, day_of_week, then E extra columns
     train_end: int  # targets with index < train_end train
     val_end: int  # targets with index in [train_end, val_end) validate; the rest test
     steps_per_day: int = STEPS_PER_DAY
     target: dict[str, str] | None = None  # the reading's name, unit, description (None: the demand's)
-    origin: dict[str, str] | None = None  # how to load it again: {"csv": path, "time": col, "target": col}
+    origin: dict[str, object] | None = None  # how to load it again: csv path, time, target, features
+    extras: tuple[str, ...] = ()  # the extra columns' names (a CSV's --features)
 
     @property
     def steps_per_week(self) -> int:
@@ -83,12 +84,15 @@ class Series:
 
     @property
     def feature_info(self) -> tuple[dict[str, str], ...]:
+        if self.target is None:
+            return FEATURES
         hour = {
             "name": "hour_of_day",
             "unit": "h",
             "description": f"start of the {self.frequency_minutes}-minute step, 0.0 to {24 - 24 / self.steps_per_day:g}",
         }
-        return (self.target or FEATURES[0], hour, FEATURES[2])
+        extra = tuple({"name": c, "unit": "", "description": f"{c}, from the CSV file"} for c in self.extras)
+        return (self.target, hour, FEATURES[2], *extra)
 
     @property
     def output_info(self) -> tuple[dict[str, str], ...]:
@@ -164,7 +168,10 @@ def feature_ranges(series: Series) -> list[dict[str, object]]:
         (0.0, 24 - 24 / series.steps_per_day),
         (float(series.features[:, 2].min()), float(series.features[:, 2].max())),
     ]
-    steps = [None, 24 / series.steps_per_day, 1.0]
+    for col in train[:, 3:].T.astype(np.float64):  # extra columns: the training range widened by its span
+        span = float(col.max() - col.min()) or 1.0
+        ranges.append((float(col.min()) - span, float(col.max()) + span))
+    steps = [None, 24 / series.steps_per_day, 1.0, *[None] * len(series.extras)]
     return [
         {**f, "min": lo, "max": hi, **({"step": s} if s else {})}
         for f, (lo, hi), s in zip(series.feature_info, ranges, steps, strict=True)
@@ -180,16 +187,20 @@ def _rows(lines: list[int], what: str) -> str:
     return f"{what} at line{'s' if len(lines) > 1 else ''} {shown}{more}"
 
 
-def load_csv(path: Path, time_col: str, target_col: str) -> Series:
+def load_csv(path: Path, time_col: str, target_col: str, feature_cols: tuple[str, ...] = ()) -> Series:
     """A regular series from a CSV file with a header row; DatasetError names what is wrong
-    (columns, unparsable rows, duplicates, gaps, the frequency, the length)."""
+    (columns, unparsable rows, duplicates, gaps, the frequency, the length). ``feature_cols``:
+    numeric columns known at each step, given to the model after the calendar."""
     import pandas as pd
 
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read {path} as CSV: {e}") from None
-    missing = [c for c in (time_col, target_col) if c not in frame.columns]
+    taken = [time_col, target_col, *feature_cols]
+    if len(set(taken)) != len(taken):
+        raise DatasetError(f"the time, target and feature columns must differ; got {taken}")
+    missing = [c for c in taken if c not in frame.columns]
     if missing:
         raise DatasetError(f"{path}: no column {', '.join(map(repr, missing))}; the columns are {list(frame.columns)}")
     line = np.arange(len(frame)) + 2  # the header is line 1
@@ -197,9 +208,11 @@ def load_csv(path: Path, time_col: str, target_col: str) -> Series:
     if getattr(times.dt, "tz", None) is not None:
         times = times.dt.tz_localize(None)  # the local wall-clock time the calendar features read
     values = pd.to_numeric(frame[target_col], errors="coerce")
+    extras = [pd.to_numeric(frame[c], errors="coerce") for c in feature_cols]
     for bad, what in (
         (times.isna(), f"{time_col}: not a timestamp"),
         (~np.isfinite(values), f"{target_col}: not a number"),
+        *((~np.isfinite(e), f"{c}: not a number") for c, e in zip(feature_cols, extras, strict=True)),
     ):
         if bad.any():
             raise DatasetError(f"{path}: {_rows(line[bad.to_numpy()].tolist(), what)}")
@@ -244,12 +257,20 @@ def load_csv(path: Path, time_col: str, target_col: str) -> Series:
             f"{target_col} from {Path(path).name}, every {step // 60} min, {times.iloc[0]} to {times.iloc[-1]}"
         ),
         values=vals,
-        features=np.stack([vals, hour, dow.astype(np.float64)], axis=1).astype(np.float32),
+        features=np.stack(
+            [vals, hour, dow.astype(np.float64), *(e.to_numpy(np.float64) for e in extras)], axis=1
+        ).astype(np.float32),
         train_end=n - 4 * week,
         val_end=n - 2 * week,
         steps_per_day=steps_per_day,
         target={"name": target_col, "unit": "", "description": f"{target_col} in this step"},
-        origin={"csv": str(Path(path).resolve()), "time": time_col, "target": target_col},
+        origin={
+            "csv": str(Path(path).resolve()),
+            "time": time_col,
+            "target": target_col,
+            "features": list(feature_cols),
+        },
+        extras=tuple(feature_cols),
     )
 
 

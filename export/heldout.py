@@ -28,7 +28,7 @@ def series_of(card: dict) -> Series:
     """The series a model card was trained on: the named dataset, or its CSV file again."""
     d = card["dataset"]
     if "csv" in d:
-        return load_csv(Path(d["csv"]), d["time_column"], d["target_column"])
+        return load_csv(Path(d["csv"]), d["time_column"], d["target_column"], tuple(d.get("feature_columns", ())))
     return load(d["name"])
 
 

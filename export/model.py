@@ -76,10 +76,17 @@ class Preprocess(nn.Module):
         hour_onehot: bool = False,
         day_onehot: bool = False,
         steps_per_day: int = STEPS_PER_DAY,
+        extra_mean: list[float] | None = None,
+        extra_std: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("std", torch.tensor(float(std)))
+        # exogenous features after the calendar (a CSV's --features), scaled by their training stats
+        self.n_extra = len(extra_mean or [])
+        if self.n_extra:
+            self.register_buffer("extra_mean", torch.tensor(extra_mean, dtype=torch.float32))
+            self.register_buffer("extra_std", torch.tensor(extra_std, dtype=torch.float32))
         self.hour_onehot = hour_onehot
         if hour_onehot:
             self.register_buffer("hour_slots", hour_slots(steps_per_day))
@@ -98,7 +105,7 @@ class Preprocess(nn.Module):
             n_day = 2 * day_harmonics
         self.n_hour = n_hour
         self.n_day = n_day
-        self.n_out = 1 + n_hour + n_day
+        self.n_out = 1 + n_hour + n_day + self.n_extra
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         demand, hour, dow = x[..., 0:1], x[..., 1:2], x[..., 2:3]
@@ -113,7 +120,8 @@ class Preprocess(nn.Module):
             da = phase(dow, self.day_k, DAYS_PER_WEEK, self.day_rad)
             day_feat = [da.sin(), da.cos()]
         z = (demand - self.mean) / self.std
-        return torch.cat([z, *hour_feat, *day_feat], dim=-1)
+        extra = [(x[..., 3:] - self.extra_mean) / self.extra_std] if self.n_extra else []
+        return torch.cat([z, *hour_feat, *day_feat, *extra], dim=-1)
 
 
 class Forecaster(nn.Module):
@@ -133,10 +141,12 @@ class Forecaster(nn.Module):
         half_weights: bool = False,
         day_onehot: bool = False,
         steps_per_day: int = STEPS_PER_DAY,
+        extra_mean: list[float] | None = None,
+        extra_std: list[float] | None = None,
     ) -> None:
         super().__init__()
-        if n_features != 3:
-            raise ValueError("the preprocessing expects 3 features: demand, hour, day of week")
+        if n_features != 3 + len(extra_mean or []):
+            raise ValueError("the features are the reading, hour, day of week, then one per extra_mean")
         if hidden_size <= 0 or num_layers <= 0 or n_outputs <= 0:
             raise ValueError("hidden_size, num_layers and n_outputs must be positive")
         if hour_harmonics <= 0 or day_harmonics <= 0:
@@ -152,7 +162,9 @@ class Forecaster(nn.Module):
         # the torch weights must then hold float16 values (see round_weights_to_half)
         self.half_weights = half_weights
         self.steps_per_day = steps_per_day
-        self.pre = Preprocess(mean, std, hour_harmonics, day_harmonics, hour_onehot, day_onehot, steps_per_day)
+        self.pre = Preprocess(
+            mean, std, hour_harmonics, day_harmonics, hour_onehot, day_onehot, steps_per_day, extra_mean, extra_std
+        )
         self.lstm = nn.LSTM(self.pre.n_out, hidden_size, num_layers=num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, n_outputs)
         # y = skip * demand + offset + out_scale * head(h)
@@ -213,7 +225,11 @@ def ensemble(members: list[Forecaster]) -> Forecaster:
         ref = first.state_dict()[name]
         if any(not torch.equal(m.state_dict()[name], ref) for m in members[1:]):
             raise ValueError(f"ensemble members differ in {name}")
+    extra = first.pre.n_extra
     merged = Forecaster(
+        n_features=first.n_features,
+        extra_mean=first.pre.extra_mean.tolist() if extra else None,
+        extra_std=first.pre.extra_std.tolist() if extra else None,
         hidden_size=k * h,
         num_layers=layers,
         n_outputs=first.n_outputs,

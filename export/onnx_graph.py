@@ -56,6 +56,10 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
 
     mean = const("scale.mean", np.array(sd["pre.mean"], f32))
     std = const("scale.std", np.array(sd["pre.std"], f32))
+    n_extra = model.pre.n_extra
+    if n_extra:  # exogenous features after the calendar, scaled by their training statistics
+        extra_mean = const("scale.extra_mean", sd["pre.extra_mean"].astype(f32))
+        extra_std = const("scale.extra_std", sd["pre.extra_std"].astype(f32))
     # angles ((value * k) mod period) * 2 pi / period: exact products on the calendar grid
     if model.pre.day_onehot:
         day_slots = const("cal.day_slots", sd["pre.day_slots"].astype(f32))  # [7] days
@@ -72,7 +76,7 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     skip = const("head.skip", np.array(sd["skip"], f32))
     offset = const("head.offset", np.array(sd["offset"], f32))
     out_scale = const("head.scale", np.array(sd["out_scale"], f32))
-    split3 = const("split3", np.array([1, 1, 1], np.int64))
+    split3 = const("split3", np.array([1, 1, 1, *([n_extra] if n_extra else [])], np.int64))
     const("head.W", sd["head.weight"].T.astype(f32))
     const("head.b", sd["head.bias"].astype(f32))
     # float16 storage halves the file; the LSTM nodes get the float32 cast (exact) of the same values
@@ -92,10 +96,14 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
     N = helper.make_node
     nodes = [
         # features in real units -> model units
-        N("Split", ["x", split3], ["demand", "hour", "day"], axis=2),
+        N("Split", ["x", split3], ["demand", "hour", "day", *(["extra"] if n_extra else [])], axis=2),
         N("Sub", ["demand", mean], ["demand_c"]),
         N("Div", ["demand_c", std], ["demand_z"]),
     ]
+    extra_feat = []
+    if n_extra:
+        nodes += [N("Sub", ["extra", extra_mean], ["extra_c"]), N("Div", ["extra_c", extra_std], ["extra_z"])]
+        extra_feat = ["extra_z"]
     if model.pre.day_onehot:
         nodes += [
             N("Equal", ["day", day_slots], ["day_eq"]),  # [batch, seq, 7]: exact on whole days
@@ -127,7 +135,7 @@ def build(model: Forecaster, doc: str = "") -> onnx.ModelProto:
         ]
         hour_feat = ["hour_sin", "hour_cos"]
     nodes += [
-        N("Concat", ["demand_z", *hour_feat, *day_feat], ["feat"], axis=2),
+        N("Concat", ["demand_z", *hour_feat, *day_feat, *extra_feat], ["feat"], axis=2),
         N("Transpose", ["feat"], ["seq0"], perm=[1, 0, 2]),  # [seq, batch, features]
         # per-row lengths: broadcast to [batch], clip to seq
         N("Shape", ["x"], ["x_shape"]),

@@ -66,6 +66,8 @@ class ReferenceModel:
     offset: float
     out_scale: float
     day_slots: np.ndarray | None = None  # [7] days of a one-hot day encoding, or None
+    extra_mean: np.ndarray | None = None  # [E] exogenous features after the calendar, or None
+    extra_std: np.ndarray | None = None
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -86,7 +88,8 @@ def preprocess(x: np.ndarray, model: ReferenceModel) -> np.ndarray:
         da = np.fmod(x[..., 2:3] * model.day_k, 7.0) * (2 * math.pi / 7.0)
         day = [np.sin(da), np.cos(da)]
     z = (x[..., 0:1] - model.mean) / model.std
-    return np.concatenate([z, *hour, *day], axis=-1)
+    extra = [] if model.extra_mean is None else [(x[..., 3:] - model.extra_mean) / model.extra_std]
+    return np.concatenate([z, *hour, *day, *extra], axis=-1)
 
 
 def cell(w: LayerWeights, x_t: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +167,8 @@ def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceM
         offset=float(state_dict["offset"]),
         out_scale=float(state_dict["out_scale"]),
         day_slots=_optional(state_dict.get("pre.day_slots")),
+        extra_mean=_optional(state_dict.get("pre.extra_mean")),
+        extra_std=_optional(state_dict.get("pre.extra_std")),
     )
 
 
@@ -194,4 +199,6 @@ def from_onnx(initializers: dict[str, np.ndarray], num_layers: int) -> Reference
         offset=float(initializers["head.offset"]),
         out_scale=float(initializers["head.scale"]),
         day_slots=_optional(initializers.get("cal.day_slots")),
+        extra_mean=_optional(initializers.get("scale.extra_mean")),
+        extra_std=_optional(initializers.get("scale.extra_std")),
     )

@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--csv", type=Path, help="train on your own series: a CSV file with a header row")
     p.add_argument("--time", help="with --csv: the timestamp column")
     p.add_argument("--target", help="with --csv: the column of readings to forecast one step ahead")
+    p.add_argument(
+        "--features",
+        help="with --csv: numeric columns known at each step (comma separated), given to the model after the calendar",
+    )
     p.add_argument("--name", help="model name in the repository (default demand; needed with --csv)")
     p.add_argument("--version", default="1", help="model version (a positive integer)")
     p.add_argument("--models", type=Path, default=Path("models"), help="model repository root")
@@ -149,8 +153,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.csv is not None and (args.time is None or args.target is None):
         p.error("--csv needs --time COLUMN and --target COLUMN")
-    if args.csv is None and (args.time is not None or args.target is not None):
-        p.error("--time and --target go with --csv")
+    if args.csv is None and (args.time is not None or args.target is not None or args.features is not None):
+        p.error("--time, --target and --features go with --csv")
     if args.name is None:
         if args.csv is not None:
             p.error("--csv needs --name NAME: the model's name in the repository (not the default model's)")
@@ -365,9 +369,16 @@ def train(args: argparse.Namespace, series: Series) -> tuple[Any, dict[str, Any]
     # the head's unit: the spread of what it predicts (the level, or the half-hourly change)
     out_scale = float(np.diff(train_vals).std()) if args.residual else std
 
+    extras = series.features[: series.train_end, 3:].astype(np.float64)
+    extra_mean = extras.mean(axis=0).tolist() if extras.shape[1] else None
+    extra_std = [s or 1.0 for s in extras.std(axis=0).tolist()] if extras.shape[1] else None
+
     def member(seed: int) -> Forecaster:
         torch.manual_seed(seed)
         model = Forecaster(
+            n_features=series.features.shape[1],
+            extra_mean=extra_mean,
+            extra_std=extra_std,
             hidden_size=args.hidden,
             num_layers=args.layers,
             mean=mean,
@@ -487,7 +498,8 @@ def evaluate(onnx_path: Path, series: Series) -> tuple[dict[str, Any], np.ndarra
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        series = load_csv(args.csv, args.time, args.target) if args.csv else load(args.dataset)
+        features = tuple(c.strip() for c in (args.features or "").split(",") if c.strip())
+        series = load_csv(args.csv, args.time, args.target, features) if args.csv else load(args.dataset)
         settle(args, series)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -516,10 +528,16 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "features": feature_ranges(series),
         "features_note": (
-            f"min/max: the valid range of each input; hour and day as in the data, {series.feature_info[0]['name']} "
-            f"from 0 to {DEMAND_MAX_FACTOR:g}x the training maximum (or, for a series with negative readings, the "
-            "training range widened by its span on both sides); step: the grid the values lie on (hour and day "
-            "are read exactly); the service refuses values outside the range or off the grid"
+            "min/max: the valid range of each input; hour and day as in the data, "
+            + (
+                f"demand from 0 to {DEMAND_MAX_FACTOR:g}x the training maximum"
+                if series.target is None
+                else f"{series.feature_info[0]['name']} from 0 to {DEMAND_MAX_FACTOR:g}x the training maximum (the "
+                "training range widened by its span on both sides if it goes negative), extra columns the training "
+                "range widened by its span"
+            )
+            + "; step: the grid the values lie on (hour and day are read exactly); the service refuses values "
+            "outside the range or off the grid"
         ),
         "outputs_meaning": list(series.output_info),
         # how long an idle stream's state stays worth keeping: the weekly memory needs weeks of
@@ -537,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
                     "csv": series.origin["csv"],
                     "time_column": series.origin["time"],
                     "target_column": series.origin["target"],
+                    "feature_columns": series.origin["features"],
                 }
                 if series.origin
                 else {}

@@ -118,6 +118,14 @@ def random_inputs(rng: np.random.Generator, batch: int, seq: int, sub: Subject):
             rng.uniform(r.mean - 2 * r.std, r.mean + 2 * r.std, (batch, seq)),
             rng.integers(0, steps_per_day, (batch, seq)) * (24 / steps_per_day),
             rng.integers(0, 7, (batch, seq)).astype(np.float64),
+            *(
+                rng.uniform(m - 2 * s, m + 2 * s, (batch, seq))
+                for m, s in zip(
+                    r.extra_mean if r.extra_mean is not None else [],
+                    r.extra_std if r.extra_std is not None else [],
+                    strict=True,
+                )
+            ),
         ],
         axis=-1,
     ).astype(np.float32)
@@ -186,7 +194,7 @@ def check_lengths(sub: Subject, x, h0, c0, rng) -> tuple[float, float]:
     lengths[rng.integers(batch)] = seq  # one full-length row
     padded = x.copy()
     for b, n in enumerate(lengths):
-        padded[b, n:] = rng.uniform(-1e4, 1e4, (seq - n, 3)) * (sub.ref.std / 5e3)  # junk the LSTM must ignore
+        padded[b, n:] = rng.uniform(-1e4, 1e4, (seq - n, x.shape[2])) * (sub.ref.std / 5e3)  # junk to ignore
     y, hn, cn = sub.ort(padded, h0, c0, lengths)
     worst, worst_mw = 0.0, 0.0
     for b, n in enumerate(lengths):

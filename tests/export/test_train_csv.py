@@ -33,7 +33,11 @@ def write_series(path: Path, freq: str = "1h", weeks: int = WEEKS, seed: int = 0
     rng = np.random.default_rng(seed)
     k = np.arange(n)
     load = 100 + 20 * np.sin(2 * np.pi * k / per_day) + 10 * (t.day_of_week >= 5) + rng.normal(0, 2, n)
-    frame = pd.DataFrame({"when": t.strftime("%Y-%m-%d %H:%M"), "load_kw": load.round(3), "site": "a"})
+    temp = 10 + 8 * np.sin(2 * np.pi * (k - 6) / per_day) + rng.normal(0, 1, n)  # known at each step
+    load = load + 0.8 * temp
+    frame = pd.DataFrame(
+        {"when": t.strftime("%Y-%m-%d %H:%M"), "load_kw": load.round(3), "site": "a", "temp_c": temp.round(2)}
+    )
     frame.to_csv(path, index=False)
     return frame
 
@@ -144,7 +148,7 @@ def _broken(frame: pd.DataFrame, how: str) -> pd.DataFrame:
         ("time", "when: not a timestamp at line 9"),
         ("order", "timestamps earlier than the row before at line 103"),
         ("short", "at least 7 weeks"),
-        ("column", "no column 'load'; the columns are ['when', 'load_kw', 'site']"),
+        ("column", "no column 'load'; the columns are ['when', 'load_kw', 'site', 'temp_c']"),
         ("frequency", "readings every 420 s; the frequency must be a whole number of minutes that divides a day"),
     ],
 )
@@ -164,3 +168,43 @@ def test_a_malformed_series_is_refused_with_its_rows(tmp_path: Path, how: str, m
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "repo").exists()
+
+
+def test_extra_columns_are_features_the_model_reads(tmp_path: Path):
+    """``--features temp_c``: a fourth input after the calendar, scaled by its training
+    statistics in the graph, bounded by the card, verified, served and streamed exactly."""
+    write_series(tmp_path / "site.csv")
+    done = train(
+        "--csv", str(tmp_path / "site.csv"), "--time", "when", "--target", "load_kw", "--features", "temp_c",
+        "--name", "warm", "--models", str(tmp_path / "repo"), "--epochs", "2", "--no-plots",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    d = tmp_path / "repo" / "warm" / "1"
+    card = json.loads((d / "model.json").read_text())
+    assert card["n_features"] == 4 and card["dataset"]["feature_columns"] == ["temp_c"]
+    temp = card["features"][3]
+    assert temp["name"] == "temp_c" and temp["min"] < 0 < 20 < temp["max"]
+    verified = subprocess.run(
+        [sys.executable, "-m", "export.verify", str(d)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert verified.returncode == 0 and "45 passed, 0 failed" in verified.stdout, verified.stdout[-2000:]
+    held = json.loads((d / "heldout.json").read_text())
+    x = np.asarray(held["readings"][:20], np.float32)
+    assert x.shape == (20, 4)
+    sess = ort.InferenceSession(str(d / "model.onnx"), providers=["CPUExecutionProvider"])
+    z = np.zeros((1, 1, card["hidden_size"]), np.float32)
+    want = sess.run(["y"], {"x": x[None], "h0": z, "c0": z})[0][0]
+    # the temperature moves the forecast: the model reads it
+    hot = x.copy()
+    hot[:, 3] += 5
+    assert np.abs(sess.run(["y"], {"x": hot[None], "h0": z, "c0": z})[0][0] - want).max() > 1e-3
+    with running_server(repo=d.parent.parent) as s, httpx.Client(base_url=s.url, timeout=30) as c:
+        sid = c.post("/v1/sessions", json={"model": "warm"}).json()["session_id"]
+        got = []
+        for a, b in ((0, 7), (7, 20)):
+            r = c.post(f"/v1/sessions/{sid}/step", json={"inputs": x[a:b].tolist(), "expected_step": a})
+            assert r.status_code == 200, r.text
+            got += r.json()["outputs"]
+        assert np.abs(np.asarray(got) - want).max() <= 1e-5 * np.abs(want).max()
+        r = c.post(f"/v1/sessions/{sid}/step", json={"inputs": [[100.0, 8.0, 2.0, temp["max"] + 100]]})
+        assert r.status_code == 400 and "temp_c" in r.json()["error"], r.text

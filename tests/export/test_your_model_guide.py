@@ -55,7 +55,7 @@ def test_the_guide_runs_as_written(tmp_path: Path):
     # 6. a series of one's own: the page's CSV layout, written by the test (eight weeks, hourly)
     from tests.export.test_train_csv import write_series
 
-    write_series(tmp_path / "site.csv").drop(columns=["site"]).to_csv(tmp_path / "site.csv", index=False)
+    write_series(tmp_path / "site.csv").drop(columns=["site", "temp_c"]).to_csv(tmp_path / "site.csv", index=False)
     assert (tmp_path / "site.csv").read_text().splitlines()[0] == text[3].splitlines()[0]
     cmd = f"cd {ROOT} && " + bash[5].strip().replace("site.csv", str(tmp_path / "site.csv")).replace(
         "--models models", f"--models {tmp_path / 'models'}"
