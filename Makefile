@@ -9,7 +9,7 @@ PORT ?= 8000
 STATE_DIR ?= .state
 TEST_PROCS ?= 2
 
-.PHONY: setup setup-serve tools serve model verify test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
+.PHONY: setup setup-serve tools serve model verify console-png test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -38,6 +38,11 @@ serve: $(VENV)/.serve
 model: $(VENV)/.dev
 	$(PY) -m export.train
 	$(PY) -m export.verify $(MODEL)
+
+# docs/console.png: the console after its demo, in Chromium against a live server (the browser test takes it)
+console-png: $(VENV)/.dev tools
+	LSTM_CONSOLE_SCREENSHOT=$(abspath docs/console.png) $(PY) -m pytest -q -p no:cacheprovider \
+		tests/service/test_console.py::test_console_page_in_chromium
 
 verify: $(VENV)/.dev
 	$(PY) -m export.verify $(MODEL)

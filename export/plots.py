@@ -90,7 +90,8 @@ def plot_forecast(
             alpha=0.6,
             label=f"seasonal naive, weekly (MAE {metrics['seasonal_naive_weekly']['mae']:.4g}{units})",
         )
-    axes[0].set_title(f"Test split: one-step-ahead forecasts ({series.description})", fontsize=9)
+    what = "half-hourly, England & Wales" if series.target is None else f"{name}, every {series.frequency_minutes} min"
+    axes[0].set_title(f"Test split: one-step-ahead forecasts ({what})")
     axes[1].set_title("First two days of the test split")
     axes[1].set_xlabel("days into the test split")
     for ax in axes:

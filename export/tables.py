@@ -33,12 +33,19 @@ def metrics_table(card: dict[str, Any]) -> str:
     lines += [f"| {NAMES[n]} | {m[n]['mae']:.1f} | {m[n]['rmse']:.1f} |" for n in rows]
     best = rows[0]
     gain = [100 * (1 - m["model"]["mae"] / m[n]["mae"]) for n in SINGLE_SEASON]
-    lines += [
-        "",
+    sentence = (
         f"On MAE the model is {100 * (1 - m['model']['mae'] / m[best]['mae']):.0f} % better than the best "
         f"baseline ({NAMES[best]}) and {min(gain):.0f}–{max(gain):.0f} % better than the single-season "
-        "Holt-Winters forecasters.",
-    ]
+        "Holt-Winters forecasters."
+    )
+    if "mae_ci95" in m["model"]:  # 95% intervals, block bootstrap by day (export/intervals.py)
+        lo, hi = m["model"]["mae_ci95"]
+        vs = m["model"]["mae_minus_best_baseline"]
+        sentence += (
+            f" 95% intervals (a block bootstrap by day over the 14 test days): the model's MAE {lo:.1f}–{hi:.1f} MW; "
+            f"its difference with the best baseline {vs['mae']:+.1f} MW ({vs['ci95'][0]:+.1f} to {vs['ci95'][1]:+.1f})."
+        )
+    lines += ["", sentence]
     return "\n".join(lines)
 
 

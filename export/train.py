@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from export.analogues import DAILY_DECAY, WEEKLY_DECAY
 from export.baselines import NAMES as BASELINE_NAMES
 from export.data import (
     DEMAND_MAX_FACTOR,
@@ -82,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--daily-memory",
         type=float,
-        default=0.7,
+        default=DAILY_DECAY,
         metavar="DECAY",
         help="start layer 0 with a by-time-of-day memory of the half-hourly changes that forgets at this rate "
         "per day (0: no memory; needs --residual and --hour-encoding onehot)",
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--weekly-memory",
         type=float,
-        default=0.7,
+        default=WEEKLY_DECAY,
         metavar="DECAY",
         help="add a memory, by half hour of the week, of what the daily memory missed, that forgets at this rate "
         "per week (0: none; needs --daily-memory and --hidden >= 385)",
@@ -572,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     baselines = baseline_forecasts(series)
     actual = series.values[test_targets(series)]
     metrics.update({name: errors(actual, f) for name, f in baselines.items()})
+    from export import intervals
+
+    targets = test_targets(series)
+    metrics["model"].update(intervals.metrics(actual, forecast[targets - 1], baselines, series.steps_per_day))
     card_path = out_dir / "model.json"
     import json
 
@@ -600,12 +605,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_metrics(metrics: dict[str, dict[str, float]], out_dir: Path, unit: str) -> None:
+def _print_metrics(metrics: dict[str, dict[str, Any]], out_dir: Path, unit: str) -> None:
     print(f"wrote {out_dir}/model.onnx and model.json")
     u = f" ({unit})" if unit else ""
     print(f"{'test split':<28}{'MAE' + u:>12}{'RMSE' + u:>12}")
     for name, m in metrics.items():
         print(f"{name:<28}{m['mae']:>12.1f}{m['rmse']:>12.1f}")
+    m = metrics["model"]
+    lo, hi = m["mae_ci95"]
+    vs = m["mae_minus_best_baseline"]
+    print(f"model MAE 95% interval (block bootstrap by day): {lo:.1f} to {hi:.1f}{u}")
+    print(
+        f"model MAE minus {vs['baseline']}: {vs['mae']:+.1f}{u}, 95% interval {vs['ci95'][0]:+.1f} to {vs['ci95'][1]:+.1f}"
+    )
 
 
 if __name__ == "__main__":

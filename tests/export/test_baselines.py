@@ -84,3 +84,18 @@ def test_card_baselines_are_what_export_baselines_computes(series, default_model
     # Taylor's method is the strongest classical forecaster here, as in Taylor (2003)
     best = min(bl.NAMES, key=lambda name: m[name]["mae"])
     assert best.startswith("double_seasonal"), best
+    # the card's 95% intervals: recomputed from the model (onnxruntime) and these baselines
+    from export import intervals
+    from export.train import model_forecast
+
+    model = model_forecast(default_model_dir / "model.onnx", series)[targets - 1]
+    got = intervals.metrics(series.values[targets], model, forecasts, STEPS_PER_DAY)
+    want = m["model"]
+    assert got["mae_minus_best_baseline"]["baseline"] == want["mae_minus_best_baseline"]["baseline"] == best
+    # the same tolerance as the baselines': the difference carries the best baseline's spread
+    assert got["mae_ci95"] == pytest.approx(want["mae_ci95"], rel=1e-6)
+    assert got["mae_minus_best_baseline"]["ci95"] == pytest.approx(want["mae_minus_best_baseline"]["ci95"], rel=1e-6)
+    lo, hi = want["mae_ci95"]
+    assert lo < want["mae"] < hi
+    d_lo, d_hi = want["mae_minus_best_baseline"]["ci95"]
+    assert d_lo < want["mae_minus_best_baseline"]["mae"] < d_hi
