@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         # the drain above gave requests their time; past it uvicorn cuts what is left at once
         timeout_graceful_shutdown=STRAGGLER_CUT_S,
     )
-    grpc = GrpcServer(settings, dp, args.host, share_port=worker is not None) if settings.grpc_enabled else None
+    ring = app.state.key_ring
+    grpc = GrpcServer(settings, dp, args.host, ring, share_port=worker is not None) if settings.grpc_enabled else None
     server = DrainingServer(config, dp, app.state.lifecycle, settings.drain_timeout_s, settings.drain_quiet_s, grpc)
     if worker is None:
         server.run()

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import console, docs, errors, health, hot, repository, stream, v1, v2
-from service.api.auth import ApiKeyAuth, KeyRing, load_keys
+from service.api.auth import ApiKeyAuth, key_ring
 from service.api.middleware import AccessLog, BodyLimit, Lifecycle, RequestLog
 from service.config import DEFAULT_SESSION_TTL_S, Settings
 from service.core.dataplane import DataPlane
@@ -112,8 +112,8 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.include_router(console.build_router())
     table = hot.install(app, v1_routes, v2_routes)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    keys = load_keys(settings.api_keys, settings.api_key_file)
-    ring = KeyRing(keys) if keys else None
+    # the keys are read once, here: the HTTP check, the console and gRPC (python -m service) use this ring
+    app.state.key_ring = ring = key_ring(settings.api_keys, settings.api_key_file)
     if ring is not None:
         app.add_middleware(ApiKeyAuth, ring=ring, protect_health=settings.auth_health)
         app.add_middleware(console.BrowserKeyProtocol)  # outside the key check: browsers send the key as a subprotocol

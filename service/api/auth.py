@@ -18,7 +18,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-import orjson
+from service.api.responses import json_bytes
 
 OPEN_PATHS = ("/v2/health/", "/metrics")
 DOC_PATHS = ("/docs", "/openapi.json", "/redoc", "/console")  # pages that hold no data (not /v1/console)
@@ -83,6 +83,13 @@ class KeyRing:
         return self.match(token) if token else None
 
 
+def key_ring(keys: tuple[str, ...], key_file: Path | None) -> KeyRing | None:
+    """The ring of the configured keys (the setting's and the file's), read once at start-up;
+    None when there are none (auth off)."""
+    loaded = load_keys(keys, key_file)
+    return KeyRing(loaded) if loaded else None
+
+
 class ApiKeyAuth:
     def __init__(self, app: Any, ring: KeyRing, protect_health: bool) -> None:
         self.app = app
@@ -107,7 +114,7 @@ class ApiKeyAuth:
                 await send(accept)
                 await send({"type": "websocket.close", "code": 1008, "reason": "a valid API key is required"})
                 return
-            body = orjson.dumps({"error": NO_KEY})
+            body = json_bytes({"error": NO_KEY})
             await send(
                 {
                     "type": "http.response.start",

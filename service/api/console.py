@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from prometheus_client.metrics_core import Metric
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.auth import SUBPROTOCOL as PROTOCOL
-from service.api.auth import load_keys
 from service.api.responses import FastJSON
 from service.errors import ModelNotFound
-from service.metrics import merged
+from service.metrics import collected
 
 KEY_PREFIX = "bearer."
 MEDIA = {
@@ -45,14 +45,13 @@ MEDIA = {
 STATIC = (Path(__file__).parent.parent / "console").resolve()  # package data: ships in the wheel
 
 
-def histogram(registry: Any, name: str, **where: str) -> tuple[list[tuple[float, float]], float, float]:
+def histogram(fams: dict[str, Metric], name: str, **where: str) -> tuple[list[tuple[float, float]], float, float]:
     """A histogram's cumulative buckets ``[(le, count)]``, count and sum, summed over its
-    label sets (those matching ``where``)."""
+    label sets (those matching ``where``); ``fams``: :func:`service.metrics.collected`."""
     buckets: dict[float, float] = {}
     count = total = 0.0
-    for family in registry.collect():
-        if family.name != name:
-            continue
+    family = fams.get(name)
+    if family is not None:
         for s in family.samples:
             if any(s.labels.get(k) != v for k, v in where.items()):
                 continue
@@ -83,8 +82,8 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return prev_le
 
 
-def summary(registry: Any, name: str, **where: str) -> dict[str, float | None]:
-    buckets, count, total = histogram(registry, name, **where)
+def summary(fams: dict[str, Metric], name: str, **where: str) -> dict[str, float | None]:
+    buckets, count, total = histogram(fams, name, **where)
     return {
         "count": count,
         "mean": total / count if count else None,
@@ -94,11 +93,10 @@ def summary(registry: Any, name: str, **where: str) -> dict[str, float | None]:
     }
 
 
-def total(registry: Any, name: str) -> float:
+def total(fams: dict[str, Metric], name: str) -> float:
     """A counter's or gauge's value summed over its label sets."""
-    return sum(
-        s.value for f in registry.collect() if f.name == name for s in f.samples if s.name in (name, f"{name}_total")
-    )
+    family = fams.get(name)
+    return sum(s.value for s in family.samples if s.name in (name, f"{name}_total")) if family else 0.0
 
 
 def build_router() -> APIRouter:
@@ -122,8 +120,7 @@ def build_router() -> APIRouter:
     @r.get("/console/config")
     async def config(request: Request) -> FastJSON:
         """What the page needs before it has a key: whether it needs one."""
-        s = request.app.state.settings
-        return FastJSON({"auth": bool(load_keys(s.api_keys, s.api_key_file))})
+        return FastJSON({"auth": request.app.state.key_ring is not None})
 
     @r.get("/v1/console/stats")
     async def stats(request: Request) -> FastJSON:
@@ -131,7 +128,7 @@ def build_router() -> APIRouter:
         m = request.app.state.metrics
         with contextlib.suppress(Exception):  # an unreachable store must not break the page
             m.sessions_live.set(await dp.sessions.count())
-        reg = merged(m.registry)  # every worker's figures
+        reg = collected(m.registry)  # every worker's figures, read once
         return FastJSON(
             {
                 "time": time.time(),

@@ -7,10 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from service.api.hot import HotReply, as_response
-from service.api.responses import json_bytes
+from service.api.responses import FastJSON, json_bytes
 from service.errors import ServiceError, error_body
 
 log = logging.getLogger("service.api")
@@ -42,17 +42,17 @@ def install(app: FastAPI) -> None:
         return as_response(error_reply(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> FastJSON:
         errs = exc.errors()
         parts = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errs[:5]]
         more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
-        return JSONResponse({"error": "invalid request: " + "; ".join(parts) + more}, status_code=422)
+        return FastJSON({"error": "invalid request: " + "; ".join(parts) + more}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> FastJSON:
+        return FastJSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> FastJSON:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": INTERNAL}, status_code=500)
+        return FastJSON({"error": INTERNAL}, status_code=500)

@@ -6,8 +6,9 @@ import contextlib
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from service.api.responses import FastJSON
 from service.metrics import exposition
 
 
@@ -15,13 +16,13 @@ def build_router() -> APIRouter:
     r = APIRouter(tags=["health"])
 
     @r.get("/v2/health/live", summary="Liveness")
-    async def live() -> JSONResponse:
-        return JSONResponse({"live": True})
+    async def live() -> FastJSON:
+        return FastJSON({"live": True})
 
     @r.get("/v2/health/ready", summary="Readiness: models loaded, store reachable, not draining")
-    async def ready(request: Request) -> JSONResponse:
+    async def ready(request: Request) -> FastJSON:
         ok, reason = await request.app.state.dataplane.ready()
-        return JSONResponse({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
+        return FastJSON({"ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
     @r.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
 
 from service.api.decode import json_object, only_fields
 from service.api.hot import errors
+from service.api.responses import FastJSON
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
 
@@ -65,42 +65,42 @@ def build_router() -> APIRouter:
     r = APIRouter(prefix="/v2/repository", tags=["model repository"])
 
     @r.post("/index", summary="Model versions in the repository and their state", responses=errors(400, 401))
-    async def index(request: Request) -> JSONResponse:
+    async def index(request: Request) -> FastJSON:
         """Every model version in the repository or served: ``name``, ``version``, ``state``
         (``READY``, ``UNLOADING``, ``UNAVAILABLE``) and ``reason``. ``{"ready": true}`` lists
         only the ready ones."""
         body = _body(await request.body(), frozenset({"ready"}))
         ready = flag_param(body, "ready")
         dp: DataPlane = request.app.state.dataplane
-        return JSONResponse(dp.repository_index(ready))
+        return FastJSON(dp.repository_index(ready))
 
     @r.post(
         "/models/{model}/load",
         summary="Load a model's new versions (explicit mode)",
         responses=errors(400, 401),
     )
-    async def load(request: Request, model: str) -> JSONResponse:
+    async def load(request: Request, model: str) -> FastJSON:
         """Check, warm up and serve the versions of the model in the repository that are not
         served yet (or ``parameters.version`` only). A version that fails its checks is refused
         with 400 saying why, and the served versions keep serving."""
         params = _parameters(await request.body(), frozenset({"version"}))
         dp: DataPlane = request.app.state.dataplane
         loaded = await dp.load_model(model, version_param(params))
-        return JSONResponse({"name": model, "loaded": loaded, "versions": dp.models().get(model, [])})
+        return FastJSON({"name": model, "loaded": loaded, "versions": dp.models().get(model, [])})
 
     @r.post(
         "/models/{model}/unload",
         summary="Unload a model's versions (explicit mode)",
         responses=errors(400, 401, 404, 409),
     )
-    async def unload(request: Request, model: str) -> JSONResponse:
+    async def unload(request: Request, model: str) -> FastJSON:
         """Stop new work on the model's versions (or ``parameters.version`` only), finish the
         work in flight, and unload them. 409 while sessions live on one, unless
         ``parameters.unload_dependents`` is true: then those sessions end."""
         params = _parameters(await request.body(), frozenset({"version", "unload_dependents"}))
         dp: DataPlane = request.app.state.dataplane
         ended = await dp.unload_model(model, version_param(params), force=flag_param(params, "unload_dependents"))
-        return JSONResponse(
+        return FastJSON(
             {
                 "name": model,
                 "unloaded": list(ended),

@@ -34,13 +34,13 @@ import struct
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from service.api.auth import caller
 from service.api.decode import json_object, only_fields, optional_step, to_array
+from service.api.responses import json_bytes
 from service.core.dataplane import DataPlane
 from service.core.inputs import check_steps
 from service.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body
@@ -54,7 +54,7 @@ STEP = struct.Struct("<Q")
 
 
 def _text(body: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "websocket.send", "text": orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY).decode()}
+    return {"type": "websocket.send", "text": json_bytes(body).decode()}
 
 
 class _Stream:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse
 
 from service.api.hot import HotReply, HotRequest, errors, hot
 from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
+from service.api.responses import FastJSON
 from service.api.v2_codec import decode, encode
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
@@ -132,62 +132,62 @@ def build_router() -> APIRouter:
     r = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
     @r.get("", summary="Server metadata")
-    async def server_metadata() -> JSONResponse:
-        return JSONResponse(SERVER)
+    async def server_metadata() -> FastJSON:
+        return FastJSON(SERVER)
 
     # before /models/{model}: "stats" is not a model name here
     @r.get("/models/stats", summary="Statistics of every model version (statistics extension)", responses=errors(401))
-    async def all_stats(request: Request) -> JSONResponse:
-        return JSONResponse(statistics(request.app.state.dataplane, None, None))
+    async def all_stats(request: Request) -> FastJSON:
+        return FastJSON(statistics(request.app.state.dataplane, None, None))
 
     @r.get("/models/{model}", summary="Model metadata (latest version)", responses=errors(401, 404))
-    async def model_metadata_route(request: Request, model: str) -> JSONResponse:
-        return JSONResponse(metadata(request.app.state.dataplane, model, None))
+    async def model_metadata_route(request: Request, model: str) -> FastJSON:
+        return FastJSON(metadata(request.app.state.dataplane, model, None))
 
     @r.get("/models/{model}/versions/{version}", summary="Model version metadata", responses=errors(401, 404))
-    async def version_metadata(request: Request, model: str, version: str) -> JSONResponse:
-        return JSONResponse(metadata(request.app.state.dataplane, model, version))
+    async def version_metadata(request: Request, model: str, version: str) -> FastJSON:
+        return FastJSON(metadata(request.app.state.dataplane, model, version))
 
     @r.get(
         "/models/{model}/config",
         summary="Triton model configuration (model configuration extension)",
         responses=errors(401, 404),
     )
-    async def model_config_route(request: Request, model: str) -> JSONResponse:
-        return JSONResponse(config(request.app.state.dataplane, model, None))
+    async def model_config_route(request: Request, model: str) -> FastJSON:
+        return FastJSON(config(request.app.state.dataplane, model, None))
 
     @r.get(
         "/models/{model}/versions/{version}/config",
         summary="Triton model configuration of a version",
         responses=errors(401, 404),
     )
-    async def version_config(request: Request, model: str, version: str) -> JSONResponse:
-        return JSONResponse(config(request.app.state.dataplane, model, version))
+    async def version_config(request: Request, model: str, version: str) -> FastJSON:
+        return FastJSON(config(request.app.state.dataplane, model, version))
 
     @r.get("/models/{model}/stats", summary="Statistics of every version of a model", responses=errors(401, 404))
-    async def model_stats(request: Request, model: str) -> JSONResponse:
-        return JSONResponse(statistics(request.app.state.dataplane, model, None))
+    async def model_stats(request: Request, model: str) -> FastJSON:
+        return FastJSON(statistics(request.app.state.dataplane, model, None))
 
     @r.get(
         "/models/{model}/versions/{version}/stats", summary="Statistics of a model version", responses=errors(401, 404)
     )
-    async def version_stats(request: Request, model: str, version: str) -> JSONResponse:
-        return JSONResponse(statistics(request.app.state.dataplane, model, version))
+    async def version_stats(request: Request, model: str, version: str) -> FastJSON:
+        return FastJSON(statistics(request.app.state.dataplane, model, version))
 
-    async def _ready(request: Request, model: str, version: str | None) -> JSONResponse:
+    async def _ready(request: Request, model: str, version: str | None) -> FastJSON:
         dp = request.app.state.dataplane
         resolve(dp, model, version)  # 404 when unknown
         ok, reason = await dp.ready()
-        return JSONResponse({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
+        return FastJSON({"name": model, "ready": ok, "reason": reason}, status_code=200 if ok else 503)
 
     @r.get("/models/{model}/ready", summary="Model readiness", responses=errors(401, 404, 503))
-    async def model_ready(request: Request, model: str) -> JSONResponse:
+    async def model_ready(request: Request, model: str) -> FastJSON:
         return await _ready(request, model, None)
 
     @r.get(
         "/models/{model}/versions/{version}/ready", summary="Model version readiness", responses=errors(401, 404, 503)
     )
-    async def version_ready(request: Request, model: str, version: str) -> JSONResponse:
+    async def version_ready(request: Request, model: str, version: str) -> FastJSON:
         return await _ready(request, model, version)
 
     infer_doc: dict[str, Any] = {

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
-from service.api.auth import KeyRing, load_keys
+from service.api.auth import KeyRing
 from service.api.grpc.protos import service_pb2_grpc
 from service.api.grpc.servicer import SERVICE, Servicer
 from service.api.grpc.status import to_status
@@ -66,11 +66,13 @@ def address(host: str, port: int) -> str:
 
 
 class GrpcServer:
-    def __init__(self, settings: Settings, dp: DataPlane, host: str, share_port: bool = False) -> None:
-        """``share_port``: one of several worker processes on the port (SO_REUSEPORT, as their HTTP socket)."""
+    def __init__(
+        self, settings: Settings, dp: DataPlane, host: str, ring: KeyRing | None, share_port: bool = False
+    ) -> None:
+        """``ring``: the keys the HTTP front checks (None: auth off). ``share_port``: one of several
+        worker processes on the port (SO_REUSEPORT, as their HTTP socket)."""
         self.share_port = share_port
-        keys = load_keys(settings.api_keys, settings.api_key_file)
-        self.servicer = Servicer(dp, KeyRing(keys) if keys else None, settings.auth_health, settings.grpc_stream_window)
+        self.servicer = Servicer(dp, ring, settings.auth_health, settings.grpc_stream_window)
         self.health = Health(self.servicer)
         self.address = address(host, settings.grpc_port)
         self.max_message = settings.max_body_bytes
