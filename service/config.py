@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     model_control_mode: Literal["none", "explicit", "poll"] = "none"
     """How the set of served model versions may change after start-up, as Triton's
     ``--model-control-mode``. Every mode loads the whole repository at start. ``none``: it
-    never changes (load and unload requests are refused with 400). ``explicit``: only through
+    never changes (load and unload requests are refused with 409). ``explicit``: only through
     ``POST /v2/repository/models/{m}/load`` and ``/unload``. ``poll``: the server watches the
     repository every ``repository_poll_interval_s``, loads new versions and unloads removed
     ones (a removed version with live sessions stays until they end); load and unload

@@ -54,10 +54,16 @@ class SessionNotFound(ServiceError):
 
 
 class ModelControlError(ServiceError):
-    """A load or unload request that cannot be carried out (a broken version, a mode that
-    allows none); nothing was changed."""
+    """A load or unload request that cannot be carried out (a broken version); nothing was changed."""
 
     status = 400
+
+
+class ModelControlOff(ModelControlError):
+    """A load or unload request while the server's model control mode allows none: a conflict
+    with the server's configuration, not a fault of the request; nothing was changed."""
+
+    status = 409
 
 
 class ModelInUse(ServiceError):

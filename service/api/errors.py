@@ -36,6 +36,16 @@ def message_reply(status: int, message: str, *extra: tuple[bytes, bytes]) -> Hot
     return HotReply(json_bytes({"error": message}), status, ((b"content-type", b"application/json"), *extra))
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods of every route whose path matches ``path`` (a path may have one route per method)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        regex, own = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and own and regex.match(path):
+            methods |= own
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
@@ -50,7 +60,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> FastJSON:
-        return FastJSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # every method the path takes, not only the first route's
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request.app, request.url.path))}
+        return FastJSON({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> FastJSON:

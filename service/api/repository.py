@@ -77,12 +77,13 @@ def build_router() -> APIRouter:
     @r.post(
         "/models/{model}/load",
         summary="Load a model's new versions (explicit mode)",
-        responses=errors(400, 401),
+        responses=errors(400, 401, 404, 409),
     )
     async def load(request: Request, model: str) -> FastJSON:
         """Check, warm up and serve the versions of the model in the repository that are not
         served yet (or ``parameters.version`` only). A version that fails its checks is refused
-        with 400 saying why, and the served versions keep serving."""
+        with 400 saying why, and the served versions keep serving; 404 for a model (or version)
+        the repository does not hold; 409 unless the server runs in explicit model control mode."""
         params = _parameters(await request.body(), frozenset({"version"}))
         dp: DataPlane = request.app.state.dataplane
         loaded = await dp.load_model(model, version_param(params))
@@ -96,7 +97,8 @@ def build_router() -> APIRouter:
     async def unload(request: Request, model: str) -> FastJSON:
         """Stop new work on the model's versions (or ``parameters.version`` only), finish the
         work in flight, and unload them. 409 while sessions live on one, unless
-        ``parameters.unload_dependents`` is true: then those sessions end."""
+        ``parameters.unload_dependents`` is true: then those sessions end; 409 too unless the
+        server runs in explicit model control mode."""
         params = _parameters(await request.body(), frozenset({"version", "unload_dependents"}))
         dp: DataPlane = request.app.state.dataplane
         ended = await dp.unload_model(model, version_param(params), force=flag_param(params, "unload_dependents"))

@@ -13,6 +13,7 @@ from service.api.decode import json_object, only_fields, optional_step, to_array
 from service.api.hot import HotReply, HotRequest, errors, hot
 from service.api.responses import FastJSON, json_bytes
 from service.api.wire import (
+    CARD_NOTE,
     CreateSessionRequest,
     PredictRequest,
     PredictResponse,
@@ -103,7 +104,8 @@ def build_router() -> APIRouter:
         "response_model": PredictResponse,
         "responses": errors(400, 401, 404, 413, 415, 503, 504),
         "tags": ["predict"],
-        "description": "Run whole sequences from a given (or zero) state; returns every output and the final state.",
+        "description": "Run whole sequences from a given (or zero) state; returns every output and the final state. "
+        + CARD_NOTE,
     }
 
     async def _predict(req: HotRequest, version: str | None) -> HotReply:
@@ -151,9 +153,9 @@ def build_router() -> APIRouter:
         response_model=SessionInfo,
         summary="Create a session",
         responses=errors(400, 401, 404, 413, 429, 503),
+        description="Open a stream: the server keeps its state between steps. 429 when at capacity. " + CARD_NOTE,
     )
     async def create_session(dp: DP, who: Owner, body: CreateSessionRequest) -> FastJSON:
-        """Open a stream: the server keeps its (h, C) between steps. 429 when at capacity."""
         rec = await dp.sessions.create(
             body.model, body.version, optional_state(body.h0, "h0", 2), optional_state(body.c0, "c0", 2), owner=who
         )
@@ -166,9 +168,9 @@ def build_router() -> APIRouter:
         response_model=SessionInfo,
         summary="Import a snapshot",
         responses=errors(400, 401, 404, 409, 413, 429, 503),
+        description="Create a new session from a snapshot; 409 if the served model's checksum differs. " + CARD_NOTE,
     )
     async def import_session(dp: DP, who: Owner, body: Snapshot) -> FastJSON:
-        """Create a new session from a snapshot; 409 if the served model's checksum differs."""
         snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": optional_state(body.c, "c", 2)}
         rec = await dp.sessions.import_snapshot(snap, owner=who)
         return FastJSON(session_info(dp, rec), status_code=201)
@@ -191,6 +193,8 @@ def build_router() -> APIRouter:
         response_model=StepResponse,
         responses=errors(400, 401, 404, 409, 413, 415, 503, 504),
         tags=["sessions"],
+        description="Consume T time steps; returns T outputs and the new step. Ordered per session; a failed step "
+        "leaves the session unchanged. " + CARD_NOTE,
     )
     async def step(req: HotRequest) -> HotReply:
         """Consume T time steps; returns T outputs and the new step. Ordered per session; a failed

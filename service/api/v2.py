@@ -17,6 +17,7 @@ from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
 from service.api.responses import FastJSON
 from service.api.v2_codec import decode, encode
+from service.api.wire import CARD_NOTE
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
 from service.metrics import collected
@@ -28,9 +29,21 @@ _TENSOR = {
     "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 8},
         "datatype": {"type": "string", "enum": ["FP32"]},
-        "data": {"type": "array", "description": "row-major numbers, flat or nested"},
+        "data": {
+            "type": "array",
+            "description": "row-major numbers, flat or nested (rectangular, as the shape says)",
+            "items": {
+                "oneOf": [
+                    {"type": "number"},
+                    {
+                        "type": "array",
+                        "items": {"oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+                    },
+                ]
+            },
+        },
         "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
     },
 }
@@ -48,7 +61,7 @@ INFER_SCHEMA: dict[str, Any] = {
                 "binary_data_output": {"type": "boolean"},
             },
         },
-        "inputs": {"type": "array", "items": _TENSOR},
+        "inputs": {"type": "array", "items": _TENSOR, "minItems": 1},
         "outputs": {
             "type": "array",
             "items": {
@@ -195,13 +208,26 @@ def build_router() -> APIRouter:
         "responses": {200: {"description": "Outputs (JSON, or a JSON header and binary tensors)"}, **V2_ERRORS},
     }
 
-    @hot(r, "/models/{model}/infer", summary="Inference (JSON or binary tensors; sequences)", **infer_doc)
+    @hot(
+        r,
+        "/models/{model}/infer",
+        summary="Inference (JSON or binary tensors; sequences)",
+        description="Open Inference Protocol v2 inference on the latest version; sequences via the parameters "
+        "sequence_id, sequence_start, sequence_end. " + CARD_NOTE,
+        **infer_doc,
+    )
     async def infer_latest(req: HotRequest) -> HotReply:
         """Open Inference Protocol v2 inference on the latest version; sequences via the parameters
         ``sequence_id``, ``sequence_start``, ``sequence_end``."""
         return await infer(req, req.path_params["model"], None)
 
-    @hot(r, "/models/{model}/versions/{version}/infer", summary="Inference on a version", **infer_doc)
+    @hot(
+        r,
+        "/models/{model}/versions/{version}/infer",
+        summary="Inference on a version",
+        description="Open Inference Protocol v2 inference on a given version. " + CARD_NOTE,
+        **infer_doc,
+    )
     async def infer_version(req: HotRequest) -> HotReply:
         """Open Inference Protocol v2 inference on a given version."""
         return await infer(req, req.path_params["model"], req.path_params["version"])

@@ -93,7 +93,8 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         name = spec["name"]
         if name in inputs:
             raise InvalidInput(f"input {name!r} is given twice")
-        dtype = DTYPES.get(spec.get("datatype", ""))
+        datatype = spec.get("datatype", "")
+        dtype = DTYPES.get(datatype) if isinstance(datatype, str) else None
         if dtype is None:
             raise InvalidInput(f"input {name!r}: datatype {spec.get('datatype')!r} is not supported here")
         shape = check_shape(spec.get("shape"), name)

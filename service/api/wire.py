@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Step = list[Number]  # one time step: n_features numbers
+Step = Annotated[list[Number], Field(min_length=1)]  # one time step: n_features numbers
 Matrix = list[list[Number]]
+
+
+CARD_NOTE = (
+    "Beyond this schema, the tensors must fit the served model's card: its number of features, its layers "
+    "and hidden size, the state tensors of its cell (h and C for an LSTM, h alone for a GRU), its feature "
+    "ranges and grids; nested lists must be rectangular and a tensor's data must fill its shape. A body "
+    "that does not is refused with 400 naming what was expected."
+)
 
 
 class _Strict(BaseModel):
@@ -16,7 +24,7 @@ class _Strict(BaseModel):
 
 
 class PredictRequest(_Strict):
-    inputs: list[list[Step]] = Field(
+    inputs: Annotated[list[Annotated[list[Step], Field(min_length=1)]], Field(min_length=1)] = Field(
         description="Sequences to run from their initial state: [batch, seq, n_features], real units.",
         examples=[[[[30500.0, 8.0, 2.0], [31200.0, 8.5, 2.0]]]],
     )
@@ -52,7 +60,7 @@ class SessionInfo(BaseModel):
 
 
 class StepRequest(_Strict):
-    inputs: list[Step] = Field(
+    inputs: Annotated[list[Step], Field(min_length=1)] = Field(
         description="T >= 1 time steps, each n_features numbers in real units",
         examples=[[[30500.0, 8.0, 2.0]]],
     )
@@ -76,11 +84,13 @@ class StepResponse(BaseModel):
 
 
 class Snapshot(_Strict):
-    format: str = Field(description="lstm-session-snapshot/1")
+    format: Literal["lstm-session-snapshot/1"] = Field(description="what the body is: lstm-session-snapshot/1")
     model: str
     version: str
     sha256: str = Field(description="sha256 of the model.onnx the state belongs to")
-    step: int = Field(ge=0, lt=2**63, strict=True)
+    # below 2**53: every step a session can reach in practice, and exact as a JSON number
+    # in any client (a double), so a schema-valid step is never rounded on its way
+    step: int = Field(ge=0, lt=2**53, strict=True)
     h: Matrix = Field(description="[layers, hidden]")
     c: Matrix | None = Field(None, description="[layers, hidden]: the cell state of an LSTM; absent for a GRU")
 

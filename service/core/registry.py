@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from service.config import BatchingOverrides, Settings
 from service.core.model_worker import ModelWorker
-from service.errors import ModelControlError, ModelInUse, ModelLoadError, ModelNotFound, duration
+from service.errors import ModelControlError, ModelControlOff, ModelInUse, ModelLoadError, ModelNotFound, duration
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
 from service.runtime.repository import ModelCard, listing, read_card, scan, signature
@@ -195,7 +195,7 @@ class ModelRegistry:
     def _controlled(self, action: str) -> asyncio.Lock:
         mode = self.settings.model_control_mode
         if mode != "explicit":
-            raise ModelControlError(
+            raise ModelControlOff(
                 f"cannot {action} models: the server runs with model control mode {mode!r} "
                 "(LSTM_MODEL_CONTROL_MODE=explicit allows load and unload requests)"
             )
@@ -213,7 +213,7 @@ class ModelRegistry:
                 found = {v: p for v, p in found.items() if v == version}
             if not found:
                 what = f"version {version!r} of model {name!r}" if version else f"model {name!r}"
-                raise ModelControlError(f"{what} is not in the model repository {self.settings.model_repository}")
+                raise ModelNotFound(f"{what} is not in the model repository {self.settings.model_repository}")
             loaded, refused = [], []
             for v in sorted(found, key=int):
                 if v in self.workers.get(name, {}):

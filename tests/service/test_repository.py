@@ -264,7 +264,7 @@ async def test_poll_mode_follows_the_repository_directory(tmp_path: Path):
                 assert time.monotonic() < deadline, f"version 3 is {state}"
                 await asyncio.sleep(0.02)
             r = await c.post("/v2/repository/models/demand/load")
-            assert r.status_code == 400 and "model control mode 'poll'" in r.json()["error"]
+            assert r.status_code == 409 and "model control mode 'poll'" in r.json()["error"]
             shutil.rmtree(tmp_path / "demand" / "3")
             add_version(tmp_path, "demand", 3)
             await wait_for_index(
@@ -279,7 +279,7 @@ async def test_mode_none_lists_but_never_changes(default_model_dir):
         assert r.status_code == 200 and r.json()[0]["name"] == "demand"
         for action in ("load", "unload"):
             r = await c.post(f"/v2/repository/models/demand/{action}", json={})
-            assert r.status_code == 400, r.text
+            assert r.status_code == 409, r.text  # a conflict with the server's mode, not a bad request
             assert f"cannot {action} models: the server runs with model control mode 'none'" in r.json()["error"]
         r = await c.post("/v2/repository/models/demand/unload", json={"parameters": {"force": True}})
         assert r.status_code == 400 and "unknown parameter(s) ['force']" in r.json()["error"]
