@@ -35,7 +35,7 @@ def bounds_table() -> list[str]:
         ("elements of one tensor's shape", f"fixed: {MAX_DIM:,}, checked before allocating", "400"),
         ("time steps per request", setting("max_steps_per_request"), "400"),
         ("sequences per stateless predict", setting("max_sequences_per_request"), "400"),
-        ("snapshot `step`", "fixed: an integer, 0 to 2**63 - 1 (no float, no boolean)", "422 / 400"),
+        ("snapshot `step`", "fixed: an integer, 0 to 2**53 - 1 (no float, no boolean)", "400"),
         ("`parameters` of a request, input or output", "fixed: a JSON object", "400"),
         ("live sessions", setting("max_sessions"), "429"),
         ("live sessions per API key", setting("max_sessions_per_key"), "429"),

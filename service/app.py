@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     app.state.metrics = metrics
     app.state.dataplane = dp
     errors.install(app)
+    errors.one_status_for_bad_input(app)
     app.include_router(health.build_router())
     docs.install(app)
     v1_routes, v2_routes = v1.build_router(), v2.build_router()

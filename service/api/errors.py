@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.api.hot import HotReply, as_response
+from service.api.hot import ERROR_TEXT, HotReply, as_response
 from service.api.responses import FastJSON, json_bytes
 from service.errors import ServiceError, error_body
 
@@ -46,6 +47,32 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     return sorted(methods)
 
 
+def one_status_for_bad_input(app: FastAPI) -> None:
+    """The OpenAPI document as the server answers: FastAPI documents a 422 (its own validation
+    error) on every operation with parameters, where this service answers every bad request
+    with 400 and the ``{"error": ...}`` body; its validation schemas go too."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            for ops in spec.get("paths", {}).values():
+                for op in ops.values():
+                    responses = op.get("responses", {})
+                    if responses.pop("422", None) is not None and "requestBody" in op and "400" not in responses:
+                        responses["400"] = {
+                            "description": ERROR_TEXT[400],
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                        }
+            schemas = spec.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
@@ -56,7 +83,8 @@ def install(app: FastAPI) -> None:
         errs = exc.errors()
         parts = [f"{_where(tuple(e.get('loc', ())))}: {e.get('msg')}" for e in errs[:5]]
         more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
-        return FastJSON({"error": "invalid request: " + "; ".join(parts) + more}, status_code=422)
+        # 400, as every decoder's refusal: one status for a bad request on every route
+        return FastJSON({"error": "invalid request: " + "; ".join(parts) + more}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> FastJSON:

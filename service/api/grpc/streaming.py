@@ -33,7 +33,7 @@ import numpy as np
 from service.api.grpc.codec import _param, decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
-from service.api.inference import run_infer
+from service.api.inference import run_infer, sequence_id
 from service.api.v2_codec import InferReply, InferRequest
 from service.errors import ServiceError
 
@@ -46,12 +46,16 @@ Item = tuple[pb.ModelInferRequest, InferRequest | ServiceError]  # a request and
 
 
 def order_key(req: pb.ModelInferRequest) -> Hashable | None:
-    """Requests with the same key are answered in order; None: no order needed (stateless)."""
+    """Requests with the same key are answered in order; None: no order needed (stateless, or
+    an id the one parser refuses: that request gets its own error reply)."""
     p = req.parameters.get("sequence_id")
-    sid = _param(p) if p is not None else None
-    if sid in (None, 0, ""):
+    if p is None:
         return None
-    return (req.model_name, req.model_version, type(sid).__name__, sid)
+    try:
+        sid = sequence_id({"sequence_id": _param(p)}, max_chars=2**31)
+    except ServiceError:
+        return None
+    return None if sid is None else (req.model_name, req.model_version, type(sid).__name__, sid)
 
 
 class StreamCall:
