@@ -119,9 +119,7 @@ def analogues(series: Series, decay: float = DAILY_DECAY, weekly: float = WEEKLY
             series, lambda f: three_banks + by_week_slot(change - three_banks, f)
         ),
         # nothing fitted: what the daily memory missed, remembered by half hour of the week
-        "daily memory + weekly memory of what it missed": rolling_mae(
-            series, lambda f: one_bank + _weekly_memory(change - one_bank, weekly)
-        ),
+        "daily memory + weekly memory of what it missed": two_memories(series, decay, weekly),
     }
 
 

@@ -71,7 +71,7 @@ class Series:
     val_end: int  # targets with index in [train_end, val_end) validate; the rest test
     steps_per_day: int = STEPS_PER_DAY
     target: dict[str, str] | None = None  # the reading's name, unit, description (None: the demand's)
-    origin: dict[str, object] | None = None  # how to load it again: csv path, time, target, features
+    origin: dict[str, object] | None = None  # how to load it again: csv, time_column, target_column, feature_columns
     extras: tuple[str, ...] = ()  # the extra columns' names (a CSV's --features)
 
     @property
@@ -178,6 +178,12 @@ def feature_ranges(series: Series) -> list[dict[str, object]]:
     ]
 
 
+def hour_of_step(k: np.ndarray, steps_per_day: int) -> np.ndarray:
+    """The hour of day at the start of step ``k`` of the day, computed one way everywhere (the
+    data, the model's one-hot slots, the verifier's inputs) so that float32 values match exactly."""
+    return np.asarray(k) * (24 / steps_per_day)
+
+
 MIN_WEEKS = 7  # two warm the memories up, at least one trains, two validate, two test
 
 
@@ -246,7 +252,7 @@ def load_csv(path: Path, time_col: str, target_col: str, feature_cols: tuple[str
             "two test"
         )
     minutes = (t % 86_400) // 60
-    hour = (minutes // (step // 60)) * np.float64(24 / steps_per_day)
+    hour = hour_of_step(minutes // (step // 60), steps_per_day)
     dow = ((t // 86_400) + 3) % 7  # 1970-01-01 was a Thursday (3 with Monday = 0)
     vals = values.to_numpy(np.float64)
     name = Path(path).stem
@@ -264,11 +270,11 @@ def load_csv(path: Path, time_col: str, target_col: str, feature_cols: tuple[str
         val_end=n - 2 * week,
         steps_per_day=steps_per_day,
         target={"name": target_col, "unit": "", "description": f"{target_col} in this step"},
-        origin={
+        origin={  # as the card's dataset records them (export.heldout.series_of reads them back)
             "csv": str(Path(path).resolve()),
-            "time": time_col,
-            "target": target_col,
-            "features": list(feature_cols),
+            "time_column": time_col,
+            "target_column": target_col,
+            "feature_columns": list(feature_cols),
         },
         extras=tuple(feature_cols),
     )

@@ -24,19 +24,25 @@ from typing import Any
 
 import numpy as np
 
+from export import reference as ref
+
 
 class NotStacked(Exception):
     """The graph's recurrent nodes are not a plain forward stack this reference can recompute."""
 
 
 @dataclass
-class Layer:
-    op: str  # LSTM or GRU
-    W: np.ndarray  # [gates * H, in]
-    R: np.ndarray  # [gates * H, H]
-    Wb: np.ndarray  # [gates * H]
-    Rb: np.ndarray  # [gates * H]
+class Gru:
+    """One ONNX ``GRU`` node's weights, split by gate (z, r, h) once."""
+
+    W: tuple[np.ndarray, np.ndarray, np.ndarray]  # [H, in] each
+    R: tuple[np.ndarray, np.ndarray, np.ndarray]  # [H, H] each
+    Wb: tuple[np.ndarray, np.ndarray, np.ndarray]
+    Rb: tuple[np.ndarray, np.ndarray, np.ndarray]
     linear_before_reset: bool
+
+
+Layer = ref.LayerWeights | Gru  # an LSTM layer by gate name (export.reference), or a GRU layer
 
 
 def layers(model: Any) -> list[Layer]:
@@ -44,7 +50,7 @@ def layers(model: Any) -> list[Layer]:
     from onnx import helper, numpy_helper
 
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    out = []
+    out: list[Layer] = []
     for node in model.graph.node:
         if node.op_type not in ("LSTM", "GRU"):
             continue
@@ -59,15 +65,15 @@ def layers(model: Any) -> list[Layer]:
             raise NotStacked(f"node {node.name}: its weights are computed in the graph, not stored") from None
         gates_h = W.shape[0]
         B = inits[node.input[3]][0] if len(node.input) > 3 and node.input[3] else np.zeros(2 * gates_h, W.dtype)
-        lbr = bool(attrs.get("linear_before_reset", 0))
-        out.append(Layer(node.op_type, W.astype(np.float64), R.astype(np.float64), B[:gates_h], B[gates_h:], lbr))
+        if node.op_type == "LSTM":
+            out.append(ref.onnx_layer(W, R, B))
+            continue
+        wb, rb = np.split(np.asarray(B, np.float64), 2)
+        w, r, bw, br = (tuple(np.split(np.asarray(a, np.float64), 3)) for a in (W, R, wb, rb))
+        out.append(Gru(w, r, bw, br, bool(attrs.get("linear_before_reset", 0))))  # type: ignore[arg-type]
     if not out:
         raise NotStacked("the graph has no LSTM or GRU node")
     return out
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def run(stack: list[Layer], x: np.ndarray, state: list[np.ndarray]) -> list[np.ndarray]:
@@ -77,24 +83,20 @@ def run(stack: list[Layer], x: np.ndarray, state: list[np.ndarray]) -> list[np.n
     finals: list[list[np.ndarray]] = [[] for _ in state]
     for k, layer in enumerate(stack):
         h = np.asarray(state[0][k], np.float64)
-        c = np.asarray(state[1][k], np.float64) if layer.op == "LSTM" else None
+        c = np.asarray(state[1][k], np.float64) if isinstance(layer, ref.LayerWeights) else None
         outs = []
         for t in range(seq.shape[1]):
-            xw = seq[:, t] @ layer.W.T + layer.Wb
-            if layer.op == "LSTM":
-                i, o, f, g = np.split(xw + h @ layer.R.T + layer.Rb, 4, axis=1)
-                c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-                h = _sigmoid(o) * np.tanh(c)
+            if isinstance(layer, ref.LayerWeights):
+                assert c is not None
+                h, c = ref.cell(layer, seq[:, t], h, c)
             else:
-                xz, xr, xh = np.split(xw, 3, axis=1)
-                Rz, Rr, Rh = np.split(layer.R, 3, axis=0)
-                bz, br, bh = np.split(layer.Rb, 3)
-                z = _sigmoid(xz + h @ Rz.T + bz)
-                r = _sigmoid(xr + h @ Rr.T + br)
+                (Wz, Wr, Wh), (Rz, Rr, Rh), (wz, wr, wh), (bz, br, bh) = layer.W, layer.R, layer.Wb, layer.Rb
+                z = ref.sigmoid(seq[:, t] @ Wz.T + wz + h @ Rz.T + bz)
+                r = ref.sigmoid(seq[:, t] @ Wr.T + wr + h @ Rr.T + br)
                 if layer.linear_before_reset:
-                    cand = np.tanh(xh + r * (h @ Rh.T + bh))
+                    cand = np.tanh(seq[:, t] @ Wh.T + wh + r * (h @ Rh.T + bh))
                 else:
-                    cand = np.tanh(xh + (r * h) @ Rh.T + bh)
+                    cand = np.tanh(seq[:, t] @ Wh.T + wh + (r * h) @ Rh.T + bh)
                 h = (1.0 - z) * cand + z * h
             outs.append(h)
         seq = np.stack(outs, axis=1)

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from export.verify import TOL
+
 ROLES = ("x", "h0", "c0", "y", "hn", "cn")
 # per ONNX recurrent operator: its input ports (X, W, R, B, sequence_lens, initial_h[, initial_c])
 # and output ports (Y, Y_h[, Y_c]) that carry a role
@@ -43,7 +45,7 @@ PORTS = {
     "LSTM": ({0: "x", 5: "h0", 6: "c0"}, {0: "y", 1: "hn", 2: "cn"}),
     "GRU": ({0: "x", 5: "h0"}, {0: "y", 1: "hn"}),
 }
-TOLERANCE = 1e-5  # of the output's magnitude, as export.verify
+TOLERANCE = TOL  # of the output's magnitude, as export.verify
 
 
 class Refused(Exception):
@@ -179,8 +181,11 @@ def check_dynamic(graph: Any, names: dict[str, str]) -> tuple[int, int, int]:
     x, h0 = _dims(info[names["x"]]), _dims(info[names["h0"]])
     if len(x) != 3 or len(h0) != 3:
         raise Refused(f"x must have 3 dimensions and h0 3 ([layers, batch, hidden]); got {x} and {h0}")
-    static = [f"{names['x']} {x}" for _ in [0] if isinstance(x[0], int) or isinstance(x[1], int)]
-    static += [f"{names['h0']} {h0}" for _ in [0] if isinstance(h0[1], int)]
+    static = []
+    if isinstance(x[0], int) or isinstance(x[1], int):
+        static.append(f"{names['x']} {x}")
+    if isinstance(h0[1], int):
+        static.append(f"{names['h0']} {h0}")
     if static:
         raise Refused(
             f"static shapes ({'; '.join(static)}): export with dynamic batch and sequence axes "
@@ -230,18 +235,16 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:300] if text else type(e).__name__
 
 
-def decide_layout(model_bytes: bytes, op: str, names: dict[str, str], shape: tuple[int, int, int]) -> str:
+def decide_layout(run: Runner, shape: tuple[int, int, int]) -> str:
     """``batch`` or ``seq``: the one under which a batch of 2 sequences of 5 steps runs and
-    gives ``y`` as ``[2, 5, outputs]``."""
+    gives ``y`` as ``[2, 5, outputs]`` (tried on ``run``'s session, which either reads)."""
     layers, hidden, features = shape
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5, features)).astype(np.float32)
     for layout in ("batch", "seq"):
+        run.layout = layout
         try:
-            run = Runner(model_bytes, op, names, layout)
             y, (hn, *_) = run(x, run.zeros(layers, 2, hidden))
-        except Refused:
-            raise
         except Exception:
             continue
         if y.shape[:2] == (2, 5) and hn.shape == (layers, 2, hidden):
@@ -400,9 +403,8 @@ def import_model(
     op = decide_op(graph)
     names = decide_names(graph, op, mapped)
     layers, hidden, n_features = check_dynamic(graph, names)
-    source_bytes = model.SerializeToString()
-    chosen = layout or decide_layout(source_bytes, op, names, (layers, hidden, n_features))
-    run = Runner(source_bytes, op, names, chosen)
+    run = Runner(model.SerializeToString(), op, names, layout or "batch")
+    chosen = run.layout = layout or decide_layout(run, (layers, hidden, n_features))
     try:
         y, _ = run(np.zeros((1, 2, n_features), np.float32), run.zeros(layers, 1, hidden))
         if y.ndim != 3:
@@ -425,9 +427,10 @@ def import_model(
         staging = Path(tmp) / version
         staging.mkdir()
         onnx.save(out, str(staging / "model.onnx"))
-        digest = hashlib.sha256((staging / "model.onnx").read_bytes()).hexdigest()
+        written_bytes = (staging / "model.onnx").read_bytes()
+        digest = hashlib.sha256(written_bytes).hexdigest()
         # the written graph, run by its new names, gives what the source gives
-        written = Runner((staging / "model.onnx").read_bytes(), op, {r: r for r in ROLES}, "batch")
+        written = Runner(written_bytes, op, {r: r for r in ROLES}, "batch")
         check_same(run, written, (layers, hidden, n_features))
         (staging / "model.json").write_text(json.dumps(card(d, name, version, digest, src, feats), indent=2) + "\n")
         target.parent.mkdir(parents=True, exist_ok=True)

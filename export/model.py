@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from export.data import STEPS_PER_DAY, daily_units, weekly_units
+from export.data import STEPS_PER_DAY, daily_units, hour_of_step, weekly_units
 
 HOURS_PER_DAY = 24.0
 DAYS_PER_WEEK = 7.0
@@ -35,7 +35,7 @@ def hour_slots(steps_per_day: int) -> torch.Tensor:
     computed in float64 and rounded once, as :func:`export.data.load_csv` computes the data's."""
     import numpy as np
 
-    return torch.from_numpy((np.arange(steps_per_day) * (24 / steps_per_day)).astype(np.float32))
+    return torch.from_numpy(hour_of_step(np.arange(steps_per_day), steps_per_day).astype(np.float32))
 
 
 DAILY_UNITS = daily_units(STEPS_PER_DAY)  # of the default half-hourly model

@@ -172,20 +172,22 @@ def from_torch(state_dict: dict[str, np.ndarray], num_layers: int) -> ReferenceM
     )
 
 
+def onnx_layer(W: np.ndarray, R: np.ndarray, B: np.ndarray) -> LayerWeights:
+    """One ONNX ``LSTM`` node's weights (``W [4H, in]``, ``R [4H, H]``, ``B [8H]``: input, then
+    recurrent biases, gates in ONNX_ORDER) by gate name."""
+    wb, rb = np.split(np.asarray(B, np.float64), 2)
+    wbn, rbn = split_gates(wb, ONNX_ORDER), split_gates(rb, ONNX_ORDER)
+    return LayerWeights(
+        W=split_gates(W, ONNX_ORDER), U=split_gates(R, ONNX_ORDER), b={g: wbn[g] + rbn[g] for g in ONNX_ORDER}
+    )
+
+
 def from_onnx(initializers: dict[str, np.ndarray], num_layers: int) -> ReferenceModel:
     """Read the ONNX LSTM layout (see module docstring) from the graph's initializers."""
-    layers = []
-    for k in range(num_layers):
-        bias = np.asarray(initializers[f"lstm{k}.B"][0], np.float64)
-        wb, rb = np.split(bias, 2)
-        wbn, rbn = split_gates(wb, ONNX_ORDER), split_gates(rb, ONNX_ORDER)
-        layers.append(
-            LayerWeights(
-                W=split_gates(initializers[f"lstm{k}.W"][0], ONNX_ORDER),
-                U=split_gates(initializers[f"lstm{k}.R"][0], ONNX_ORDER),
-                b={g: wbn[g] + rbn[g] for g in ONNX_ORDER},
-            )
-        )
+    layers = [
+        onnx_layer(initializers[f"lstm{k}.W"][0], initializers[f"lstm{k}.R"][0], initializers[f"lstm{k}.B"][0])
+        for k in range(num_layers)
+    ]
     return ReferenceModel(
         layers=layers,
         head_w=np.asarray(initializers["head.W"], np.float64).T,

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from export.analogues import DAILY_DECAY, WEEKLY_DECAY
+from export.analogues import DAILY_DECAY, WARM_WEEKS, WEEKLY_DECAY
 from export.baselines import NAMES as BASELINE_NAMES
 from export.data import (
     DEMAND_MAX_FACTOR,
@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--warm-from",
         type=int,
-        default=2,
+        default=WARM_WEEKS,
         metavar="WEEKS",
         help="with --warm-windows, the first training window starts after this many weeks of the series",
     )
@@ -551,16 +551,7 @@ def main(argv: list[str] | None = None) -> int:
             "description": series.description,
             "length": series.n,
             "frequency": f"{series.frequency_minutes}min",
-            **(
-                {
-                    "csv": series.origin["csv"],
-                    "time_column": series.origin["time"],
-                    "target_column": series.origin["target"],
-                    "feature_columns": series.origin["features"],
-                }
-                if series.origin
-                else {}
-            ),
+            **(series.origin or {}),
             "split": series.split(),
             "split_note": "chronological; index ranges of target readings; scaling from train only",
         },

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from export import reference as ref
+from export.data import STEPS_PER_DAY, hour_of_step
 
 TOL = 1e-5
 BATCHES = (1, 7, 64)
@@ -63,18 +64,15 @@ class CheckResult:
 class Subject:
     """The model under test: its onnxruntime session, card and reference weights."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, card: dict[str, Any]) -> None:
         import onnx
         import onnxruntime as ort
 
         from export.onnx_graph import initializers
 
-        onnx_path, card_path = model_dir / "model.onnx", model_dir / "model.json"
-        for p in (onnx_path, card_path):
-            if not p.is_file():
-                raise VerifyError(f"{p} does not exist: is {model_dir} a model version directory?")
+        onnx_path = model_dir / "model.onnx"
+        self.card = card
         try:
-            self.card = json.loads(card_path.read_text())
             proto = onnx.load(str(onnx_path))
         except Exception as e:  # any unreadable file is the same error to the user
             raise VerifyError(f"cannot read the model in {model_dir}: {e}") from e
@@ -83,7 +81,7 @@ class Subject:
         self.ref = ref.from_onnx(initializers(proto), self.layers)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        self.sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
     def ort(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, lengths: np.ndarray | None = None):
         feeds = {"x": x, "h0": h0, "c0": c0}
@@ -112,11 +110,11 @@ def random_inputs(rng: np.random.Generator, batch: int, seq: int, sub: Subject):
     training mean (the graph's own scaling), the hour on the model's grid of steps, any day --
     and non-zero initial states."""
     layers, hidden, r = sub.layers, sub.hidden, sub.ref
-    steps_per_day = len(r.hour_slots) if r.hour_slots is not None else 48
+    steps_per_day = len(r.hour_slots) if r.hour_slots is not None else STEPS_PER_DAY
     x = np.stack(
         [
             rng.uniform(r.mean - 2 * r.std, r.mean + 2 * r.std, (batch, seq)),
-            rng.integers(0, steps_per_day, (batch, seq)) * (24 / steps_per_day),
+            hour_of_step(rng.integers(0, steps_per_day, (batch, seq)), steps_per_day),
             rng.integers(0, 7, (batch, seq)).astype(np.float64),
             *(
                 rng.uniform(m - 2 * s, m + 2 * s, (batch, seq))
@@ -229,35 +227,32 @@ class Imported:
 
     def __init__(self, model_dir: Path, card: dict[str, Any]) -> None:
         import onnx
-        import onnxruntime as ort
 
         from export import graph_reference
+        from export.lstm_import import ROLES, Runner
 
         self.card = card
         self.layers, self.hidden = int(card["num_layers"]), int(card["hidden_size"])
         self.features = int(card["n_features"])
-        self.states = ["h0", "c0"] if card.get("cell", "lstm") == "lstm" else ["h0"]
+        proto = onnx.load(str(model_dir / "model.onnx"))  # read once: the reference and the session
         try:
-            self.stack = graph_reference.layers(onnx.load(str(model_dir / "model.onnx")))
+            self.stack = graph_reference.layers(proto)
         except graph_reference.NotStacked as e:
             raise VerifyError(f"{model_dir}: the numpy reference cannot recompute this graph: {e}") from None
         if len(self.stack) != self.layers:
             raise VerifyError(
                 f"{model_dir}: {len(self.stack)} recurrent node(s) in the graph, the card says {self.layers}"
             )
-        self.sess = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-
-    def ort(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        y, *out = self.sess.run(
-            ["y", *(s[0] + "n" for s in self.states)], {"x": x, **dict(zip(self.states, state, strict=True))}
+        # the written graph carries the service's names and is batch-first: the importer's runner
+        self.ort = Runner(
+            proto.SerializeToString(), str(card.get("cell", "lstm")).upper(), {r: r for r in ROLES}, "batch"
         )
-        return y, out
 
     def inputs(self, rng: np.random.Generator, batch: int, seq: int) -> tuple[np.ndarray, list[np.ndarray]]:
         x = rng.standard_normal((batch, seq, self.features)).astype(np.float32)
         shape = (self.layers, batch, self.hidden)
         state = [rng.uniform(-0.9, 0.9, shape).astype(np.float32)]
-        if len(self.states) == 2:
+        if len(self.ort.ins) == 3:  # x, h0, c0: an LSTM's cell state too
             state.append(rng.normal(0, 1.5, shape).astype(np.float32))
         return x, state
 
@@ -319,7 +314,7 @@ def _card(model_dir: Path) -> dict[str, Any]:
             raise VerifyError(f"{p} does not exist: is {model_dir} a model version directory?")
     try:
         card = json.loads(path.read_text())
-    except ValueError as e:
+    except (OSError, ValueError) as e:  # any unreadable file is the same error to the user
         raise VerifyError(f"cannot read {path}: {e}") from e
     return card if isinstance(card, dict) else {}
 
@@ -328,7 +323,7 @@ def run_checks(model_dir: Path, seed: int = 0, checks: dict | None = None) -> li
     card = _card(model_dir)
     if "imported" in card and checks is None:
         return run_imported(model_dir, card, seed)
-    sub = Subject(model_dir)
+    sub = Subject(model_dir, card)
     rng = np.random.default_rng(seed)
     results = []
     for name, fn in (checks or CHECKS).items():

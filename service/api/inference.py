@@ -16,7 +16,7 @@ from typing import Any
 
 from service.api.decode import optional_step
 from service.api.model_config import split_view, view_name
-from service.api.v2_codec import InferReply, InferRequest
+from service.api.v2_codec import InferReply, InferRequest, short
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.runtime.repository import ModelCard
@@ -27,8 +27,7 @@ def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
     (a string id longer than ``max_chars`` included)."""
     sid = params.get("sequence_id", 0)
     if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
-        shown = repr(sid) if len(repr(sid)) <= 60 else repr(sid)[:57] + "..."
-        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {shown}")
+        raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {short(sid)}")
     if isinstance(sid, str) and len(sid) > max_chars:
         raise InvalidInput(
             f"parameter sequence_id is a string of {len(sid)} characters; at most {max_chars} are accepted "
@@ -92,7 +91,7 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
         params: dict[str, Any] = {"step": res.step, "replayed": True} if res.replayed else {"step": res.step}
         # the state stays on the server (Triton's implicit state): y only unless asked for
         outputs = {"y": res.outputs[None]}
-        if len(req.outputs or ()) > 1 or (req.outputs and req.outputs[0][0] != "y"):
+        if any(n != "y" for n, _ in req.outputs or ()):  # a state output asked for
             outputs |= {n: part[:, None] for n, part in zip(w.card.state_outputs, res.state, strict=True)}
     else:
         w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")

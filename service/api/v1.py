@@ -197,8 +197,6 @@ def build_router() -> APIRouter:
         "leaves the session unchanged. " + CARD_NOTE,
     )
     async def step(req: HotRequest) -> HotReply:
-        """Consume T time steps; returns T outputs and the new step. Ordered per session; a failed
-        step leaves the session unchanged."""
         body = json_object(req.body, req.header(b"content-type"))
         only_fields(body, STEP_FIELDS)
         if "inputs" not in body:

@@ -16,7 +16,7 @@ from service.api.hot import HotReply, HotRequest, errors, hot
 from service.api.inference import run_infer
 from service.api.model_config import model_config, model_metadata, split_view, view_name
 from service.api.responses import FastJSON
-from service.api.v2_codec import decode, encode
+from service.api.v2_codec import MAX_DIMS, decode, encode
 from service.api.wire import CARD_NOTE
 from service.core.dataplane import DataPlane
 from service.core.model_worker import ModelWorker
@@ -29,7 +29,7 @@ _TENSOR = {
     "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 8},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": MAX_DIMS},
         "datatype": {"type": "string", "enum": ["FP32"]},
         "data": {
             "type": "array",
@@ -217,8 +217,6 @@ def build_router() -> APIRouter:
         **infer_doc,
     )
     async def infer_latest(req: HotRequest) -> HotReply:
-        """Open Inference Protocol v2 inference on the latest version; sequences via the parameters
-        ``sequence_id``, ``sequence_start``, ``sequence_end``."""
         return await infer(req, req.path_params["model"], None)
 
     @hot(
@@ -229,7 +227,6 @@ def build_router() -> APIRouter:
         **infer_doc,
     )
     async def infer_version(req: HotRequest) -> HotReply:
-        """Open Inference Protocol v2 inference on a given version."""
         return await infer(req, req.path_params["model"], req.path_params["version"])
 
     return r

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from service.api.decode import flat_numbers, rectangular
+from service.api.responses import json_bytes
 from service.errors import InvalidInput
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
@@ -48,7 +49,7 @@ def check_shape(value: Any, name: str) -> list[int]:
     """A tensor's declared shape, checked before anything is allocated for it: a list of at most
     MAX_DIMS non-negative integers holding at most MAX_DIM elements. Both wire formats use it."""
     if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
-        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {_short(value)}")
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {short(value)}")
     if len(value) > MAX_DIMS:
         raise InvalidInput(f"input {name!r}: shape has {len(value)} dimensions; at most {MAX_DIMS} are accepted")
     if math.prod(d for d in value if d) > MAX_DIM:
@@ -56,7 +57,8 @@ def check_shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def _short(value: Any) -> str:
+def short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for a message."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -66,7 +68,7 @@ def _object(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InvalidInput(f"{what} must be an object, got {_short(value)}")
+        raise InvalidInput(f"{what} must be an object, got {short(value)}")
     return value
 
 
@@ -135,13 +137,13 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
             binary = _object(o.get("parameters"), f"output {o['name']!r}: parameters").get("binary_data", False)
             if not isinstance(binary, bool):
                 raise InvalidInput(
-                    f"output {o['name']!r}: parameter binary_data must be a boolean, got {_short(binary)}"
+                    f"output {o['name']!r}: parameter binary_data must be a boolean, got {short(binary)}"
                 )
             outputs.append((o["name"], binary))
     rid = req.get("id")
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
-        raise InvalidInput(f"parameter binary_data_output must be a boolean, got {_short(binary_output)}")
+        raise InvalidInput(f"parameter binary_data_output must be a boolean, got {short(binary_output)}")
     return InferRequest(
         id=str(rid) if rid is not None else None,
         inputs=inputs,
@@ -170,7 +172,7 @@ def encode(reply: InferReply, request: InferRequest) -> tuple[bytes, int | None]
         head["id"] = reply.id
     if reply.parameters:
         head["parameters"] = reply.parameters
-    header = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    header = json_bytes(head)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -44,16 +44,16 @@ class ModelCard:
     feature_steps: tuple[float | None, ...] = ()
     cell: str = "lstm"  # a key of CELL_STATES
 
-    @property
+    @cached_property
     def states(self) -> tuple[str, ...]:
         """The state's parts, in the order of the state array's first axis: ``h, c`` or ``h``."""
         return CELL_STATES[self.cell]
 
-    @property
+    @cached_property
     def state_inputs(self) -> tuple[str, ...]:
         return tuple(f"{s}0" for s in self.states)
 
-    @property
+    @cached_property
     def state_outputs(self) -> tuple[str, ...]:
         return tuple(f"{s}n" for s in self.states)
 
