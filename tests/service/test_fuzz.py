@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -35,7 +36,8 @@ def schemathesis(url: str, *args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     cmd = [exe, "run", url + "/openapi.json", "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful"]
     cmd += ["--max-examples", "20", "--seed", "1", "--generation-deterministic", "--no-color", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory() as cwd:  # st keeps a cache of crashes where it runs: not in the repository
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def selected(out: str) -> tuple[int, int]:
