@@ -9,7 +9,7 @@ PORT ?= 8000
 STATE_DIR ?= .state
 TEST_PROCS ?= 2
 
-.PHONY: setup setup-serve tools serve model verify console-png test test-workers lint format bench bench-full bench-peers clean image image-test compose-test image-cuda
+.PHONY: setup setup-serve tools serve model verify console-png test test-workers lint format bench bench-full bench-peers bench-layers clean image image-test compose-test image-cuda
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -100,6 +100,9 @@ bench-full: $(VENV)/.dev
 bench-peers: $(VENV)/.dev tools
 	bash bench/triton/setup.sh
 	$(PY) -m bench.peers
+
+bench-layers: $(VENV)/.dev
+	$(PY) -m bench.layers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import perf_analyzer
-from bench.run import loadgen_command, machine, run_loadgen
+from bench.run import loadgen_command, machine, put_section, run_loadgen
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as triton_check
 from bench.triton_peer import serve_triton
@@ -316,17 +316,15 @@ def section(data: dict[str, Any]) -> list[str]:
 
 def write_section(data: dict[str, Any], md: Path) -> None:
     """Replace the peer section of ``md`` (or add it after the targets) and keep the rest."""
-    text = md.read_text() if md.exists() else "# Benchmarks\n"
+    if not md.exists():
+        md.write_text("# Benchmarks\n")
+    text = md.read_text()
     block = "\n".join(section(data))
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    elif "\n## All points" in text:
+    if BEGIN not in text and "\n## All points" in text:
         head, rest = text.split("\n## All points", 1)
-        text = head + "\n" + block + "\n\n## All points" + rest
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    md.write_text(text)
+        md.write_text(head + "\n" + block + "\n\n## All points" + rest)
+        return
+    put_section(md, BEGIN, END, block)
 
 
 def main() -> None:

@@ -194,6 +194,18 @@ def run_all(full: bool) -> dict[str, Any]:
     }
 
 
+def put_section(md: Path, begin: str, end: str, block: str) -> None:
+    """Replace the text between the markers ``begin`` and ``end`` of ``md`` with ``block``
+    (markers included), or add ``block`` at the end; the rest of the file is kept."""
+    text = md.read_text() if md.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    md.write_text(text)
+
+
 def machine() -> str:
     cpu = next(
         (

@@ -1,0 +1,200 @@
+"""What each layer of a v2 sequence step costs, and what the lean design would cost: measured
+by taking layers away from the running server (``bench/layer_server.py``) under the same
+load, beside the minimal reference, in one interleaved run.
+
+``python -m bench.layers`` (``make bench-layers``) starts the minimal reference and the service
+four times -- answering at the HTTP protocol with fixed bytes, answering after the HTTP front
+with a fixed reply, the lean prototype, and as it is -- checks that the prototype and the
+service stream the same outputs as one offline onnxruntime run, then drives each with the
+load generator (v2 JSON sequence steps, one reading per request, 32 streams) in turn, round
+after round. Server CPU per request is split by thread: the event loop's thread (the
+process's main thread: HTTP, decoding, the data plane's Python) and the others (onnxruntime's
+worker thread). Writes ``docs/bench/layers.json`` and the layer section of
+``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.peers import load
+from bench.run import machine, put_section
+from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
+from bench.triton_peer import check as exactness
+from harness.procs import free_port, stop, wait_ready
+
+BEGIN, END = "<!-- layers:begin -->", "<!-- layers:end -->"
+SCENARIO, STREAMS = "v2-json", 32
+MINIMAL = "minimal reference"
+INLINE = {"LSTM_INLINE_COMPUTE_US": "1000000000"}  # every batch on the event loop
+# (name, layer_server argument, its environment, what it measures), in the order of the table
+SERVERS = (
+    ("protocol only", "protocol", {}, "uvicorn's HTTP protocol answers the infer route with fixed bytes"),
+    ("+ HTTP front", "front", {}, "keys, limits, request id, decode, encode, log, metrics; a fixed reply"),
+    ("+ lean data plane (prototype)", "lean", {}, "the front's work plus the lean design's step path"),
+    ("+ lean data plane, batches on the event loop", "lean-inline", {}, "the same, no worker thread"),
+    ("+ data plane (the service)", "full", {}, "the service as it is"),
+    (
+        "the service, batches on the event loop",
+        "full",
+        INLINE,
+        "the service with `LSTM_INLINE_COMPUTE_US` past every batch",
+    ),
+)
+
+
+@contextmanager
+def layer(name: str, extra: dict[str, str]) -> Iterator[Proc]:
+    port = free_port()
+    env = {**os.environ, "LSTM_LOG_LEVEL": "warning", "LSTM_GRPC_ENABLED": "false", **extra}
+    args = [sys.executable, "-m", "bench.layer_server", name, "--port", str(port)]
+    args += ["--model-repository", str(DEFAULT_MODEL_DIR.parent.parent)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = Proc(f"http://127.0.0.1:{port}", proc)
+    try:
+        wait_ready(proc, p.url + "/v2/health/ready", 60, lambda: proc.stderr.read().decode() if proc.stderr else "")
+        yield p
+    finally:
+        stop(proc)
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        out[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def measure(p: Proc, seconds: float, warmup: float) -> dict[str, Any]:
+    before = thread_cpu(p.proc.pid)
+    r = load(p, SCENARIO, STREAMS, seconds, warmup)
+    after = thread_cpu(p.proc.pid)
+    per_req = 1e6 / max(1e-9, r["steps_per_s"] * (seconds + warmup))  # µs per CPU second per request
+    main = (after.get(p.proc.pid, 0.0) - before.get(p.proc.pid, 0.0)) * per_req
+    total = sum(after.values()) - sum(before.get(t, 0.0) for t in after)
+    return {
+        "req_per_s": r["req_per_s"],
+        "p50_ms": r["p50_ms"],
+        "errors": r.get("errors", {}),
+        "cpu_us": total * per_req,
+        "loop_thread_cpu_us": main,
+        "other_threads_cpu_us": total * per_req - main,
+    }
+
+
+def run(seconds: float, warmup: float, rounds: int) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    with ExitStack() as stack:
+        procs = {MINIMAL: stack.enter_context(serve("minimal", DEFAULT_MODEL_DIR))}
+        for name, arg, env, _ in SERVERS:
+            procs[name] = stack.enter_context(layer(arg, env))
+        exact = {name: exactness(procs[name].url) for name, arg, _, _ in SERVERS if arg not in ("protocol", "front")}
+        for _ in range(rounds):
+            for name, p in procs.items():
+                r = measure(p, seconds, warmup)
+                runs.setdefault(name, []).append(r)
+                print(
+                    f"{name:30} {r['req_per_s']:8.0f} req/s  CPU {r['cpu_us']:4.0f} µs/req "
+                    f"(loop thread {r['loop_thread_cpu_us']:.0f}, others {r['other_threads_cpu_us']:.0f})",
+                    flush=True,
+                )
+    rows = []
+    for name, rs in runs.items():
+        best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
+        rows.append({"server": name, **best, "runs_req_per_s": [round(r["req_per_s"]) for r in rs]})
+    return {
+        "machine": machine(),
+        "seconds": seconds,
+        "warmup": warmup,
+        "rounds": rounds,
+        "exactness": exact,
+        "rows": rows,
+    }
+
+
+def section(data: dict[str, Any]) -> list[str]:
+    rows = {r["server"]: r for r in data["rows"]}
+    mini = rows[MINIMAL]
+    what = {name: text for name, _, _, text in SERVERS}
+    lines = [
+        BEGIN,
+        "## What each layer costs (`make bench-layers`)",
+        "",
+        f"`python -m bench.layers`: v2 JSON sequence steps, one reading per request, {STREAMS} streams; "
+        f"{data['rounds']} interleaved rounds of {data['seconds']:g} s after {data['warmup']:g} s of warm-up, the "
+        f"median round shown. Machine: {data['machine']}; the load generator shares the cores. The service is "
+        "started with layers of the step's path replaced (`bench/layer_server.py`), gRPC off. Server CPU per "
+        "request is split by thread: the event loop's (HTTP, decoding, the data plane's Python) and the others "
+        "(onnxruntime's worker thread).",
+        "",
+        "| server | what it does per request | req/s | × minimal | CPU µs / request | event loop thread | other threads |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in (MINIMAL, *what):
+        r = rows[name]
+        desc = what.get(name, "the least a Python process must do per step (`bench/minimal_server.py`)")
+        lines.append(
+            f"| {name} | {desc} | {r['req_per_s']:,.0f} | {r['req_per_s'] / mini['req_per_s']:.2f}× | "
+            f"{r['cpu_us']:.0f} | {r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
+        )
+    ex = ", ".join(f"{n}: {v:.2g}" for n, v in data["exactness"].items())
+    proto, front, lean, inline, full, full_inline = (rows[name] for name, *_ in SERVERS)
+    loop = {
+        k: r["loop_thread_cpu_us"] for k, r in (("protocol", proto), ("front", front), ("lean", lean), ("full", full))
+    }
+    lines += [
+        "",
+        f"Outputs streamed over 40 readings against one offline onnxruntime run, largest difference relative to "
+        f"the largest output: {ex}.",
+        "",
+        f"On the event loop's thread, from this run: the protocol's floor {loop['protocol']:.0f} µs per request, "
+        f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path "
+        f"{loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
+        f"more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
+        f"the lean prototype serves {lean['req_per_s'] / full['req_per_s']:.2f}× the requests at "
+        f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
+        f"{inline['req_per_s'] / full['req_per_s']:.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×; the service "
+        f"itself with its batches on the event loop {full_inline['req_per_s'] / full['req_per_s']:.2f}× at "
+        f"{full_inline['cpu_us'] / full['cpu_us']:.2f}×.",
+        END,
+    ]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__)
+    ap.add_argument("-d", "--seconds", type=float, default=4.0, help="measured seconds per run")
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the median is shown)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument("--render", action="store_true", help="write the section from the saved layers.json")
+    a = ap.parse_args()
+    saved = a.out / "bench" / "layers.json"
+    if a.render:
+        data = json.loads(saved.read_text())
+    else:
+        t0 = time.time()
+        data = run(a.seconds, a.warmup, a.rounds)
+        data["wall_s"] = round(time.time() - t0, 1)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(data, indent=1))
+    put_section(a.out / "performance.md", BEGIN, END, "\n".join(section(data)))
+    print(f"wrote {a.out / 'performance.md'} (layers) from {saved}")
+
+
+if __name__ == "__main__":
+    main()
