@@ -179,3 +179,56 @@ class Attempts:
     def give_up(self) -> ServingError:
         assert self.last is not None
         return self.last
+
+
+class Call:
+    """One call's retry state machine, the one the sync and async clients share over HTTP and
+    WebSocket: the transport makes each try and tells the machine how it went; the machine
+    says how long to wait before the next try, or raises.
+
+    - :meth:`begin` names the replica to try (``Endpoints.current``).
+    - :meth:`unreachable`: the try did not get a reply (network error, dropped connection):
+      the next replica, at once while there is one not tried yet, else after a backoff.
+    - :meth:`refused`: an error reply. 503 (overloaded, draining, store unreachable) moves to
+      the next replica, 504 retries where it is, both after ``Retry-After`` or a backoff; any
+      other error raises at once -- except a 409 this client's own retry caused (the first try
+      was applied, its reply lost): the same request is sent once more at once, and the server
+      answers it from the stored reply. ``moved`` tells a WebSocket to drop its connection.
+
+    Raises the last error once ``RetryPolicy`` bounds the call (attempts or time).
+    """
+
+    def __init__(self, policy: RetryPolicy, endpoints: Endpoints, advance: int = 0) -> None:
+        self.endpoints = endpoints
+        self.advance = advance  # the steps a step request adds (0: not a step)
+        self.attempts = Attempts(policy, len(endpoints.urls))
+        self.base = endpoints.current
+        self.resent = self.disambiguated = self.moved = False
+
+    def begin(self) -> str:
+        self.base = self.endpoints.current
+        self.moved = False
+        return self.base
+
+    def unreachable(self, err: ServingError) -> float:
+        self.endpoints.advance(self.base)
+        self.moved = True
+        return self._wait(err, None)
+
+    def refused(self, err: ServingError, retry_after: float | None = None) -> float:
+        if not self.disambiguated and own_retry_conflict(err, self.advance, self.resent):
+            self.disambiguated = True
+            return 0.0
+        if err.status not in RETRIED_STATUSES:
+            raise err
+        self.moved = err.status == 503
+        if self.moved:
+            self.endpoints.advance(self.base)
+        return self._wait(err, retry_after)
+
+    def _wait(self, err: ServingError, retry_after: float | None) -> float:
+        wait = self.attempts.next_wait(err, retry_after, self.moved)
+        if wait is None:
+            raise self.attempts.give_up()
+        self.resent = True
+        return wait

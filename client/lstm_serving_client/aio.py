@@ -15,8 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from lstm_serving_client._common import (
     DEFAULT_TIMEOUT_S,
-    RETRIED_STATUSES,
-    Attempts,
+    Call,
     Endpoints,
     Prediction,
     RetryPolicy,
@@ -25,7 +24,6 @@ from lstm_serving_client._common import (
     as_rows,
     error_body,
     headers,
-    own_retry_conflict,
     retry_after,
     step_outputs,
     ws_error,
@@ -72,33 +70,20 @@ class AsyncClient:
         resendable: bool = True,
     ) -> Any:
         """One call with retries; see ``Client.request``."""
-        tries = Attempts(self.retry, len(self.endpoints.urls))
-        resent = disambiguated = False
+        call = Call(self.retry, self.endpoints, advance)
         while True:
-            base = self.endpoints.current
+            base = call.begin()
             try:
                 r = await self._http.request(method, base + path, json=body)
             except httpx.TransportError as e:
                 if not resendable and not isinstance(e, httpx.ConnectError):
                     raise ConnectionFailed(f"{method} {path}: {e!r}; not resent: it may have been applied") from e
-                self.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: {type(e).__name__}: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: {type(e).__name__}: {e}"))
             else:
                 if r.status_code < 300:
                     return r.json() if r.content else None
                 err = error_for(r.status_code, error_body(r.text), session=session, expected_step=expected_step)
-                if not disambiguated and own_retry_conflict(err, advance, resent):
-                    disambiguated = True
-                    continue
-                if r.status_code not in RETRIED_STATUSES:
-                    raise err
-                moved = r.status_code == 503
-                if moved:
-                    self.endpoints.advance(base)
-                wait = tries.next_wait(err, retry_after(r.headers), moved)
-            if wait is None:
-                raise tries.give_up()
-            resent = True
+                wait = call.refused(err, retry_after(r.headers))
             await asyncio.sleep(wait)
 
     async def models(self) -> list[dict[str, Any]]:
@@ -286,10 +271,9 @@ class AsyncSession:
         expected = self.step_count
         message = json.dumps({"inputs": rows, "expected_step": expected, "id": expected})
         c = self.client
-        tries = Attempts(c.retry, len(c.endpoints.urls))
-        resent = disambiguated = False
+        call = Call(c.retry, c.endpoints, len(rows))
         while True:
-            base = c.endpoints.current
+            base = call.begin()
             try:
                 if self._ws is None:
                     self._ws = await self._connect()
@@ -299,32 +283,19 @@ class AsyncSession:
                 self._ws = None
                 if e.response.status_code in (401, 403):
                     raise Unauthorized("a valid API key is required", e.response.status_code) from e
-                c.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: WebSocket handshake: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: WebSocket handshake: {e}"))
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as e:
                 await self._close_ws()
                 if isinstance(e, ConnectionClosed) and e.rcvd is not None and e.rcvd.code == 1008:
                     raise Unauthorized(e.rcvd.reason or "a valid API key is required") from e
-                c.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: WebSocket: {type(e).__name__}: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: WebSocket: {type(e).__name__}: {e}"))
             else:
                 if "error" not in reply:
                     outputs = step_outputs(reply, expected, len(rows))
                     self.step_count = expected + len(rows)
                     self.replayed = bool(reply.get("replayed"))
                     return outputs
-                err = ws_error(reply, expected)
-                if not disambiguated and own_retry_conflict(err, len(rows), resent):
-                    disambiguated = True
-                    continue
-                if err.status not in RETRIED_STATUSES:
-                    raise err
-                moved = err.status == 503
-                if moved:
+                wait = call.refused(ws_error(reply, expected))
+                if call.moved:  # draining: the server closes this socket (1012)
                     await self._close_ws()
-                    c.endpoints.advance(base)
-                wait = tries.next_wait(err, None, moved)
-            if wait is None:
-                raise tries.give_up()
-            resent = True
             await asyncio.sleep(wait)

@@ -16,8 +16,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from lstm_serving_client._common import (
     DEFAULT_TIMEOUT_S,
-    RETRIED_STATUSES,
-    Attempts,
+    Call,
     Endpoints,
     Prediction,
     RetryPolicy,
@@ -26,7 +25,6 @@ from lstm_serving_client._common import (
     as_rows,
     error_body,
     headers,
-    own_retry_conflict,
     retry_after,
     step_outputs,
     ws_error,
@@ -82,33 +80,20 @@ class Client:
         """One call with retries: network errors, 503 (after ``Retry-After``, on the next replica)
         and 504 are retried within ``self.retry``; other errors raise at once. ``resendable=False``
         (a request that is not idempotent) retries only what surely did not reach the server."""
-        tries = Attempts(self.retry, len(self.endpoints.urls))
-        resent = disambiguated = False
+        call = Call(self.retry, self.endpoints, advance)
         while True:
-            base = self.endpoints.current
+            base = call.begin()
             try:
                 r = self._http.request(method, base + path, json=body)
             except httpx.TransportError as e:
                 if not resendable and not isinstance(e, httpx.ConnectError):
                     raise ConnectionFailed(f"{method} {path}: {e!r}; not resent: it may have been applied") from e
-                self.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: {type(e).__name__}: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: {type(e).__name__}: {e}"))
             else:
                 if r.status_code < 300:
                     return r.json() if r.content else None
                 err = error_for(r.status_code, error_body(r.text), session=session, expected_step=expected_step)
-                if not disambiguated and own_retry_conflict(err, advance, resent):
-                    disambiguated = True
-                    continue
-                if r.status_code not in RETRIED_STATUSES:
-                    raise err
-                moved = r.status_code == 503
-                if moved:
-                    self.endpoints.advance(base)
-                wait = tries.next_wait(err, retry_after(r.headers), moved)
-            if wait is None:
-                raise tries.give_up()
-            resent = True
+                wait = call.refused(err, retry_after(r.headers))
             time.sleep(wait)
 
     def models(self) -> list[dict[str, Any]]:
@@ -298,10 +283,9 @@ class Session:
         expected = self.step_count
         message = json.dumps({"inputs": rows, "expected_step": expected, "id": expected})
         c = self.client
-        tries = Attempts(c.retry, len(c.endpoints.urls))
-        resent = disambiguated = False
+        call = Call(c.retry, c.endpoints, len(rows))
         while True:
-            base = c.endpoints.current
+            base = call.begin()
             try:
                 if self._ws is None:
                     self._ws = self._connect()
@@ -311,32 +295,19 @@ class Session:
                 self._ws = None
                 if e.response.status_code in (401, 403):
                     raise Unauthorized("a valid API key is required", e.response.status_code) from e
-                c.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: WebSocket handshake: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: WebSocket handshake: {e}"))
             except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as e:
                 self._close_ws()
                 if isinstance(e, ConnectionClosed) and e.rcvd is not None and e.rcvd.code == 1008:
                     raise Unauthorized(e.rcvd.reason or "a valid API key is required") from e
-                c.endpoints.advance(base)
-                wait = tries.next_wait(ConnectionFailed(f"{base}: WebSocket: {type(e).__name__}: {e}"), None, True)
+                wait = call.unreachable(ConnectionFailed(f"{base}: WebSocket: {type(e).__name__}: {e}"))
             else:
                 if "error" not in reply:
                     outputs = step_outputs(reply, expected, len(rows))
                     self.step_count = expected + len(rows)
                     self.replayed = bool(reply.get("replayed"))
                     return outputs
-                err = ws_error(reply, expected)
-                if not disambiguated and own_retry_conflict(err, len(rows), resent):
-                    disambiguated = True
-                    continue
-                if err.status not in RETRIED_STATUSES:
-                    raise err
-                moved = err.status == 503  # draining: the server closes this socket (1012)
-                if moved:
+                wait = call.refused(ws_error(reply, expected))
+                if call.moved:  # draining: the server closes this socket (1012)
                     self._close_ws()
-                    c.endpoints.advance(base)
-                wait = tries.next_wait(err, None, moved)
-            if wait is None:
-                raise tries.give_up()
-            resent = True
             time.sleep(wait)

@@ -7,6 +7,7 @@ import pytest
 
 from lstm_serving_client import (
     CapacityExceeded,
+    ConnectionFailed,
     DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
@@ -20,7 +21,15 @@ from lstm_serving_client import (
     StepConflict,
     Unauthorized,
 )
-from lstm_serving_client._common import Attempts, Endpoints, as_rows, own_retry_conflict, retry_after, step_outputs
+from lstm_serving_client._common import (
+    Attempts,
+    Call,
+    Endpoints,
+    as_rows,
+    own_retry_conflict,
+    retry_after,
+    step_outputs,
+)
 from lstm_serving_client.errors import error_for
 
 
@@ -52,6 +61,30 @@ def test_attempts_stop_at_the_bound_and_try_the_next_replica_at_once():
     assert tries.next_wait(err, None, moved=False) is None
     assert tries.give_up() is err
     assert Attempts(RetryPolicy(deadline_s=0.5), 1).next_wait(err, 1.0, moved=False) is None
+
+
+def test_one_call_state_machine_for_every_transport():
+    """What the sync and async clients, over HTTP and WebSocket, do after each try."""
+    e = Endpoints(["http://a", "http://b"])
+    call = Call(RetryPolicy(attempts=5, backoff_s=0.01, max_backoff_s=0.01), e, advance=2)
+    assert call.begin() == "http://a"
+    assert call.unreachable(ConnectionFailed("a: refused")) == 0.0 and call.moved  # the next replica, at once
+    assert call.begin() == "http://b" and not call.moved
+    assert call.refused(Overloaded("draining", 503), 7.0) == 7.0 and call.moved  # both tried: Retry-After
+    assert call.begin() == "http://a"
+    assert 0 <= call.refused(DeadlineExceeded("late", 504)) <= 0.01 and not call.moved  # 504: same replica
+    assert call.begin() == "http://a"
+    # this call's own retry raced its first try, which was applied: sent again at once, once, uncounted
+    own = StepConflict("expected 3, at 5", current_step=5, expected_step=3)
+    assert call.refused(own) == 0.0 and not call.moved
+    with pytest.raises(StepConflict):
+        call.refused(own)  # a second time it is someone else's step
+    with pytest.raises(InvalidInput):
+        Call(RetryPolicy(), e).refused(InvalidInput("bad", 400))  # not retried
+    last = Call(RetryPolicy(attempts=2), e)
+    assert last.unreachable(ConnectionFailed("down")) == 0.0
+    with pytest.raises(ConnectionFailed, match="again"):
+        last.unreachable(ConnectionFailed("down again"))  # the bound: the last error
 
 
 def test_endpoints_rotate_once_per_failure():
