@@ -21,8 +21,9 @@ Error (always a text frame; ``current_step`` only on 409):
 
 Replies come in the order messages were sent. A reader task puts messages into a bounded queue (64); when it
 is full the reader waits, the server stops reading the socket and TCP pushes back on the client. A worker task
-runs the messages in order; valid binary frames already queued behind each other run as one longer step (exact:
-the outputs do not depend on the chunking), and each still gets its own reply. On disconnect a step already running completes and queued messages are dropped;
+runs the messages in order; plain binary frames already queued behind each other run as one longer step
+(``service.core.coalesce``, the rule gRPC streams follow too: exact, since the outputs do not depend on the
+chunking), and each still gets its own reply. On disconnect a step already running completes and queued messages are dropped;
 the session lives on until its TTL or a DELETE.
 """
 
@@ -41,8 +42,8 @@ from starlette.websockets import WebSocketDisconnect
 from service.api.auth import caller
 from service.api.decode import json_object, only_fields, optional_step, to_array
 from service.api.responses import json_bytes
+from service.core.coalesce import Part, Run, plain
 from service.core.dataplane import DataPlane
-from service.core.inputs import check_steps
 from service.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body
 
 log = logging.getLogger("service.stream")
@@ -93,23 +94,21 @@ class _Stream:
             self.queue.put_nowait(None)
 
     async def _work(self) -> None:
-        held: Message | None = None
+        held: list[Message | None] = []  # a message taken from the queue that did not join a run
         while True:
-            msg = held if held is not None else await self.queue.get()
-            held = None
+            msg = held.pop() if held else await self.queue.get()
             if msg is None:
                 return
-            frames = [x] if (x := self._valid_frame(msg)) is not None else []
-            # binary steps already waiting behind this one run together as one longer step:
-            # exact (any chunking of a stream gives the same outputs) and much cheaper
-            while frames and not self.queue.empty() and sum(len(f) for f in frames) < self._max_steps:
+            run = self._run(msg)
+            # plain binary steps already waiting behind this one run together as one longer
+            # step (service.core.coalesce): exact, and much cheaper
+            while run is not None and not self.queue.empty():
                 nxt = self.queue.get_nowait()
-                if nxt is not None and (y := self._valid_frame(nxt)) is not None:
-                    frames.append(y)
-                else:
-                    held = nxt
+                part = self._part(nxt) if nxt is not None else None
+                if part is None or not run.add(part):
+                    held.append(nxt)
                     break
-            replies, close = await (self._answer_frames(frames) if frames else self._answer(msg))
+            replies, close = await (self._answer_run(run) if run is not None else self._answer(msg))
             try:
                 for reply in replies if isinstance(replies, list) else [replies]:
                     await self.ws.send(reply)
@@ -119,41 +118,40 @@ class _Stream:
             except (WebSocketDisconnect, RuntimeError):  # the client went away
                 return
 
-    def _valid_frame(self, msg: Message) -> np.ndarray | None:
-        """A binary frame's steps when they can run as they are; None leaves it to _answer."""
+    def _part(self, msg: Message) -> Part | None:
+        """A binary frame's steps when they are a plain step; None leaves it to _answer."""
         data = msg.get("bytes")
         if data is None or self.session_id is None or not data or len(data) > self.dp.settings.max_body_bytes:
             return None
         try:
-            f = self.dp.sessions.card(self.session_id).n_features
+            card = self.dp.sessions.card(self.session_id)
         except ServiceError:
             return None
-        if len(data) % (4 * f):
+        if len(data) % (4 * card.n_features):
             return None
-        x = np.frombuffer(data, "<f4").reshape(-1, f)
-        return x if len(x) <= self._max_steps and not _check(self.dp, self.session_id, x) else None
+        x = np.frombuffer(data, "<f4").reshape(-1, card.n_features)
+        return Part(x) if plain(card, x, self.dp.settings.max_steps_per_request) else None
 
-    @property
-    def _max_steps(self) -> int:
-        return self.dp.settings.max_steps_per_request
+    def _run(self, msg: Message) -> Run | None:
+        part = self._part(msg)
+        if part is None:
+            return None
+        run = Run(self.dp.settings.max_steps_per_request)
+        run.add(part)
+        return run
 
-    async def _answer_frames(self, frames: list[np.ndarray]) -> tuple[list[dict[str, Any]], bool]:
-        """One step over several valid binary frames; a reply per frame, or the same error for each."""
+    async def _answer_run(self, run: Run) -> tuple[list[dict[str, Any]], bool]:
+        """One step over a run of plain binary frames; a reply per frame, or the same error for each."""
         assert self.session_id is not None
         try:
-            res = await self.dp.sessions.step(
-                self.session_id, np.concatenate(frames) if len(frames) > 1 else frames[0], None, self.owner
-            )
+            res = await self.dp.sessions.step(self.session_id, run.x, None, self.owner)
         except ServiceError as e:
             err = _text({"id": None, "session_id": self.session_id, **error_body(e), "status": e.status})
-            return [err] * len(frames), isinstance(e, NotReady)
-        replies, t = [], 0
-        step0 = res.step - len(res.outputs)
-        for x in frames:
-            out = np.ascontiguousarray(res.outputs[t : t + len(x)], "<f4").tobytes()
-            t += len(x)
-            replies.append({"type": "websocket.send", "bytes": STEP.pack(step0 + t) + out})
-        return replies, False
+            return [err] * len(run.parts), isinstance(e, NotReady)
+        return [
+            {"type": "websocket.send", "bytes": STEP.pack(step) + np.ascontiguousarray(out, "<f4").tobytes()}
+            for out, step in run.split(res.outputs, res.step)
+        ], False
 
     async def _answer(self, msg: Message) -> tuple[dict[str, Any], bool]:
         """The reply frame, and whether to close the socket after it."""
@@ -212,15 +210,6 @@ class _Stream:
                 "replayed": res.replayed,
             }
         )
-
-
-def _check(dp: DataPlane, session_id: str, x: np.ndarray) -> ServiceError | None:
-    """The error a binary frame's steps would get from the data plane's checks, if any."""
-    try:
-        check_steps(dp.sessions.card(session_id), x, "inputs", dp.settings.max_steps_per_request)
-    except ServiceError as e:
-        return e
-    return None
 
 
 def build_router() -> APIRouter:

@@ -209,6 +209,40 @@ def test_a_bad_request_mid_stream_gets_an_error_and_the_stream_and_state_go_on(s
     client.close()
 
 
+def test_queued_plain_steps_run_together_and_a_refused_one_fails_alone(server, offline: Offline):
+    """One sequence's requests sent at once queue up and run as longer steps (the rule WebSocket
+    frames follow too, service/core/coalesce.py); a request the model's card refuses (an hour
+    off the half-hour grid) is answered alone with its error, and fails none of the requests it
+    would have run with."""
+    x = random_steps(np.random.default_rng(8), 40)
+    bad = x[:1].copy()
+    bad[0, 1] += 0.25  # hour of day off the model's half-hour grid
+    client = grpcclient.InferenceServerClient(server.grpc)
+    stream = Stream(client)
+    before = httpx.get(server.url + "/metrics").text
+    for t in range(40):
+        client.async_stream_infer(
+            "demand", [x_input(x[None, t : t + 1])], request_id=str(t), sequence_id=78, sequence_start=t == 0
+        )
+        if t == 20:
+            client.async_stream_infer("demand", [x_input(bad[None])], request_id="bad", sequence_id=78)
+    got = [stream.get() for _ in range(41)]
+    after = httpx.get(server.url + "/metrics").text
+    client.stop_stream()
+    client.close()
+    errors = [(r, e) for r, e in got if e is not None]
+    assert len(errors) == 1 and "grid" in errors[0][1].message(), errors
+    ys = [r.as_numpy("y")[0] for r, e in got if e is None]
+    steps = [int(r.get_response().parameters["step"].int64_param) for r, e in got if e is None]
+    assert steps == list(range(1, 41))
+    offline.assert_outputs_close(np.concatenate(ys), offline.run(x)[0])  # the refused one changed nothing
+
+    def calls(text: str) -> float:
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("lstm_batch_size_count"))
+
+    assert calls(after) - calls(before) < 40, "queued requests were not run together"
+
+
 def test_an_ended_sequence_is_refused_without_start(server, client):
     x = random_steps(np.random.default_rng(6), 2)
     client.infer("demand", [x_input(x[None, :1])], sequence_id="ends", sequence_start=True, sequence_end=True)

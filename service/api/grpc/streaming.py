@@ -3,11 +3,12 @@
 * **Order per sequence.** Requests of one sequence (same model, version and ``sequence_id``)
   run one after the other and their responses are written in request order; requests of
   different sequences (and stateless ones) run concurrently, so they batch together.
-* **Queued steps run together.** Requests of one sequence already waiting behind each other
-  run as one longer step (exact: the outputs do not depend on the chunking) when nothing sets
-  them apart (a ``sequence_start`` after the first, a bad tensor); each still gets its own
-  response. The state after each request is not computed in a merged step, so a request
-  that asks for ``hn``/``cn`` runs alone.
+* **Queued steps run together.** Plain steps of one sequence already waiting behind each
+  other run as one longer step, by the rule WebSocket frames follow too
+  (:mod:`service.core.coalesce`: exact, since the outputs do not depend on the chunking);
+  each still gets its own response. A request the model would refuse, one with an
+  ``expected_step``, or one that asks for ``hn``/``cn`` (the state after each request is not
+  computed in a run) runs alone.
 * **Errors do not end the stream.** A bad or failed request gets a response with
   ``error_message`` (and ``infer_response.id`` / ``model_name`` of the request), and the
   stream and every sequence's state go on: a failed step changes no state.
@@ -34,7 +35,9 @@ from service.api.grpc.codec import _param, decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
 from service.api.inference import run_infer, sequence_id
+from service.api.model_config import split_view
 from service.api.v2_codec import InferReply, InferRequest
+from service.core.coalesce import Part, Run, plain
 from service.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -119,14 +122,15 @@ class StreamCall:
             self.out.put_nowait(None)
 
     async def _sequence(self, key: Hashable) -> None:
-        """Run one sequence's queued requests in order, queued runs of them as one step."""
+        """Run one sequence's queued requests in order, queued plain steps of it as one step."""
         q = self.queues[key]
         try:
             while q:
                 group = [q.popleft()]
-                while q and self._joins(group, q[0][1]):
+                run = self._run_of(group[0][0], group[0][1])
+                while run is not None and q and (part := self._part(*q[0])) is not None and run.add(part):
                     group.append(q.popleft())
-                await self._run(group)
+                await self._run(group, run)
         finally:
             del self.queues[key]
 
@@ -142,57 +146,51 @@ class StreamCall:
             log.exception("unhandled error decoding a %s request", RPC)
             return req, ServiceError("internal error; see the server log")
 
-    @staticmethod
-    def _mergeable(d: InferRequest | ServiceError) -> bool:
-        """``y`` only (what a sequence returns unless ``hn``/``cn`` are asked for), ``x`` alone,
-        one sequence of finite FP32 steps."""
+    def _part(self, req: pb.ModelInferRequest, d: InferRequest | ServiceError) -> Part | None:
+        """A request as a plain step (:mod:`service.core.coalesce`): ``x`` alone, one sequence of
+        readings the model's card accepts, ``y`` only (the state after each request is not
+        computed in a run), no ``expected_step`` (checked and replayed per request); else None:
+        it runs alone."""
         if isinstance(d, ServiceError) or (d.outputs is not None and [n for n, _ in d.outputs] != ["y"]):
-            return False
-        if "expected_step" in d.parameters:  # checked and replayed per request: runs alone
-            return False
+            return None
         x = d.inputs.get("x")
-        return (
-            len(d.inputs) == 1
-            and x is not None
-            and x.dtype == np.float32
-            and x.ndim == 3
-            and x.shape[0] == 1
-            and x.shape[1] >= 1
-            and bool(np.isfinite(x).all())
-        )
+        if "expected_step" in d.parameters or len(d.inputs) != 1 or x is None or x.ndim != 3 or x.shape[0] != 1:
+            return None
+        try:
+            card = self.servicer.dp.worker(split_view(req.model_name)[0], req.model_version or None).card
+        except ServiceError:
+            return None
+        if x.dtype != np.float32 or not plain(card, x[0], self.max_steps):
+            return None
+        p = d.parameters
+        return Part(x[0], start=bool(p.get("sequence_start")), end=bool(p.get("sequence_end")))
 
-    def _joins(self, group: list[Item], d: InferRequest | ServiceError) -> bool:
-        """Whether the next queued request ``d`` can run in one step with ``group``."""
-        first, last = group[0][1], group[-1][1]
-        if not self._mergeable(first) or not self._mergeable(d) or last.parameters.get("sequence_end"):  # type: ignore[union-attr]
-            return False
-        assert isinstance(first, InferRequest) and isinstance(d, InferRequest)
-        steps = sum(g.inputs["x"].shape[1] for _, g in group)  # type: ignore[union-attr]
-        return (
-            not d.parameters.get("sequence_start")
-            and d.binary_output == first.binary_output
-            and d.inputs["x"].shape[2] == first.inputs["x"].shape[2]
-            and steps + d.inputs["x"].shape[1] <= self.max_steps
-        )
+    def _run_of(self, req: pb.ModelInferRequest, d: InferRequest | ServiceError) -> Run | None:
+        part = self._part(req, d)
+        if part is None:
+            return None
+        run = Run(self.max_steps)
+        run.add(part)
+        return run
 
-    async def _run(self, group: list[Item]) -> None:
-        """Run one request, or a merged run of one sequence's requests, and queue the responses in order."""
+    async def _run(self, group: list[Item], run: Run | None = None) -> None:
+        """Run one request, or a run of one sequence's plain steps, and queue the responses in order."""
         t0 = time.perf_counter()
         s = self.servicer
         try:
             reqs: list[InferRequest] = []
             for _, d in group:
                 if isinstance(d, ServiceError):
-                    raise d  # only ever alone: a request that did not decode joins no group
+                    raise d  # only ever alone: a request that did not decode joins no run
                 reqs.append(d)
-            if len(reqs) == 1:
+            if run is None or len(reqs) == 1:
                 req = reqs[0]
                 reply = await run_infer(
                     s.dp, group[0][0].model_name, group[0][0].model_version or None, req, self.owner
                 )
                 responses = [encode(reply, req)]
             else:
-                responses = await self._run_merged(group[0][0], reqs)
+                responses = await self._run_merged(group[0][0], reqs, run)
             code = grpc.StatusCode.OK
             out = [pb.ModelStreamInferResponse(infer_response=r) for r in responses]
         except ServiceError as e:
@@ -207,25 +205,20 @@ class StreamCall:
             s.count(RPC, code, dt)
             self.out.put_nowait(response)
 
-    async def _run_merged(self, first: pb.ModelInferRequest, reqs: list[InferRequest]) -> list[pb.ModelInferResponse]:
-        xs = [r.inputs["x"] for r in reqs]
+    async def _run_merged(
+        self, first: pb.ModelInferRequest, reqs: list[InferRequest], run: Run
+    ) -> list[pb.ModelInferResponse]:
         params = {
             "sequence_id": reqs[0].parameters["sequence_id"],
-            "sequence_start": bool(reqs[0].parameters.get("sequence_start")),
-            "sequence_end": bool(reqs[-1].parameters.get("sequence_end")),
+            "sequence_start": run.parts[0].start,
+            "sequence_end": run.parts[-1].end,
         }
-        merged = InferRequest(None, {"x": np.concatenate(xs, axis=1)}, params, reqs[0].outputs, reqs[0].binary_output)
+        merged = InferRequest(None, {"x": run.x[None]}, params, reqs[0].outputs, reqs[0].binary_output)
         reply = await run_infer(self.servicer.dp, first.model_name, first.model_version or None, merged, self.owner)
-        y, t, out = reply.outputs["y"], 0, []
-        first_step = reply.parameters["step"] - y.shape[1]  # the sequence's step before the run
-        for r, x in zip(reqs, xs, strict=True):
-            n = x.shape[1]
-            t += n
-            part = InferReply(
-                reply.model_name, reply.model_version, {"y": y[:, t - n : t]}, r.id, {"step": first_step + t}
-            )
-            out.append(encode(part, r))
-        return out
+        return [
+            encode(InferReply(reply.model_name, reply.model_version, {"y": y[None]}, r.id, {"step": step}), r)
+            for (y, step), r in zip(run.split(reply.outputs["y"][0], reply.parameters["step"]), reqs, strict=True)
+        ]
 
     def _error(self, req: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
         self.errors += 1
