@@ -186,7 +186,7 @@ class Engine:
 
 
 def install_protocol() -> None:
-    from service.http import protocol
+    from service.api.http import front as protocol
 
     canned = orjson.dumps(
         {
@@ -214,8 +214,8 @@ def install_protocol() -> None:
 
 
 def install_front() -> None:
-    import service.api.v2 as v2
-    from service.api.v2_codec import InferReply
+    import service.api.http.v2 as v2
+    from service.api.protocol.v2_codec import InferReply
 
     y = np.full((1, 1, 1), 30000.5, np.float32)
 
@@ -226,14 +226,15 @@ def install_front() -> None:
 
 
 def install_lean(inline: bool = False) -> None:
-    from service.api.errors import error_reply
-    from service.api.hot import HotReply
-    from service.api.inference import check, sequence_id
-    from service.api.model_config import split_view
-    from service.api.v2_codec import InferReply, decode, encode
+    from service.api.http import front as protocol
+
+    from service.api.http.errors import error_reply
+    from service.api.http.hot import HotReply
+    from service.api.protocol.inference import check, sequence_id
+    from service.api.protocol.model_config import split_view
+    from service.api.protocol.v2_codec import InferReply, decode, encode
     from service.core import inputs
     from service.errors import InvalidInput, ServiceError
-    from service.http import protocol
     from service.sessions.record import digest
 
     engines: dict[str, Engine] = {}

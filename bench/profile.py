@@ -38,7 +38,10 @@ LAYERS = (
         "service: data plane (core, batching, sessions, runtime)",
         ("service/core/", "service/batching/", "service/sessions/", "service/runtime/"),
     ),
-    ("service: middleware and metrics glue", ("service/metrics.py", "service/logs.py", "service/stats.py")),
+    (
+        "service: middleware and metrics glue",
+        ("service/metrics.py", "service/logs.py", "service/api/protocol/statistics.py"),
+    ),
     ("event loop (asyncio, uvloop)", ("asyncio/", "uvloop", "selectors.py", "runners.py")),
     ("logging", ("logging/",)),
 )

@@ -16,10 +16,10 @@ def bounds_table() -> list[str]:
     """Every bound on what a client sends: its setting (or fixed value), default and reply.
     Made from the settings and the service's constants, so it cannot drift from them."""
     from service.__main__ import STRAGGLER_CUT_S
-    from service.api.v2_codec import MAX_DIM, MAX_DIMS
+    from service.api.http.front import LINGER_MAX_S, LINGER_S
+    from service.api.protocol.v2_codec import MAX_DIM, MAX_DIMS
     from service.config import Settings
     from service.errors import MAX_MESSAGE
-    from service.http.protocol import LINGER_MAX_S, LINGER_S
 
     d = {name: f.default for name, f in Settings.model_fields.items()}
 

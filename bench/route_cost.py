@@ -2,7 +2,7 @@
 
 Each request is one ASGI call into the app, middleware included: the ASGI front, which an
 in-process caller or another ASGI server gets (``python -m service`` serves the hot routes
-below ASGI, ``service/http/protocol.py``: ``make bench-peers`` measures that); what is timed
+below ASGI, ``service/api/http/front.py``: ``make bench-peers`` measures that); what is timed
 is this process's CPU time (``time.process_time``), so a busy
 machine slows the run but hardly changes the figure. Next to the routes, the same step
 through the data plane alone (``dp.step``) and a plain FastAPI route with a pydantic body
@@ -25,9 +25,9 @@ import orjson
 from fastapi import FastAPI
 
 from harness.paths import DEFAULT_MODEL
-from service.api.hot import HotRequest
-from service.api.responses import FastJSON
-from service.api.wire import StepRequest
+from service.api.http.hot import HotRequest
+from service.api.http.responses import FastJSON
+from service.api.http.wire import StepRequest
 from service.app import create_app
 from service.config import Settings
 

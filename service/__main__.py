@@ -18,12 +18,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from service.api.grpc.server import GrpcServer
-from service.api.middleware import ContainErrors, Lifecycle
+from service.api.http.front import protocol_for
+from service.api.http.middleware import ContainErrors, Lifecycle
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.errors import ModelLoadError
-from service.http.protocol import protocol_for
 from service.logs import configure
 from service.metrics import Metrics
 from service.supervisor import HELD_SIGNALS, WORKER_ENV, check, supervise, worker_count

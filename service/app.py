@@ -10,12 +10,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import console, docs, errors, health, hot, repository, stream, v1, v2
+from service.api import console
 from service.api.auth import ApiKeyAuth, key_ring
-from service.api.middleware import AccessLog, BodyLimit, Lifecycle, RequestLog
+from service.api.http import docs, errors, health, hot, repository, v1, v2, websocket
+from service.api.http.front import HotFront
+from service.api.http.middleware import AccessLog, BodyLimit, Lifecycle, RequestLog
 from service.config import DEFAULT_SESSION_TTL_S, Settings
 from service.core.dataplane import DataPlane
-from service.http.protocol import HotFront
 from service.metrics import Metrics
 from service.sessions import state_file
 from service.sessions.store import SessionStore
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None, dataplane: DataPlane | None = N
     docs.install(app)
     v1_routes, v2_routes = v1.build_router(), v2.build_router()
     app.include_router(v1_routes)
-    app.include_router(stream.build_router())
+    app.include_router(websocket.build_router())
     app.include_router(v2_routes)
     app.include_router(repository.build_router())
     app.include_router(console.build_router())

@@ -138,7 +138,7 @@ class Metrics:
             "lstm_ready", "1 when the service is ready to take traffic", registry=r, multiprocess_mode="livemin"
         )
         # Triton's statistics extension (GET /v2/models/.../stats) is computed from these and
-        # queue_wait, in service/stats.py, so /stats and /metrics agree by construction.
+        # queue_wait, in service/api/protocol/statistics.py, so /stats and /metrics agree by construction.
         self.infer_requests = Counter(
             "lstm_inference_requests",
             "Requests that reached a model version's batcher, by outcome (success or fail)",

@@ -57,6 +57,26 @@ def test_transports_use_no_private_name_of_the_data_plane():
     assert not bad, sorted(set(bad))
 
 
+def test_the_protocol_layer_knows_no_transport():
+    """``service/api/protocol`` serves REST, WebSocket and gRPC alike: it imports none of them,
+    nor the web framework; gRPC imports nothing of HTTP."""
+    transports = ("service.api.http", "service.api.grpc", "fastapi", "starlette", "grpc", "uvicorn")
+    bad = [
+        (str(p.relative_to(ROOT)), m)
+        for p in files("service/api/protocol")
+        for m in imports(p)
+        if m.startswith(transports)
+    ]
+    bad += [
+        (str(p.relative_to(ROOT)), m)
+        for p in files("service/api/grpc")
+        if "generated" not in p.parts
+        for m in imports(p)
+        if m.startswith("service.api.http")
+    ]
+    assert not bad, bad
+
+
 def test_benchmarks_do_not_import_the_tests():
     bad = [
         (str(p.relative_to(ROOT)), m) for p in files("bench", "harness") for m in imports(p) if m.startswith("tests")

@@ -18,7 +18,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from service.api.responses import json_bytes
+from service.api.protocol.json import json_bytes
 
 OPEN_PATHS = ("/v2/health/", "/metrics")
 DOC_PATHS = ("/docs", "/openapi.json", "/redoc", "/console")  # pages that hold no data (not /v1/console)

@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from service.api.auth import SUBPROTOCOL as PROTOCOL
-from service.api.responses import FastJSON
+from service.api.http.responses import FastJSON
 from service.errors import ModelNotFound
 from service.metrics import collected
 

@@ -1,6 +1,6 @@
 """The one place a request's arrays are checked against the model and the limits.
 
-Transports decode bytes into float32 arrays (:mod:`service.api.decode`); the data plane
+Transports decode bytes into float32 arrays (:mod:`service.api.protocol.decode`); the data plane
 calls these before anything touches a session, so a refused request changes nothing.
 """
 

@@ -208,7 +208,7 @@ async def test_a_500_leaves_the_keep_alive_connection_usable(contained: bool):
     outermost layer (ContainErrors) keeps it open. Without that layer, the test sees the close."""
     from fastapi import FastAPI
 
-    from service.api.middleware import ContainErrors
+    from service.api.http.middleware import ContainErrors
 
     app = FastAPI()
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness.browser import CHROMIUM
 from harness.browser import CHROMIUM_ARGS as BROWSER_ARGS
-from service.api.docs import STATIC_DIR
+from service.api.http.docs import STATIC_DIR
 from service.app import create_app
 from service.config import Settings
 

@@ -9,7 +9,7 @@ import pytest
 from service.api.grpc.codec import decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
-from service.api.v2_codec import InferReply
+from service.api.protocol.v2_codec import InferReply
 from service.errors import (
     CapacityExceeded,
     DeadlineExceeded,

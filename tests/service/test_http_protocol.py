@@ -1,4 +1,4 @@
-"""The HTTP front below ASGI (``service/http/protocol.py``) over raw sockets, against a real
+"""The HTTP front below ASGI (``service/api/http/front.py``) over raw sockets, against a real
 ``python -m service``: the tests write the HTTP/1.1 bytes themselves, so they choose how the
 requests are cut into TCP segments, pipelined, or abandoned.
 

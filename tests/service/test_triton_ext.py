@@ -15,7 +15,7 @@ import pytest
 import tritonclient.http as httpclient
 from google.protobuf import json_format
 
-from service.api.model_config import model_config
+from service.api.protocol.model_config import model_config
 from service.config import Settings
 from service.runtime.repository import read_card
 from tests.conftest import ROOT

@@ -1,5 +1,5 @@
 """``ModelInferRequest`` -> :class:`InferRequest` and :class:`InferReply` -> ``ModelInferResponse``.
-Pure functions, the gRPC twin of :mod:`service.api.v2_codec`.
+Pure functions, the gRPC twin of :mod:`service.api.protocol.v2_codec`.
 
 Tensors come either as typed contents (``contents.fp32_contents`` …) or as
 ``raw_input_contents`` (little-endian bytes, one entry per input, in input order; then for
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.api.grpc.protos import service_pb2 as pb
-from service.api.v2_codec import DTYPES, InferReply, InferRequest, check_shape
+from service.api.protocol.v2_codec import DTYPES, InferReply, InferRequest, check_shape
 from service.errors import InvalidInput
 
 CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents"}

@@ -5,7 +5,7 @@ Every RPC goes through :meth:`Servicer._call`: API key from the ``authorization`
 ``LSTM_AUTH_HEALTH``), domain errors mapped by :mod:`service.api.grpc.status`, and the
 request counted in ``lstm_requests_total{route="/inference.GRPCInferenceService/<rpc>",
 method="GRPC", status="<code>"}``. Metadata, configuration and statistics are REST's
-documents (:mod:`service.api.v2`) as protobuf; the repository RPCs make REST's registry
+documents (:mod:`service.api.http.v2`) as protobuf; the repository RPCs make REST's registry
 calls. RPCs not listed here (shared memory, trace, log settings) answer UNIMPLEMENTED.
 """
 
@@ -25,9 +25,9 @@ from service.api.grpc.protos import model_config_pb2, service_pb2_grpc
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import Unauthenticated, to_status
 from service.api.grpc.streaming import StreamCall
-from service.api.inference import run_infer
-from service.api.repository import flag_param, only_parameters, version_param
-from service.api.v2 import SERVER, config, metadata, statistics
+from service.api.protocol.documents import SERVER, config, metadata, statistics
+from service.api.protocol.inference import run_infer
+from service.api.protocol.repository import flag_param, only_parameters, version_param
 from service.core.dataplane import DataPlane
 from service.errors import NotReady, ServiceError
 

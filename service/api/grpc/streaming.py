@@ -34,9 +34,9 @@ import numpy as np
 from service.api.grpc.codec import _param, decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
-from service.api.inference import run_infer, sequence_id
-from service.api.model_config import split_view
-from service.api.v2_codec import InferReply, InferRequest
+from service.api.protocol.inference import run_infer, sequence_id
+from service.api.protocol.model_config import split_view
+from service.api.protocol.v2_codec import InferReply, InferRequest
 from service.core.coalesce import Part, Run, plain
 from service.errors import ServiceError
 

@@ -4,14 +4,14 @@ uvicorn parses every request, keeps connections alive, queues pipelined requests
 answers them in order, pauses reading a body that arrives faster than it is consumed,
 closes idle connections, and drains them on shutdown. Where it would start the ASGI app
 for a request, :class:`HotProtocol` first looks the request up in the hot routes' table
-(:class:`service.api.hot.HotTable`): a hot request is served by :meth:`HotFront.serve` --
+(:class:`service.api.http.hot.HotTable`): a hot request is served by :meth:`HotFront.serve` --
 key, body limit, the route's endpoint, the reply written as bytes, the request logged
 and counted -- with no ASGI scope, middleware or framework between the parsed request and
 the data plane. Every other request goes to the FastAPI app unchanged.
 
 The guarantees of the ASGI front hold here in the same words: 401 for a missing key, 413
 for a body over the limit (declared, or while reading a chunked body), every error as
-:func:`service.api.errors.error_reply` renders it, the request id, ``Connection: close``
+:func:`service.api.http.errors.error_reply` renders it, the request id, ``Connection: close``
 while draining, the access log and the request metrics (:class:`RequestLog`).
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from service.api.auth import NO_KEY, KeyRing, bearer
-from service.api.errors import INTERNAL, error_reply, message_reply
-from service.api.hot import HotReply, HotRequest, HotRoute, HotTable
-from service.api.middleware import Lifecycle, RequestLog, declared_over, read_over
+from service.api.http.errors import INTERNAL, error_reply, message_reply
+from service.api.http.hot import HotReply, HotRequest, HotRoute, HotTable
+from service.api.http.middleware import Lifecycle, RequestLog, declared_over, read_over
 from service.core.dataplane import DataPlane
 from service.errors import ServiceError
 

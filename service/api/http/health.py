@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from service.api.responses import FastJSON
+from service.api.http.responses import FastJSON
 from service.metrics import exposition
 
 

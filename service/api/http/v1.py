@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from service.api.auth import caller
-from service.api.decode import json_object, only_fields, optional_step, to_array
-from service.api.hot import HotReply, HotRequest, errors, hot
-from service.api.responses import FastJSON, json_bytes
-from service.api.wire import (
+from service.api.http.hot import HotReply, HotRequest, errors, hot
+from service.api.http.responses import FastJSON
+from service.api.http.wire import (
     CARD_NOTE,
     CreateSessionRequest,
     PredictRequest,
@@ -22,6 +21,8 @@ from service.api.wire import (
     StepRequest,
     StepResponse,
 )
+from service.api.protocol.decode import json_object, only_fields, optional_step, to_array
+from service.api.protocol.json import json_bytes
 from service.core.dataplane import DataPlane
 from service.core.work import StepResult
 from service.errors import InvalidInput

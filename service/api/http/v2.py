@@ -1,8 +1,8 @@
 """Open Inference Protocol v2 (KServe / Triton REST), with the sequence and binary tensor
-extensions. Health routes live in :mod:`service.api.health`.
+extensions. Health routes live in :mod:`service.api.http.health`.
 
 The transport-neutral part of inference (checks, sequences, the call into the data plane)
-is :func:`service.api.inference.run_infer`, shared with the gRPC service; the metadata,
+is :func:`service.api.protocol.inference.run_infer`, shared with the gRPC service; the metadata,
 config and statistics documents below are shared with it too.
 """
 
@@ -12,16 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.api.hot import HotReply, HotRequest, errors, hot
-from service.api.inference import run_infer
-from service.api.model_config import model_config, model_metadata, split_view, view_name
-from service.api.responses import FastJSON
-from service.api.v2_codec import MAX_DIMS, decode, encode
-from service.api.wire import CARD_NOTE
-from service.core.dataplane import DataPlane
-from service.core.model_worker import ModelWorker
-from service.metrics import collected
-from service.stats import model_statistics
+from service.api.http.hot import HotReply, HotRequest, errors, hot
+from service.api.http.responses import FastJSON
+from service.api.http.wire import CARD_NOTE
+from service.api.protocol.documents import SERVER, config, metadata, resolve, statistics
+from service.api.protocol.inference import run_infer
+from service.api.protocol.v2_codec import MAX_DIMS, decode, encode
 
 V2_ERRORS = errors(400, 401, 404, 413, 503, 504)
 _TENSOR = {
@@ -75,53 +71,6 @@ INFER_SCHEMA: dict[str, Any] = {
         "inputs": [{"name": "x", "shape": [1, 2, 3], "datatype": "FP32", "data": [30500, 8.0, 2, 31200, 8.5, 2]}]
     },
 }
-
-SERVER = {
-    "name": "lstm-serving",
-    "version": "0.1.0",
-    "extensions": [
-        "binary_tensor_data",
-        "sequence",
-        "parameters",
-        "model_configuration",
-        "statistics",
-        "model_repository",
-        "model_repository(unload_dependents)",
-    ],
-}
-
-
-def resolve(dp: DataPlane, model: str, version: str | None) -> tuple[ModelWorker, bool]:
-    """The worker behind a model name or its stateless view (``<model>.stateless``)."""
-    name, stateless = split_view(model)
-    return dp.worker(name, version), stateless
-
-
-def metadata(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
-    w, stateless = resolve(dp, model, version)
-    return model_metadata(w.card, dp.models()[w.card.name], stateless)
-
-
-def config(dp: DataPlane, model: str, version: str | None) -> dict[str, Any]:
-    w, stateless = resolve(dp, model, version)
-    return model_config(w.card, w.settings, w.model.provider, dp.sessions.ttl_s, stateless)
-
-
-def statistics(dp: DataPlane, model: str | None, version: str | None) -> dict[str, Any]:
-    """Triton's statistics extension: every version of every model, of one model, or one version."""
-    if model is None:
-        workers = [(w, False) for w in dp.all_workers()]
-    elif version is None:
-        w, stateless = resolve(dp, model, None)
-        workers = [(v, stateless) for v in dp.workers[w.card.name].values()]
-    else:
-        workers = [resolve(dp, model, version)]
-    fams = collected(dp.metrics.registry)  # one read of every metric (every worker's files)
-    return {
-        "model_stats": [
-            model_statistics(dp.metrics, fams, w.card, view_name(w.card, stateless)) for w, stateless in workers
-        ]
-    }
 
 
 async def infer(req: HotRequest, model: str, version: str | None) -> HotReply:

@@ -18,9 +18,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.api.decode import json_object, only_fields
-from service.api.hot import errors
-from service.api.responses import FastJSON
+from service.api.http.hot import errors
+from service.api.http.responses import FastJSON
+from service.api.protocol.decode import json_object, only_fields
+from service.api.protocol.repository import flag_param, only_parameters, version_param
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
 
@@ -36,29 +37,6 @@ def _parameters(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidInput("parameters must be a JSON object")
     return only_parameters(params, allowed)
-
-
-def only_parameters(params: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown parameter(s) {unknown}; this request takes {sorted(allowed)}")
-    return params
-
-
-def version_param(params: dict[str, Any]) -> str | None:
-    v = params.get("version")
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | str) or not str(v).isdigit():
-        raise InvalidInput(f'parameter version must be a version number such as "2", got {v!r}')
-    return str(v)
-
-
-def flag_param(params: dict[str, Any], name: str) -> bool:
-    v = params.get(name, False)
-    if not isinstance(v, bool):
-        raise InvalidInput(f"parameter {name} must be a boolean, got {v!r}")
-    return v
 
 
 def build_router() -> APIRouter:

@@ -1,8 +1,8 @@
 """Open Inference Protocol inference, transport-neutral: a decoded request in, a reply out.
 
-The REST route (:mod:`service.api.v2`) and the gRPC servicer (:mod:`service.api.grpc`) both
-decode their wire format into an :class:`~service.api.v2_codec.InferRequest`, call
-:func:`run_infer`, and encode the :class:`~service.api.v2_codec.InferReply` it returns, so
+The REST route (:mod:`service.api.http.v2`) and the gRPC servicer (:mod:`service.api.grpc`) both
+decode their wire format into an :class:`~service.api.protocol.v2_codec.InferRequest`, call
+:func:`run_infer`, and encode the :class:`~service.api.protocol.v2_codec.InferReply` it returns, so
 checks, sequence handling and messages are the same on every transport.
 
 Sequences (Triton's sequence extension): request parameters ``sequence_id`` (uint64 or
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.decode import optional_step
-from service.api.model_config import split_view, view_name
-from service.api.v2_codec import InferReply, InferRequest, short
+from service.api.protocol.decode import optional_step
+from service.api.protocol.model_config import split_view, view_name
+from service.api.protocol.v2_codec import InferReply, InferRequest, short
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.runtime.repository import ModelCard

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.decode import flat_numbers, rectangular
-from service.api.responses import json_bytes
+from service.api.protocol.decode import flat_numbers, rectangular
+from service.api.protocol.json import json_bytes
 from service.errors import InvalidInput
 
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}

@@ -2,11 +2,11 @@
 
 A hot endpoint is ``async def endpoint(req: HotRequest) -> HotReply``: it gets the parsed
 request (path parameters, query, headers, the whole body, the caller's key owner), decodes
-the body with its wire format's decoder (:mod:`service.api.decode`,
-:mod:`service.api.v2_codec`) into typed arrays for the data plane, and returns the reply as
+the body with its wire format's decoder (:mod:`service.api.protocol.decode`,
+:mod:`service.api.protocol.v2_codec`) into typed arrays for the data plane, and returns the reply as
 bytes. Two fronts call the same endpoint:
 
-- the HTTP protocol (:mod:`service.http.protocol`) calls it straight from the parsed
+- the HTTP protocol (:mod:`service.api.http.front`) calls it straight from the parsed
   request, below ASGI -- this is how ``python -m service`` serves it;
 - the route's own ASGI app (:class:`HotRoute`), for an app served by any other ASGI server
   or called in-process (tests), behind the app's middleware and exception handlers.
@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.api.auth import caller
-from service.api.wire import ErrorBody
+from service.api.http.wire import ErrorBody
 
 if TYPE_CHECKING:
     from service.core.dataplane import DataPlane
@@ -105,7 +105,7 @@ class HotRoute(APIRoute):
 
     No dependency solving, no validation by pydantic, no response model: an exception goes
     up to the app's exception middleware, which renders every error the way the protocol
-    does (:func:`service.api.errors.error_reply`)."""
+    does (:func:`service.api.http.errors.error_reply`)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)

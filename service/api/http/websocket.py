@@ -40,8 +40,8 @@ from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from service.api.auth import caller
-from service.api.decode import json_object, only_fields, optional_step, to_array
-from service.api.responses import json_bytes
+from service.api.protocol.decode import json_object, only_fields, optional_step, to_array
+from service.api.protocol.json import json_bytes
 from service.core.coalesce import Part, Run, plain
 from service.core.dataplane import DataPlane
 from service.errors import BodyTooLarge, InvalidInput, NotReady, ServiceError, error_body

@@ -10,8 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.api.hot import ERROR_TEXT, HotReply, as_response
-from service.api.responses import FastJSON, json_bytes
+from service.api.http.hot import ERROR_TEXT, HotReply, as_response
+from service.api.http.responses import FastJSON
+from service.api.protocol.json import json_bytes
 from service.errors import ServiceError, error_body
 
 log = logging.getLogger("service.api")

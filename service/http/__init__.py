@@ -1,1 +1,0 @@
-"""The HTTP front: the protocol that serves the hot routes below ASGI."""
