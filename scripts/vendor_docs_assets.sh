@@ -44,7 +44,7 @@ total=$(cat "$DEST"/swagger-ui/* "$DEST"/redoc/* | wc -c)
 {
   echo "# Vendored documentation assets"
   echo
-  echo "Served by \`service/api/docs.py\` under \`/docs/static/\`, so that \`/docs\` and \`/redoc\` need no"
+  echo "Served by \`service/api/http/docs.py\` under \`/docs/static/\`, so that \`/docs\` and \`/redoc\` need no"
   echo "network access. Written by \`scripts/vendor_docs_assets.sh\`; re-run it to change versions."
   echo
   echo "| package | version | from | licence |"
