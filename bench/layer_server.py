@@ -227,7 +227,6 @@ def install_front() -> None:
 
 def install_lean(inline: bool = False) -> None:
     from service.api.http import front as protocol
-
     from service.api.http.errors import error_reply
     from service.api.http.hot import HotReply
     from service.api.protocol.inference import check, sequence_id

@@ -170,6 +170,20 @@ def section(data: dict[str, Any]) -> list[str]:
         f"{inline['req_per_s'] / full['req_per_s']:.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×; the service "
         f"itself with its batches on the event loop {full_inline['req_per_s'] / full['req_per_s']:.2f}× at "
         f"{full_inline['cpu_us'] / full['cpu_us']:.2f}×.",
+        "",
+        "The lean hot path's targets on this run, for the service and for the best prototype:",
+        "",
+        "| target | the service | lean prototype, batches on the event loop |",
+        "|---|---:|---:|",
+        "| ≤ 100 µs of server CPU per request | "
+        + " | ".join(f"{r['cpu_us']:.0f} µs ({'met' if r['cpu_us'] <= 100 else '**no**'})" for r in (full, inline))
+        + " |",
+        "| ≥ 0.6× the minimal reference's req/s | "
+        + " | ".join(
+            f"{(x := r['req_per_s'] / mini['req_per_s']):.2f}× ({'met' if x >= 0.6 else '**no**'})"
+            for r in (full, inline)
+        )
+        + " |",
         END,
     ]
     return lines
