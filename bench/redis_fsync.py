@@ -7,7 +7,9 @@ redis-server runs on a fresh directory under ``--dir`` (it must be on the disk t
 are meant for: a tmpfs makes fsync free), with the other flags of ``k8s/base/redis.yaml``; one
 service process uses it. Closed-loop clients each stream one session, one time step per
 request, for ``--seconds``. Policies alternate within each round, so slow drifts of a shared
-machine hit all of them alike. Prints a Markdown table and writes JSON to ``--out``.
+machine hit all of them alike. Writes the JSON to ``docs/bench/redis_fsync.json`` and the
+measured section of ``docs/deployment.md`` ("Redis durability"), tables and comparisons computed
+from the run; ``--render`` rewrites the section from the saved JSON.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import numpy as np
 import orjson
 
 from bench.loadgen import Conn, reading
-from bench.servers import DEFAULT_MODEL_DIR, serve
+from bench.run import put_section
+from bench.servers import DEFAULT_MODEL_DIR, ROOT, serve
 from harness.procs import free_port
 from harness.redis import RedisServer, manifest_args, require_redis
 
@@ -128,14 +131,78 @@ def run_one(policy: str, streams: int, seconds: float, base: Path) -> dict:
             redis.stop()
 
 
+BEGIN, END = "<!-- redis-fsync:begin -->", "<!-- redis-fsync:end -->"
+NAMES = {"none": "no persistence", "everysec": "`everysec`", "always": "`always`"}
+
+
+def section(data: dict) -> list[str]:
+    """The measured part of deployment.md's "Redis durability", from a run's JSON."""
+    alone = {
+        pol: {int(n): statistics.median(xs) for n, xs in by_n.items()} for pol, by_n in data["redis_alone"].items()
+    }
+    svc = {
+        pol: {int(n): {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in by_n.items()}
+        for pol, by_n in data["service"].items()
+    }
+    pols = list(NAMES)
+    size = data.get("value_bytes")
+    runs = len(next(iter(next(iter(data["service"].values())).values())))
+    lines = [
+        BEGIN,
+        f"Medians of {runs} interleaved run(s) per point (`docs/bench/redis_fsync.json`), this run:",
+        "",
+        f"| Redis alone (`redis-benchmark`, SET of {size:,} B, one session record) | "
+        + " | ".join(NAMES[p] for p in pols)
+        + " |",
+        "|---|" + "---:|" * len(pols),
+    ]
+    for n in sorted(alone["none"]):
+        lines.append(f"| {n} client(s), SET/s | " + " | ".join(f"{alone[p][n]:,.0f}" for p in pols) + " |")
+    lines += [
+        "",
+        "| Through the service (closed loop, one session per client, 1 step per request) | "
+        + " | ".join(NAMES[p] for p in pols)
+        + " |",
+        "|---|" + "---:|" * len(pols),
+    ]
+    for n in sorted(svc["none"]):
+        lines.append(
+            f"| {n} stream(s): steps/s | " + " | ".join(f"{svc[p][n]['steps_per_s']:,.0f}" for p in pols) + " |"
+        )
+        lines.append(
+            f"| {n} stream(s): p50 / p99 latency, ms | "
+            + " | ".join(f"{svc[p][n]['p50_ms']:.1f} / {svc[p][n]['p99_ms']:.1f}" for p in pols)
+            + " |"
+        )
+    one, many = min(svc["none"]), max(svc["none"])
+    c1, cn = min(alone["none"]), max(alone["none"])
+    lines += [
+        "",
+        f"From this run: Redis alone with `always` wrote {alone['always'][c1] / alone['everysec'][c1]:.2f}× the SETs of "
+        f"`everysec` with {c1} client and {alone['always'][cn] / alone['everysec'][cn]:.2f}× with {cn}; through the "
+        f"service, one stream ran at {svc['always'][one]['steps_per_s'] / svc['everysec'][one]['steps_per_s']:.2f}× "
+        f"`everysec`'s rate with `always` ({svc['always'][one]['p50_ms'] - svc['everysec'][one]['p50_ms']:+.1f} ms at "
+        f"p50) and {many} streams at {svc['always'][many]['steps_per_s'] / svc['everysec'][many]['steps_per_s']:.2f}×; "
+        f"`everysec` against no persistence: {svc['everysec'][one]['steps_per_s'] / svc['none'][one]['steps_per_s']:.2f}× "
+        f"(1 stream) and {svc['everysec'][many]['steps_per_s'] / svc['none'][many]['steps_per_s']:.2f}× ({many}).",
+        END,
+    ]
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=8.0)
-    p.add_argument("--streams", default="1,32")
+    p.add_argument("--streams", default="1,16")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
-    p.add_argument("--out", type=Path, default=Path("docs/bench/redis_fsync.json"))
+    p.add_argument("--out", type=Path, default=ROOT / "docs")
+    p.add_argument("--render", action="store_true", help="write the section from the saved JSON, running nothing")
     args = p.parse_args()
+    saved = args.out / "bench" / "redis_fsync.json"
+    if args.render:
+        put_section(args.out / "deployment.md", BEGIN, END, "\n".join(section(json.loads(saved.read_text()))))
+        return
     require_redis()
     results: dict[str, dict[int, list[dict]]] = {pol: {} for pol in POLICIES}
     alone: dict[str, dict[int, list[float]]] = {pol: {} for pol in POLICIES}
@@ -151,17 +218,11 @@ def main() -> None:
                 print(
                     f"{pol:9s} streams={n:3d} {r['steps_per_s']:8.0f} steps/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
                 )
-    print("\n| appendfsync | streams | steps/s (median) | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|")
-    for pol, by_n in results.items():
-        for n, rs in by_n.items():
-            med = {k: statistics.median(r[k] for r in rs) for k in ("steps_per_s", "p50_ms", "p99_ms")}
-            print(f"| {pol} | {n} | {med['steps_per_s']:.0f} | {med['p50_ms']:.2f} | {med['p99_ms']:.2f} |")
-    print(f"\n| appendfsync | redis-benchmark clients | SET/s of {session_bytes():,} B (median) |\n|---|---:|---:|")
-    for pol, by_n in alone.items():
-        for n, xs in by_n.items():
-            print(f"| {pol} | {n} | {statistics.median(xs):.0f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"service": results, "redis_alone": alone}, indent=1) + "\n")
+    data = {"value_bytes": session_bytes(), "service": results, "redis_alone": alone}
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(data, indent=1) + "\n")
+    put_section(args.out / "deployment.md", BEGIN, END, "\n".join(section(data)))
+    print(f"wrote {saved} and the measured section of {args.out / 'deployment.md'}")
 
 
 if __name__ == "__main__":

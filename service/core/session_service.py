@@ -41,6 +41,7 @@ from service.sessions.store import SessionStore
 SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
 SEQUENCE_IDS_KEPT = 10_000
 REV_BITS = 40  # well inside the 53 bits Redis's scripts compare exactly
+MAX_STEP = 2**53  # a snapshot's step: exact as a JSON number in any client (a double)
 
 
 class SessionService:
@@ -279,8 +280,8 @@ class SessionService:
                 f"{w.card.key} has checksum {w.card.sha256!r}: its state would not mean the same"
             )
         step = snap.get("step")
-        if type(step) is not int or not 0 <= step < 2**63:
-            raise InvalidInput("snapshot step must be an integer from 0 to 2**63 - 1")
+        if type(step) is not int or not 0 <= step < MAX_STEP:
+            raise InvalidInput("snapshot step must be an integer from 0 to 2**53 - 1")
         names = w.card.states  # h and c for an LSTM, h for a GRU
         parts = [p for k in names if isinstance(p := snap.get(k), np.ndarray)]
         if len(parts) != len(names) or any(snap.get(k) is not None for k in ("h", "c") if k not in names):

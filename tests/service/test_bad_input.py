@@ -224,3 +224,38 @@ async def test_websocket_refuses_bad_frames_alike_and_keeps_state(server):
         await ws.send(np.asarray([OK], "<f4").tobytes())
         step = struct.unpack("<Q", (await ws.recv())[:8])[0]
     assert step == 1, "no bad frame moved the session"
+
+
+BAD_SESSION_BODIES = [
+    ("model missing", {}, "model is required"),
+    ("model a number", {"model": 5}, "model is required: a served model's name, a string; got a number"),
+    ("version a number", {"model": "demand", "version": 1}, "version must be a string; got a number"),
+    ("unknown field", {"model": "demand", "h": [[0.0]]}, "unknown field(s) ['h']"),
+    ("h0 of strings", {"model": "demand", "h0": [["0"]]}, "h0 must hold numbers only; got a string"),
+    ("h0 of the wrong shape", {"model": "demand", "h0": [[0.0, 0.0]], "c0": [[0.0, 0.0]]}, "h0 must have shape"),
+]
+
+
+@pytest.mark.parametrize(("what", "body", "words"), BAD_SESSION_BODIES, ids=[c[0] for c in BAD_SESSION_BODIES])
+async def test_session_create_and_import_take_the_one_decoder(server, what, body, words):
+    """Session create and import are decoded by the decoder every route uses (no second
+    validator before it): every bad body is 400 naming the field."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        r = await client.post("/v1/sessions", json=body)
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+        sid = await create(client)
+        snap = (await client.get(f"/v1/sessions/{sid}/snapshot")).json()
+        for bad, why in (
+            ({**snap, "model": 5}, "snapshot model must be a string; got a number"),
+            ({**snap, "step": 2**53}, "snapshot step must be an integer from 0 to 2**53 - 1"),
+            ({**snap, "h": "zeros"}, "h must be a list of time steps"),
+            ({**snap, "extra": 1}, "unknown field(s) ['extra']"),
+        ):
+            r = await client.post("/v1/sessions/import", json=bad)
+            assert r.status_code == 400 and why in r.json()["error"], (why, r.text)
+        r = await client.post(
+            "/v1/sessions", content=json.dumps({"model": "demand"}), headers={"content-type": "text/plain"}
+        )
+        assert r.status_code == 415, r.text
+        ok = await client.post("/v1/sessions/import", json={**snap, "step": 2**53 - 1})
+        assert ok.status_code == 201 and ok.json()["step"] == 2**53 - 1, ok.text

@@ -198,6 +198,7 @@ def hot(
     tags: list[str] | None = None,
     description: str | None = None,
     query: dict[str, str] | None = None,
+    status_code: int = 200,
 ) -> Callable[[Endpoint], Endpoint]:
     """Register ``POST path`` as a hot route; ``body`` documents the request (a model or a
     schema), ``query`` its optional query parameters (name -> description)."""
@@ -216,6 +217,7 @@ def hot(
             path,
             documented,
             methods=["POST"],
+            status_code=status_code,
             summary=summary,
             description=description or endpoint.__doc__ or "",
             response_model=response_model,

@@ -21,7 +21,7 @@ from service.api.http.wire import (
     StepRequest,
     StepResponse,
 )
-from service.api.protocol.decode import json_object, only_fields, optional_step, to_array
+from service.api.protocol.decode import json_object, kind, only_fields, optional_step, to_array
 from service.api.protocol.json import json_bytes
 from service.core.dataplane import DataPlane
 from service.core.work import StepResult
@@ -44,6 +44,8 @@ Owner = Annotated[str | None, Depends(owner)]
 
 
 PREDICT_FIELDS = frozenset({"inputs", "h0", "c0"})
+CREATE_FIELDS = frozenset(CreateSessionRequest.model_fields)
+SNAPSHOT_FIELDS = frozenset(Snapshot.model_fields)
 STEP_FIELDS = frozenset({"inputs", "expected_step"})
 
 
@@ -53,6 +55,12 @@ def step_reply(res: StepResult) -> dict[str, Any]:
 
 def optional_state(value: Any, field: str, ndim: int) -> np.ndarray | None:
     return None if value is None else to_array(value, field, ndim)
+
+
+def optional_text(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"{field} must be a string; got {kind(value)}")
+    return value
 
 
 def session_info(dp: DataPlane, rec: SessionRecord) -> dict:
@@ -147,34 +155,54 @@ def build_router() -> APIRouter:
     async def predict_version(req: HotRequest) -> HotReply:
         return await _predict(req, req.path_params["version"])
 
-    @r.post(
+    @hot(
+        r,
         "/sessions",
-        tags=["sessions"],
+        body=CreateSessionRequest,
         status_code=201,
         response_model=SessionInfo,
         summary="Create a session",
-        responses=errors(400, 401, 404, 413, 429, 503),
+        responses=errors(400, 401, 404, 413, 415, 429, 503),
+        tags=["sessions"],
         description="Open a stream: the server keeps its state between steps. 429 when at capacity. " + CARD_NOTE,
     )
-    async def create_session(dp: DP, who: Owner, body: CreateSessionRequest) -> FastJSON:
-        rec = await dp.sessions.create(
-            body.model, body.version, optional_state(body.h0, "h0", 2), optional_state(body.c0, "c0", 2), owner=who
+    async def create_session(req: HotRequest) -> HotReply:
+        body = json_object(req.body, req.header(b"content-type"))
+        only_fields(body, CREATE_FIELDS)
+        model = body.get("model")
+        if not isinstance(model, str):
+            got = "none" if "model" not in body else kind(model)
+            raise InvalidInput(f"model is required: a served model's name, a string; got {got}")
+        rec = await req.dp.sessions.create(
+            model,
+            optional_text(body.get("version"), "version"),
+            optional_state(body.get("h0"), "h0", 2),
+            optional_state(body.get("c0"), "c0", 2),
+            owner=req.owner,
         )
-        return FastJSON(session_info(dp, rec), status_code=201)
+        return HotReply(json_bytes(session_info(req.dp, rec)), 201)
 
-    @r.post(
+    @hot(
+        r,
         "/sessions/import",
-        tags=["sessions"],
+        body=Snapshot,
         status_code=201,
         response_model=SessionInfo,
         summary="Import a snapshot",
-        responses=errors(400, 401, 404, 409, 413, 429, 503),
+        responses=errors(400, 401, 404, 409, 413, 415, 429, 503),
+        tags=["sessions"],
         description="Create a new session from a snapshot; 409 if the served model's checksum differs. " + CARD_NOTE,
     )
-    async def import_session(dp: DP, who: Owner, body: Snapshot) -> FastJSON:
-        snap = {**body.model_dump(), "h": to_array(body.h, "h", 2), "c": optional_state(body.c, "c", 2)}
-        rec = await dp.sessions.import_snapshot(snap, owner=who)
-        return FastJSON(session_info(dp, rec), status_code=201)
+    async def import_session(req: HotRequest) -> HotReply:
+        body = json_object(req.body, req.header(b"content-type"))
+        only_fields(body, SNAPSHOT_FIELDS)
+        for name in ("model", "version", "sha256"):
+            if not isinstance(body.get(name), str):
+                got = "none" if name not in body else kind(body[name])
+                raise InvalidInput(f"snapshot {name} must be a string; got {got}")
+        snap = {**body, "h": optional_state(body.get("h"), "h", 2), "c": optional_state(body.get("c"), "c", 2)}
+        rec = await req.dp.sessions.import_snapshot(snap, owner=req.owner)
+        return HotReply(json_bytes(session_info(req.dp, rec)), 201)
 
     @r.get(
         "/sessions/{session_id}",

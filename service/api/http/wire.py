@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core.session_service import MAX_STEP
+
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Step = Annotated[list[Number], Field(min_length=1)]  # one time step: n_features numbers
 Matrix = list[list[Number]]
@@ -90,7 +92,7 @@ class Snapshot(_Strict):
     sha256: str = Field(description="sha256 of the model.onnx the state belongs to")
     # below 2**53: every step a session can reach in practice, and exact as a JSON number
     # in any client (a double), so a schema-valid step is never rounded on its way
-    step: int = Field(ge=0, lt=2**53, strict=True)
+    step: int = Field(ge=0, lt=MAX_STEP, strict=True)
     h: Matrix = Field(description="[layers, hidden]")
     c: Matrix | None = Field(None, description="[layers, hidden]: the cell state of an LSTM; absent for a GRU")
 

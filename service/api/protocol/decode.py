@@ -25,7 +25,7 @@ def shape_of(value: Any) -> list[int] | str:
     """The shape nested lists have along their first elements (``[2, 3]``), or what the value
     is when it is not a list; for messages."""
     if not isinstance(value, list):
-        return _kind(value)
+        return kind(value)
     dims = []
     while isinstance(value, list):
         dims.append(len(value))
@@ -56,7 +56,7 @@ def json_object(body: bytes, content_type: str | None = None, what: str = "the r
     except orjson.JSONDecodeError as e:
         raise InvalidInput(f"{what} is not valid JSON ({e})") from None
     if not isinstance(obj, dict):
-        raise InvalidInput(f"{what} must be a JSON object; got {_kind(obj)}")
+        raise InvalidInput(f"{what} must be a JSON object; got {kind(obj)}")
     return obj
 
 
@@ -109,7 +109,7 @@ def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
         if kinds - {list}:
             bad = next(v for v in level if type(v) is not list)
             raise InvalidInput(
-                f"{where} must be {SHAPES.get(ndim - depth, 'a list')}; got {_kind(bad)} "
+                f"{where} must be {SHAPES.get(ndim - depth, 'a list')}; got {kind(bad)} "
                 f"({_expected(field, ndim, value)})"
             )
         lengths = set(map(len, level))
@@ -125,7 +125,7 @@ def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
     if kinds - NUMBER:
         bad = next(v for v in level if type(v) not in NUMBER)
         shape = f" ({_expected(field, ndim, value)})" if type(bad) is list else ""
-        raise InvalidInput(f"{field} must hold numbers only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}{shape}")
+        raise InvalidInput(f"{field} must hold numbers only; got {kind(bad)} {orjson.dumps(bad).decode()[:40]}{shape}")
     try:
         arr = np.array(value, dtype=np.float64)
     except (ValueError, OverflowError):  # ragged at the top level, or an integer past float64
@@ -154,7 +154,7 @@ def flat_numbers(value: Any, field: str, dtype: Any) -> np.ndarray:
     if kinds - allowed:
         bad = next(v for v in level if type(v) not in allowed)
         expect = "numbers" if np.dtype(dtype).kind == "f" else "integers"
-        raise InvalidInput(f"{field} must hold {expect} only; got {_kind(bad)} {orjson.dumps(bad).decode()[:40]}")
+        raise InvalidInput(f"{field} must hold {expect} only; got {kind(bad)} {orjson.dumps(bad).decode()[:40]}")
     try:
         with np.errstate(over="ignore"):
             return np.array(level, dtype=dtype)
@@ -178,11 +178,12 @@ def optional_step(value: Any, field: str = "expected_step") -> int | None:
     if value is None:
         return None
     if type(value) is not int or value < 0:
-        raise InvalidInput(f"{field} must be an integer >= 0; got {_kind(value)} {orjson.dumps(value).decode()[:40]}")
+        raise InvalidInput(f"{field} must be an integer >= 0; got {kind(value)} {orjson.dumps(value).decode()[:40]}")
     return value
 
 
-def _kind(v: Any) -> str:
+def kind(v: Any) -> str:
+    """What a JSON value is, in a message: ``a string``, ``null``, ``a list``..."""
     return {
         type(None): "null",
         bool: "a boolean",
