@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import GRPC_BEGIN, GRPC_END
-from bench.run import DEFAULT, load, machine
+from bench.run import DEFAULT, load, machine, put_section
 from bench.servers import ROOT, Proc, serve
 
 STREAMED = ["--window", "32"]
@@ -136,16 +136,6 @@ def section(data: dict[str, Any]) -> str:
     )
 
 
-def splice(doc: Path, text: str) -> None:
-    body = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        body = head + text + rest.split(END, 1)[1]
-    else:
-        body = body.rstrip("\n") + "\n\n" + text + "\n"
-    doc.write_text(body)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.grpc_compare", description=__doc__)
     p.add_argument("--seconds", type=float, default=5.0)
@@ -166,7 +156,7 @@ def main() -> None:
     data["wall_s"] = round(time.time() - t0, 1)
     (a.out / "bench").mkdir(parents=True, exist_ok=True)
     (a.out / "bench" / "grpc.json").write_text(json.dumps(data, indent=1))
-    splice(a.out / "benchmarks.md", section(data))
+    put_section(a.out / "benchmarks.md", BEGIN, END, section(data))
     print(f"wrote {a.out / 'benchmarks.md'} (gRPC section) in {data['wall_s']} s")
 
 

@@ -241,18 +241,9 @@ def install_lean(inline: bool = False) -> None:
     completed = protocol.HotProtocol.on_message_complete
 
     def write(self: Any, cycle: Any, reply: HotReply, rid: str, t0: float, route: str) -> None:
+        """The front's own reply writing (no wait for a slow reader: the prototype leaves flow control out)."""
         f = self.front
-        keep_alive = cycle.keep_alive and not f.lifecycle.draining
-        if not cycle.disconnected:
-            cycle.transport.write(
-                protocol.reply_bytes(reply, cycle.default_headers, keep_alive, (b"x-request-id", rid.encode("latin-1")))
-            )
-        cycle.response_started = cycle.response_complete = True
-        cycle.message_event.set()
-        if not keep_alive:
-            cycle.keep_alive = False
-            cycle.transport.close()
-        cycle.on_response()
+        f.send(cycle, reply, rid)
         cycle.on_response = lambda: None
         f.lifecycle.finished()
         scope = cycle.scope

@@ -123,6 +123,10 @@ class HotFront:
         when the client had left."""
         if cycle.flow.write_paused and not cycle.disconnected:
             await cycle.flow.drain()  # a client that reads slowly holds only its own request
+        return self.send(cycle, reply, rid)
+
+    def send(self, cycle: RequestResponseCycle, reply: HotReply, rid: str) -> bool:
+        """Write the reply now (see :meth:`_write`); False when the client had left."""
         if cycle.disconnected:
             return False
         keep_alive = cycle.keep_alive and not self.lifecycle.draining
