@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from export.contract import card_tensors
 from export.verify import TOL
 
 ROLES = ("x", "h0", "c0", "y", "hn", "cn")
@@ -349,8 +350,6 @@ def canonical(model: Any, op: str, names: dict[str, str], layout: str) -> Any:
 
 
 def card(d: Decision, name: str, version: str, digest: str, src: Path, features: list[str]) -> dict[str, Any]:
-    state = [d.layers, -1, d.hidden]
-    ins, outs = roles(d.op)
     return {
         "name": name,
         "version": version,
@@ -365,16 +364,8 @@ def card(d: Decision, name: str, version: str, digest: str, src: Path, features:
         "n_outputs": d.outputs,
         "features": [{"name": f} for f in features],
         "outputs_meaning": [{"name": f"y{i}"} for i in range(d.outputs)],
-        "state": {"inputs": list(ins[1:]), "outputs": list(outs[1:]), "layout": "[layers, batch, hidden]"},
         "imported": {"source": src.name, "tensors": d.names, "layout": d.layout},
-        "inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [-1, -1, d.features]},
-            *({"name": r, "datatype": "FP32", "shape": state} for r in ins[1:]),
-        ],
-        "outputs": [
-            {"name": "y", "datatype": "FP32", "shape": [-1, -1, d.outputs]},
-            *({"name": r, "datatype": "FP32", "shape": state} for r in outs[1:]),
-        ],
+        **card_tensors(d.op.lower(), d.layers, d.hidden, d.features, d.outputs, lengths=False),
     }
 
 

@@ -9,30 +9,13 @@ from typing import Any
 
 import onnx
 
+from export.contract import card_tensors
 from export.model import Forecaster
 from export.onnx_graph import IR_VERSION, OPSET, build
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def io_spec(model: Forecaster) -> dict[str, list[dict[str, Any]]]:
-    """The tensors of the model contract, with -1 for dynamic axes."""
-    state = [model.num_layers, -1, model.hidden_size]
-    return {
-        "inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [-1, -1, model.n_features]},
-            {"name": "h0", "datatype": "FP32", "shape": state},
-            {"name": "c0", "datatype": "FP32", "shape": state},
-            {"name": "lengths", "datatype": "INT32", "shape": [-1], "optional": True},
-        ],
-        "outputs": [
-            {"name": "y", "datatype": "FP32", "shape": [-1, -1, model.n_outputs]},
-            {"name": "hn", "datatype": "FP32", "shape": state},
-            {"name": "cn", "datatype": "FP32", "shape": state},
-        ],
-    }
 
 
 def write_model_dir(model: Forecaster, out_dir: Path, card: dict[str, Any]) -> Path:
@@ -55,9 +38,7 @@ def write_model_dir(model: Forecaster, out_dir: Path, card: dict[str, Any]) -> P
         "num_layers": model.num_layers,
         "n_features": model.n_features,
         "n_outputs": model.n_outputs,
-        "state": {"inputs": ["h0", "c0"], "outputs": ["hn", "cn"], "layout": "[layers, batch, hidden]"},
-        "lengths_input": "lengths",
-        **io_spec(model),
+        **card_tensors("lstm", model.num_layers, model.hidden_size, model.n_features, model.n_outputs, lengths=True),
     }
     (out_dir / "model.json").write_text(json.dumps(full, indent=2) + "\n")
     return onnx_path
