@@ -20,14 +20,18 @@ UNCOUNTED = ("/v2/health/", "/metrics")
 UNPRINTABLE = re.compile(rb"[\x00-\x1f\x7f]")
 
 
+def over_limit(what: str, size: int, limit: int) -> str | None:
+    """Why ``size`` bytes of ``what`` are refused (413), or None: the one body limit
+    (``LSTM_MAX_BODY_BYTES``) in one wording, for both HTTP fronts and WebSocket messages."""
+    return f"{what} of {size} bytes is over the limit of {limit}" if size > limit else None
+
+
 def declared_over(headers: Any, limit: int) -> str | None:
     """Why a request's declared ``Content-Length`` is refused (413), or None: the first
     check of the body limit, on either front, before any of the body is read."""
     for k, v in headers:
         if k == b"content-length":
-            if v.isdigit() and int(v) > limit:
-                return f"request body of {int(v)} bytes is over the limit of {limit}"
-            break
+            return over_limit("request body", int(v), limit) if v.isdigit() else None
     return None
 
 

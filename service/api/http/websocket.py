@@ -40,6 +40,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect
 
 from service.api.auth import caller
+from service.api.http.middleware import over_limit
 from service.api.protocol.decode import json_object, only_fields, optional_step, to_array
 from service.api.protocol.json import json_bytes
 from service.core.coalesce import Part, Run, plain
@@ -167,9 +168,9 @@ class _Stream:
             return _text({**echo, "error": "internal error", "status": 500}), False
 
     def _check_size(self, n: int) -> None:
-        limit = self.dp.settings.max_body_bytes
-        if n > limit:
-            raise BodyTooLarge(f"message of {n} bytes is over the limit of {limit}")
+        too_big = over_limit("message", n, self.dp.settings.max_body_bytes)
+        if too_big:
+            raise BodyTooLarge(too_big)
 
     async def _binary(self, data: bytes) -> dict[str, Any]:
         if self.session_id is None:
