@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ from bench.peers import load
 from bench.run import machine, put_section
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as exactness
-from harness.procs import free_port, stop, wait_ready
 
 BEGIN, END = "<!-- layers:begin -->", "<!-- layers:end -->"
 SCENARIO, STREAMS = "v2-json", 32
@@ -52,19 +48,9 @@ SERVERS = (
 )
 
 
-@contextmanager
-def layer(name: str, extra: dict[str, str]) -> Iterator[Proc]:
-    port = free_port()
-    env = {**os.environ, "LSTM_LOG_LEVEL": "warning", "LSTM_GRPC_ENABLED": "false", **extra}
-    args = [sys.executable, "-m", "bench.layer_server", name, "--port", str(port)]
-    args += ["--model-repository", str(DEFAULT_MODEL_DIR.parent.parent)]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    p = Proc(f"http://127.0.0.1:{port}", proc)
-    try:
-        wait_ready(proc, p.url + "/v2/health/ready", 60, lambda: proc.stderr.read().decode() if proc.stderr else "")
-        yield p
-    finally:
-        stop(proc)
+def layer(name: str, extra: dict[str, str]) -> AbstractContextManager[Proc]:
+    """The service started by ``bench/layer_server.py`` with layer ``name``, gRPC off."""
+    return serve(f"layer:{name}", DEFAULT_MODEL_DIR, {"LSTM_GRPC_ENABLED": "false", **extra})
 
 
 def thread_cpu(pid: int) -> dict[int, float]:

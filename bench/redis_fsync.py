@@ -30,24 +30,17 @@ import orjson
 from bench.loadgen import Conn, reading
 from bench.run import put_section
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, serve
+from bench.state_file import records
 from harness.procs import free_port
 from harness.redis import RedisServer, manifest_args, require_redis
 
 
-def session_bytes(model_dir: Path = DEFAULT_MODEL_DIR) -> int:
-    """The size of one stored session of the model, as the Redis store writes it: its record
-    (state, ids, times) and its last one-step reply."""
-    from service.runtime.repository import read_card
+def session_bytes() -> int:
+    """The size of one stored session of the default model, as the Redis store writes it: its
+    record (state, ids, times) and its last one-step reply."""
     from service.sessions import codec
-    from service.sessions.record import LastStep, SessionRecord
 
-    c = read_card(model_dir)
-    state = np.zeros((2, c.num_layers, c.hidden_size), np.float32)
-    last = LastStep(0, bytes(16), np.zeros((1, c.n_outputs), np.float32))
-    rec = SessionRecord(
-        f"{c.name}.{c.version}.{'x' * 24}", c.name, c.version, c.sha256, state, 1, 0.0, 0.0, 1, None, last
-    )
-    return len(codec.encode(rec))
+    return len(codec.encode(records(1)[0]))
 
 
 POLICIES = {

@@ -68,14 +68,16 @@ class Proc:
 
 @contextmanager
 def serve(kind: str, model_dir: Path, env: dict[str, str] | None = None) -> Iterator[Proc]:
-    """``kind`` is ``service`` (the model's repository is its parent's parent), ``naive`` or
-    ``minimal`` (``bench/minimal_server.py``)."""
+    """``kind`` is ``service`` (the model's repository is its parent's parent), ``layer:NAME``
+    (the service with a layer replaced, ``bench/layer_server.py``), ``naive`` or ``minimal``
+    (``bench/minimal_server.py``)."""
     port = free_port()
-    if kind == "service":
+    if kind == "service" or kind.startswith("layer:"):
+        module = ["service"] if kind == "service" else ["bench.layer_server", kind.removeprefix("layer:")]
         args = [
             sys.executable,
             "-m",
-            "service",
+            *module,
             "--port",
             str(port),
             "--model-repository",

@@ -26,6 +26,7 @@ BEGIN, END = "<!-- state-file:begin -->", "<!-- state-file:end -->"
 
 
 def records(n: int) -> list[SessionRecord]:
+    """``n`` sessions of the default model after one step each (state, ids, times, last reply)."""
     c = read_card(DEFAULT_MODEL)
     rng = np.random.default_rng(0)
     now = time.time()

@@ -55,14 +55,27 @@ class Run:
     parts: list[Part] = field(default_factory=list)
     steps: int = 0
 
+    @classmethod
+    def of(cls, first: Part | None, max_steps: int) -> Run | None:
+        """The run that ``first`` opens (a first part always fits: alone, the data plane's
+        checks answer it); None for no part."""
+        if first is None:
+            return None
+        run = cls(max_steps)
+        run.add(first)
+        return run
+
     def add(self, part: Part) -> bool:
         """Take ``part`` if it may run with the parts before it; False leaves it to the next run."""
         if self.parts:
             last = self.parts[-1]
-            if last.end or part.start or part.x.shape[1] != last.x.shape[1]:
+            if (
+                last.end
+                or part.start
+                or part.x.shape[1] != last.x.shape[1]
+                or self.steps + len(part.x) > self.max_steps
+            ):
                 return False
-        if self.parts and self.steps + len(part.x) > self.max_steps:
-            return False
         self.parts.append(part)
         self.steps += len(part.x)
         return True

@@ -34,8 +34,8 @@ import numpy as np
 from service.api.grpc.codec import _param, decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
+from service.api.protocol.documents import resolve
 from service.api.protocol.inference import run_infer, sequence_id
-from service.api.protocol.model_config import split_view
 from service.api.protocol.v2_codec import InferReply, InferRequest
 from service.core.coalesce import Part, Run, plain
 from service.errors import ServiceError
@@ -127,7 +127,8 @@ class StreamCall:
         try:
             while q:
                 group = [q.popleft()]
-                run = self._run_of(group[0][0], group[0][1])
+                # a run only where another request waits behind this one: alone, it runs as it is
+                run = Run.of(self._part(*group[0]), self.max_steps) if q else None
                 while run is not None and q and (part := self._part(*q[0])) is not None and run.add(part):
                     group.append(q.popleft())
                 await self._run(group, run)
@@ -157,21 +158,13 @@ class StreamCall:
         if "expected_step" in d.parameters or len(d.inputs) != 1 or x is None or x.ndim != 3 or x.shape[0] != 1:
             return None
         try:
-            card = self.servicer.dp.worker(split_view(req.model_name)[0], req.model_version or None).card
+            card = resolve(self.servicer.dp, req.model_name, req.model_version or None)[0].card
         except ServiceError:
             return None
         if x.dtype != np.float32 or not plain(card, x[0], self.max_steps):
             return None
         p = d.parameters
         return Part(x[0], start=bool(p.get("sequence_start")), end=bool(p.get("sequence_end")))
-
-    def _run_of(self, req: pb.ModelInferRequest, d: InferRequest | ServiceError) -> Run | None:
-        part = self._part(req, d)
-        if part is None:
-            return None
-        run = Run(self.max_steps)
-        run.add(part)
-        return run
 
     async def _run(self, group: list[Item], run: Run | None = None) -> None:
         """Run one request, or a run of one sequence's plain steps, and queue the responses in order."""

@@ -57,10 +57,17 @@ def optional_state(value: Any, field: str, ndim: int) -> np.ndarray | None:
     return None if value is None else to_array(value, field, ndim)
 
 
-def optional_text(value: Any, field: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"{field} must be a string; got {kind(value)}")
+def text(body: dict[str, Any], name: str, wanted: str) -> str:
+    """Field ``name`` of ``body``, a string; else 400: ``wanted``, and what came."""
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise InvalidInput(f"{wanted}; got {'none' if name not in body else kind(value)}")
     return value
+
+
+def optional_text(body: dict[str, Any], name: str, wanted: str) -> str | None:
+    """As :func:`text`, None when the field is absent or null."""
+    return None if body.get(name) is None else text(body, name, wanted)
 
 
 def session_info(dp: DataPlane, rec: SessionRecord) -> dict:
@@ -169,13 +176,9 @@ def build_router() -> APIRouter:
     async def create_session(req: HotRequest) -> HotReply:
         body = json_object(req.body, req.header(b"content-type"))
         only_fields(body, CREATE_FIELDS)
-        model = body.get("model")
-        if not isinstance(model, str):
-            got = "none" if "model" not in body else kind(model)
-            raise InvalidInput(f"model is required: a served model's name, a string; got {got}")
         rec = await req.dp.sessions.create(
-            model,
-            optional_text(body.get("version"), "version"),
+            text(body, "model", "model is required: a served model's name, a string"),
+            optional_text(body, "version", "version must be a string"),
             optional_state(body.get("h0"), "h0", 2),
             optional_state(body.get("c0"), "c0", 2),
             owner=req.owner,
@@ -197,9 +200,7 @@ def build_router() -> APIRouter:
         body = json_object(req.body, req.header(b"content-type"))
         only_fields(body, SNAPSHOT_FIELDS)
         for name in ("model", "version", "sha256"):
-            if not isinstance(body.get(name), str):
-                got = "none" if name not in body else kind(body[name])
-                raise InvalidInput(f"snapshot {name} must be a string; got {got}")
+            text(body, name, f"snapshot {name} must be a string")
         snap = {**body, "h": optional_state(body.get("h"), "h", 2), "c": optional_state(body.get("c"), "c", 2)}
         rec = await req.dp.sessions.import_snapshot(snap, owner=req.owner)
         return HotReply(json_bytes(session_info(req.dp, rec)), 201)

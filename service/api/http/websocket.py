@@ -100,7 +100,8 @@ class _Stream:
             msg = held.pop() if held else await self.queue.get()
             if msg is None:
                 return
-            run = self._run(msg)
+            # a run only where another frame waits behind this one: alone, it is answered as it is
+            run = Run.of(self._part(msg), self.dp.settings.max_steps_per_request) if not self.queue.empty() else None
             # plain binary steps already waiting behind this one run together as one longer
             # step (service.core.coalesce): exact, and much cheaper
             while run is not None and not self.queue.empty():
@@ -132,14 +133,6 @@ class _Stream:
             return None
         x = np.frombuffer(data, "<f4").reshape(-1, card.n_features)
         return Part(x) if plain(card, x, self.dp.settings.max_steps_per_request) else None
-
-    def _run(self, msg: Message) -> Run | None:
-        part = self._part(msg)
-        if part is None:
-            return None
-        run = Run(self.dp.settings.max_steps_per_request)
-        run.add(part)
-        return run
 
     async def _answer_run(self, run: Run) -> tuple[list[dict[str, Any]], bool]:
         """One step over a run of plain binary frames; a reply per frame, or the same error for each."""
