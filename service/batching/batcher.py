@@ -1,23 +1,30 @@
-"""The batcher: a bounded queue and a worker that forms batches for one model version.
+"""The batcher: a bounded queue that forms batches for one model version, in order per key.
 
 Contract: the handler gets a list of :class:`Ticket` and returns a list of the same
-length, each element a result or an exception for that ticket. The batcher knows nothing
-of tensors. If the handler raises, or returns a list of another length, every ticket of
-the batch fails.
+length, each element a result, an exception, or :data:`RUN_AGAIN` for that ticket. The
+batcher knows nothing of tensors. If the handler raises, or returns a list of another
+length, every ticket of the batch fails.
 
-Scheduling: when the runtime is idle, a batch is dispatched at once with whatever is
-queued (no added latency at low load). While a batch runs, requests queue up and go
-together as soon as a slot frees; with several slots (``max_in_flight``) and one busy, the
-worker waits up to ``max_queue_delay`` for a batch to fill before using the next slot. A
-batch never holds more than ``max_batch_size`` rows (a single larger request runs alone),
-and never two tickets with the same key (the second waits for the next batch). The queue is
-bounded: a full queue refuses at once with :class:`Overloaded`.
+Order per key: a ticket with a key (a session) runs only once the ticket of that key before
+it has been answered; until then it waits behind it, off the queue. So a batch never holds
+two tickets of one key, and a session's steps run one after the other, in arrival order,
+without a lock. :data:`RUN_AGAIN` sends a ticket back to the head of the queue with its key
+still held (a step whose write lost to another process runs again, before the session's
+later steps).
 
-Deadlines: a ticket whose deadline passes while queued is dropped, and its caller gets
-:class:`DeadlineExceeded`. Once in a batch, the handler calls :meth:`Ticket.claim` before it
-makes a result durable (a session commit); a ticket that timed out before that is not
-committed, and a ticket already claimed is awaited to the end, so a 504 always means
-nothing changed.
+Scheduling, with no task of its own: a submit that finds a slot free starts a batch, which
+takes what is queued when it begins (the requests of the same event-loop turn go together);
+a batch that ends starts the next. While a batch runs, requests queue up and go together as
+soon as a slot frees; with several slots (``max_in_flight``) and one busy, a batch waits up
+to ``max_queue_delay`` to fill before using the next slot. A batch never holds more than
+``max_batch_size`` rows (a single larger request runs alone). The queue is bounded: a full
+queue refuses at once with :class:`Overloaded`.
+
+Deadlines: a ticket whose deadline passes while queued (or waiting behind its key) is
+dropped, and its caller gets :class:`DeadlineExceeded`. Once in a batch, the handler calls
+:meth:`Ticket.claim` before it makes a result durable (a session commit); a ticket that
+timed out before that is not committed, and a ticket already claimed is awaited to the
+end, so a 504 always means nothing changed.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from service.errors import DeadlineExceeded, Overloaded
+
+RUN_AGAIN: Any = type("RunAgain", (), {"__repr__": lambda self: "RUN_AGAIN"})()
+"""A handler's result for a ticket to run again in a later batch, ahead of its key's later tickets."""
 
 
 class Ticket:
@@ -47,7 +57,7 @@ class Ticket:
 
     def claim(self) -> bool:
         """Mark the point of no return; False if the caller already gave up on this ticket."""
-        if self.cancelled:
+        if self.cancelled or self.future.cancelled():
             return False
         self._claimed = True
         return True
@@ -84,12 +94,15 @@ class Batcher:
         self._max_queue = max_queue_size
         self._max_in_flight = max_in_flight
         self._obs = observer or BatcherObserver()
-        self._queue: collections.deque[Ticket] = collections.deque()
-        self._in_flight = 0
-        self._wake: asyncio.Event | None = None
+        self._queue: collections.deque[Ticket] = collections.deque()  # runnable: no earlier ticket of its key
+        self._behind: dict[Hashable, collections.deque[Ticket]] = {}  # per key held: the tickets waiting behind
+        self._waiting = 0  # tickets waiting behind their key
+        self._in_flight = 0  # batches started (a slot each)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
+        self._fill: asyncio.TimerHandle | None = None  # a batch waiting to fill, with other slots busy
+        self._starting = False  # a batch is started and has not yet taken its requests
         self._stopping = False
         # deadlines: one timer for the earliest, not one per request (a timer per request cost
         # about a tenth of a step's CPU); answered tickets leave the heap lazily
@@ -99,10 +112,9 @@ class Batcher:
 
     # -- lifecycle (called from the running loop) ---------------------------------------
     def start(self) -> None:
-        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def drain(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; True if that happened in time."""
@@ -115,14 +127,18 @@ class Batcher:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for t in list(self._queue):
+        if self._fill is not None:
+            self._fill.cancel()
+            self._fill = None
+        waiting = [*self._queue, *(t for behind in self._behind.values() for t in behind)]
+        self._queue.clear()
+        for behind in self._behind.values():
+            behind.clear()
+        self._waiting = 0
+        for t in waiting:
             if not t.future.done():
                 t.future.set_exception(Overloaded("the service is shutting down"))
                 self._obs.completed(False, time.monotonic() - t.enqueued)
-        self._queue.clear()
         await asyncio.gather(*self._running, return_exceptions=True)
         if self._watch is not None:  # deadlines are watched until the last batch is done
             self._watch.cancel()
@@ -130,28 +146,38 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        return len(self._queue) + self._waiting
 
     @property
     def busy(self) -> bool:
-        return bool(self._queue) or self._in_flight > 0
+        return bool(self._queue) or self._waiting > 0 or self._in_flight > 0
 
     # -- submitting ----------------------------------------------------------------------
     async def submit(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> Any:
-        assert self._wake is not None and self._idle is not None, "start() the batcher first"
+        """Queue a request and wait for its result. Raises Overloaded at once when the queue is
+        full or the batcher stops; a caller cancelled while it waits gives the request up (it
+        is not run, or not committed, and is counted as failed)."""
+        loop = self._loop
+        assert loop is not None and self._idle is not None, "start() the batcher first"
         if self._stopping:
             self._obs.completed(False, 0.0)
             raise Overloaded("the service is shutting down")
-        if len(self._queue) >= self._max_queue:
+        if self.depth >= self._max_queue:
             self._obs.completed(False, 0.0)
             raise Overloaded(f"the queue is full ({self._max_queue} requests waiting); retry shortly")
-        loop = asyncio.get_running_loop()
         ticket = Ticket(payload, rows, key, loop.create_future())
-        self._queue.append(ticket)
+        behind = self._behind.get(key) if key is not None else None
+        if behind is not None:
+            behind.append(ticket)
+            self._waiting += 1
+        else:
+            if key is not None:
+                self._behind[key] = collections.deque()
+            self._queue.append(ticket)
         self._idle.clear()
-        self._obs.queued(len(self._queue))
-        self._wake.set()
+        self._obs.queued(self.depth)
         self._watch_deadline(loop, ticket, timeout)
+        self._kick()
         try:
             return await ticket.future
         except asyncio.CancelledError:  # the caller gave up: its ticket is dropped, counted here
@@ -169,7 +195,8 @@ class Batcher:
 
     def _expire_due(self) -> None:
         """The earliest deadline came: expire every ticket past its own, then wait for the next."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         now, heap = loop.time(), self._deadlines
         self._watch = None
         while heap and (heap[0][0] <= now or heap[0][2].future.done()):
@@ -183,7 +210,7 @@ class Batcher:
         """Keep the deadline heap to about the tickets still waiting: answered ones are dropped
         once they outnumber the rest (amortised, after a batch)."""
         heap = self._deadlines
-        if len(heap) > 64 + 2 * (len(self._queue) + self._in_flight * self._max_rows):
+        if len(heap) > 64 + 2 * (self.depth + self._in_flight * self._max_rows):
             heap[:] = [e for e in heap if not e[2].future.done()]
             heapq.heapify(heap)
 
@@ -194,86 +221,106 @@ class Batcher:
             return
         ticket.cancelled = True
         ticket.future.set_exception(
-            DeadlineExceeded(f"the request was not served within its deadline of {timeout:g} s")
+            DeadlineExceeded(
+                f"the request was not served within its deadline of {timeout:g} s and was not applied "
+                "(its session, if any, is unchanged)"
+            )
         )
         self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
-    # -- the worker ----------------------------------------------------------------------
-    async def _loop(self) -> None:
-        assert self._wake is not None
-        while True:
-            while not self._queue or self._in_flight >= self._max_in_flight:
-                self._wake.clear()
-                await self._wake.wait()
-            # a slot is free: take what is there now; wait briefly only if more slots are busy
-            if self._in_flight > 0 and self._rows_queued() < self._max_rows and self._delay > 0:
-                deadline = self._queue[0].enqueued + self._delay
-                while self._rows_queued() < self._max_rows and (left := deadline - time.monotonic()) > 0:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), left)
-                    except TimeoutError:
-                        break
-            batch = self._take()
-            if not batch:
-                if self._in_flight == 0 and self._idle is not None:
-                    self._idle.set()
-                continue
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    # -- batches -------------------------------------------------------------------------
+    def _kick(self, wait_to_fill: bool = True) -> None:
+        """Start a batch if a slot is free and requests wait. The batch takes its requests when
+        it begins, so one is started at a time: the next once it has taken them."""
+        if self._starting or self._stopping or not self._queue or self._in_flight >= self._max_in_flight:
+            return
+        if wait_to_fill and self._in_flight > 0 and self._delay > 0 and self._rows_queued() < self._max_rows:
+            # other slots are busy: wait for this batch to fill, up to the delay after its first request
+            left = self._queue[0].enqueued + self._delay - time.monotonic()
+            if left > 0:
+                if self._fill is None:
+                    assert self._loop is not None
+                    self._fill = self._loop.call_later(left, self._filled)
+                return
+        if self._fill is not None:
+            self._fill.cancel()
+            self._fill = None
+        self._in_flight += 1
+        self._starting = True
+        assert self._loop is not None
+        task = self._loop.create_task(self._run())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    def _filled(self) -> None:
+        self._fill = None
+        self._kick(wait_to_fill=False)
 
     def _rows_queued(self) -> int:
         return sum(t.rows for t in self._queue)
 
     def _take(self) -> list[Ticket]:
         batch: list[Ticket] = []
-        deferred: list[Ticket] = []
-        keys: set[Hashable] = set()
         rows = 0
         now = time.monotonic()
-        while self._queue:
-            t = self._queue[0]
-            if t.cancelled or t.future.done():
-                self._queue.popleft()
+        queue = self._queue
+        while queue:
+            t = queue[0]
+            if t.future.done():  # expired or given up while queued
+                queue.popleft()
+                self._release(t)
                 continue
             if batch and rows + t.rows > self._max_rows:
                 break
-            self._queue.popleft()
-            if t.key is not None and t.key in keys:
-                deferred.append(t)
-                continue
-            if t.key is not None:
-                keys.add(t.key)
+            queue.popleft()
             batch.append(t)
             rows += t.rows
-        self._queue.extendleft(reversed(deferred))
-        self._obs.queued(len(self._queue))
+        self._obs.queued(self.depth)
         if batch:
             self._obs.dispatched(batch, rows, now)
         return batch
 
-    async def _run(self, batch: list[Ticket]) -> None:
+    def _release(self, ticket: Ticket) -> None:
+        """``ticket`` is answered: the next ticket of its key becomes runnable."""
+        key = ticket.key
+        if key is None:
+            return
+        behind = self._behind.get(key)
+        if behind is None:
+            return
+        if behind:
+            self._waiting -= 1
+            self._queue.append(behind.popleft())
+        else:
+            del self._behind[key]
+
+    async def _run(self) -> None:
+        batch = self._take()
+        self._starting = False
+        self._kick()  # what did not fit may use another slot
         t0 = time.monotonic()
+        results: list[Any] = []
         try:
-            results = await self._handler(batch)
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} requests")
+            if batch:
+                results = await self._handler(batch)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} requests")
         except Exception as e:
             results = [e] * len(batch)
         finally:
             self._in_flight -= 1
-            self._obs.finished(time.monotonic() - t0)
-            assert self._wake is not None and self._idle is not None
-            self._wake.set()
-            if not self._queue and self._in_flight == 0:
-                self._idle.set()
+            if batch:
+                self._obs.finished(time.monotonic() - t0)
         now = time.monotonic()
         ok_n = fail_n = 0
         ok_s = fail_s = 0.0
+        again: list[Ticket] = []
         for t, r in zip(batch, results, strict=True):
             if t.future.done():  # expired or given up: counted then
+                self._release(t)
+                continue
+            if r is RUN_AGAIN:
+                again.append(t)
                 continue
             if isinstance(r, BaseException):
                 t.future.set_exception(r)
@@ -283,8 +330,14 @@ class Batcher:
                 t.future.set_result(r)
                 ok_n += 1
                 ok_s += now - t.enqueued
+            self._release(t)
+        self._queue.extendleft(reversed(again))
         if ok_n:
             self._obs.completed(True, ok_s, ok_n)
         if fail_n:
             self._obs.completed(False, fail_s, fail_n)
         self._forget_answered()
+        self._kick()
+        if not self.busy:
+            assert self._idle is not None
+            self._idle.set()

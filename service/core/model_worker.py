@@ -3,8 +3,10 @@
 The handler reads, runs and writes: for one batch it reads every session record in one
 store call, asks :mod:`service.core.streams` per step whether it runs, is a retry to answer
 from the stored reply, or is refused; runs all rows in one onnxruntime call; and writes
-every new state in one compare-and-set store call. Nothing is written for a step that
-failed, timed out, or lost its compare-and-set.
+every new state in one compare-and-set store call (a sequence's start that finds no
+sequence creates it instead; its end deletes it once its step is stored). Nothing is
+written for a step that failed, timed out, or lost its compare-and-set; a step that lost it
+and named no ``expected_step`` runs again in a later batch, before its session's next step.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from service.batching import collate
-from service.batching.batcher import Batcher, BatcherObserver, Ticket
+from service.batching.batcher import RUN_AGAIN, Batcher, BatcherObserver, Ticket
 from service.config import Settings
-from service.core.streams import decide, lost_write, settle
+from service.core.streams import begin, decide, lost, settle
 from service.core.work import PredictResult, StatelessWork, StepResult, StepWork
 from service.errors import (
     STORE_ERRORS,
+    CapacityExceeded,
     DeadlineExceeded,
     ServiceError,
     store_unreachable,
@@ -189,18 +192,23 @@ class ModelWorker:
         phases: list[float],
     ) -> tuple[list[int], int]:
         """One read -> run -> commit over ``pending`` steps (and ``stateless`` rows); sets
-        ``results``. Returns the steps to read again (only when ``trust``: cached reads), and
-        how many requests ran."""
+        ``results``. Returns the steps to read again (only when ``trust``: cached reads, which
+        a sequence's start never uses), and how many requests ran."""
         t0 = time.perf_counter()
+        store = self.store
         again: list[int] = []
-        records = await self.store.get_many([tickets[i].payload.session_id for i in pending], trust) if pending else []
+        records = await store.get_many([tickets[i].payload.session_id for i in pending], trust) if pending else []
         xs = [tickets[i].payload.x for i in stateless]
         states = [tickets[i].payload.state for i in stateless]
-        owners: list[tuple[int, SessionRecord | None]] = [(i, None) for i in stateless]
+        owners: list[tuple[int, SessionRecord | None, bool]] = [(i, None, False) for i in stateless]
         for i, rec in zip(pending, records, strict=True):
             work: StepWork = tickets[i].payload
+            if trust and work.start:
+                again.append(i)
+                continue
             try:
-                admitted = decide(work, rec, self.store)
+                rec, new = begin(work, rec, self.card, store)
+                admitted = decide(work, rec, store)
             except ServiceError as e:
                 if trust:  # refused on a copy that may be stale: ask the store itself
                     again.append(i)
@@ -215,37 +223,62 @@ class ModelWorker:
                 continue
             xs.append(work.x[None])
             states.append(admitted.state[:, :, None, :])
-            owners.append((i, admitted))
+            owners.append((i, admitted, new))
         if not xs:
             return again, 0
         phases[0] += time.perf_counter() - t0  # store read and admission
         outs = await self.infer(xs, states, phases)
         t_out = time.perf_counter()
-        now = self.store.clock()
-        commits: list[SessionRecord] = []
-        commit_idx: list[tuple[int, np.ndarray]] = []  # (ticket, outputs) per commit
-        for (i, rec), (y, state) in zip(owners, outs, strict=True):
+        now = store.clock()
+        commits: list[tuple[int, SessionRecord, bool]] = []  # (ticket, record, new) per write
+        for (i, rec, new), (y, state) in zip(owners, outs, strict=True):
             if rec is None:
                 results[i] = PredictResult(np.ascontiguousarray(y), np.ascontiguousarray(state))  # own, not views
                 continue
-            outputs = y[0].copy()
             try:
-                commits.append(settle(tickets[i], rec, state[:, :, 0, :].copy(), outputs, now))
+                commits.append((i, settle(tickets[i], rec, state[:, :, 0, :].copy(), y[0].copy(), now), new))
             except DeadlineExceeded as e:
                 results[i] = e
-                continue
-            commit_idx.append((i, outputs))
         if commits:
-            oks = await self.store.commit_many(commits)
+            existing = [r for _, r, new in commits if not new]
+            written = iter(await store.commit_many(existing) if existing else [])
             steps = 0
-            for (i, outputs), ok, new in zip(commit_idx, oks, commits, strict=True):
-                if ok:
-                    results[i] = StepResult(new.id, outputs, new.step, replayed=False, state=new.state)
-                    steps += len(outputs)
-                elif trust:
-                    again.append(i)
-                else:
-                    results[i] = lost_write()
+            for i, rec, new in commits:
+                work = tickets[i].payload
+                if new:
+                    ok = await self._create(rec, work.end)
+                    if isinstance(ok, ServiceError):
+                        results[i] = ok
+                        continue
+                elif not next(written):
+                    if trust:
+                        again.append(i)
+                    else:
+                        results[i] = lost(work) or RUN_AGAIN
+                    continue
+                elif work.end:
+                    await self._end(rec)
+                assert rec.last is not None
+                results[i] = StepResult(rec.id, rec.last.outputs, rec.step, replayed=False, state=rec.state)
+                steps += len(rec.last.outputs)
             self._steps(steps)
         phases[2] += time.perf_counter() - t_out  # store write
         return again, len(owners)
+
+    async def _create(self, rec: SessionRecord, end: bool) -> ServiceError | None:
+        """Store a new sequence, within the capacity limits (the error when full); one that
+        ends with its first request is counted and never stored."""
+        if not end:
+            try:
+                await self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key)
+            except CapacityExceeded as e:
+                return e
+        self.metrics.sessions_created.inc()
+        if end:
+            self.metrics.sessions_deleted.inc()
+        return None
+
+    async def _end(self, rec: SessionRecord) -> None:
+        """Release a sequence whose last step was stored."""
+        if await self.store.delete(rec.id, rec.owner):
+            self.metrics.sessions_deleted.inc()

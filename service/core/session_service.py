@@ -1,32 +1,29 @@
 """The session service: sessions and sequences (the Open Inference Protocol's sequence
 extension) over the store, for every transport.
 
-It keeps the steps of one session in order inside this process (a per-session lock; across
-processes the store's compare-and-set does it), checks ownership in one place
-(:func:`service.sessions.record.visible`), counts every session it creates or deletes, and
-hands steps to the model version's batcher.
+It checks a request and queues its steps on the model version's batcher, keyed by the
+session: the batcher runs them in order inside this process (across processes the store's
+compare-and-set does it), and the batch handler applies the session semantics of
+:mod:`service.core.streams`. It checks ownership in one place
+(:func:`service.sessions.record.visible`) and counts every session it creates or deletes
+(the batch handler counts sequences that start or end with a step).
 """
 
 from __future__ import annotations
 
 import base64
-import secrets
-import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from service.config import Settings
 from service.core import inputs
-from service.core.locks import KeyedLocks
 from service.core.model_worker import ModelWorker
 from service.core.registry import ModelRegistry
-from service.core.streams import Gate, run_step, unknown_session
-from service.core.work import StaleWrite, StepResult, StepWork
+from service.core.streams import Gate, unknown_session
+from service.core.work import StepResult, StepWork
 from service.errors import (
     STORE_ERRORS,
-    DeadlineExceeded,
     InvalidInput,
     SessionNotFound,
     SnapshotMismatch,
@@ -40,7 +37,6 @@ from service.sessions.store import SessionStore
 
 SNAPSHOT_FORMAT = "lstm-session-snapshot/1"
 SEQUENCE_IDS_KEPT = 10_000
-REV_BITS = 40  # well inside the 53 bits Redis's scripts compare exactly
 MAX_STEP = 2**53  # a snapshot's step: exact as a JSON number in any client (a double)
 
 
@@ -58,7 +54,6 @@ class SessionService:
         self.metrics = metrics
         self.registry = registry
         self._admit = gate.check  # raises NotReady while the service starts or drains
-        self._locks = KeyedLocks()
         self._sequence_ids: dict[tuple, str] = {}
 
     @property
@@ -71,25 +66,10 @@ class SessionService:
         return self._session_worker(session_id).card
 
     # -- sessions ------------------------------------------------------------------------
-    def _new_record(
-        self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None, session_id: str | None = None
-    ) -> SessionRecord:
-        now = self.store.clock()
+    def _new_record(self, w: ModelWorker, state: np.ndarray, step: int, owner: str | None) -> SessionRecord:
         c = w.card
-        return SessionRecord(
-            id=session_id or new_session_id(c.name, c.version),
-            model=c.name,
-            version=c.version,
-            sha256=c.sha256,
-            state=state,
-            step=step,
-            created=now,
-            last_used=now,
-            # a creation's first rev is random: a sequence id is created again after it ended,
-            # and a copy of its earlier life (another process's cache) must not pass the
-            # compare-and-set of the new one
-            rev=secrets.randbits(REV_BITS),
-            owner=owner,
+        return SessionRecord.fresh(
+            new_session_id(c.name, c.version), c.name, c.version, c.sha256, state, step, owner, self.store.clock()
         )
 
     async def create(
@@ -129,18 +109,17 @@ class SessionService:
         owner: str | None = None,
         field: str = "inputs",
     ) -> StepResult:
-        """Run the steps ``x [T, F]`` of a session. Ordered per session; a failure changes nothing.
-        The deadline counts from here: the wait behind the session's earlier steps, the queue
-        and the compute together."""
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        """Run the steps ``x [T, F]`` of a session. In order per session (the batcher runs a
+        session's step once the one before it is answered); a failure changes nothing. The
+        deadline counts from here: the wait behind the session's earlier steps, the queue and
+        the compute together."""
         self._admit()
         w = self._session_worker(session_id)
         inputs.check_steps(w.card, x, field, self.settings.max_steps_per_request)
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, x, expected_step, digest(x), owner)
-        async with self._locks.hold(session_id, deadline):
-            return await run_step(w, work, deadline, self._no_worker)
+        return await w.batcher.submit(work, key=session_id, timeout=self.settings.request_timeout_s)
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     def sequence_session_id(self, w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
@@ -171,39 +150,30 @@ class SessionService:
         expected_step: int | None = None,
     ) -> tuple[ModelWorker, StepResult]:
         """One request of a sequence: ``start`` (re)sets its state to zeros first, ``end``
-        releases it after replying. Otherwise exactly a session step, ``expected_step`` and its
-        replays included, with its deadline counted from here. A start begins at step 0, so
-        its ``expected_step`` can only be 0 (and its retry, a reset and the same step again,
+        releases it after replying; both happen with the step, in the batch that runs it (a
+        step that fails resets and releases nothing). Otherwise exactly a session step,
+        ``expected_step`` and its replays included. A start begins at step 0, so its
+        ``expected_step`` can only be 0 (and its retry, a reset and the same step again,
         gives the same reply)."""
         if start and expected_step not in (None, 0):
             raise InvalidInput(
                 f"expected_step {expected_step} with sequence_start: a sequence starts at step 0, so expect 0"
             )
-        deadline = time.monotonic() + self.settings.request_timeout_s
         self._admit()
         w = await self._sequence_worker(name, version, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
-        work = StepWork(sid, x, expected_step, digest(x), owner)
-        async with self._locks.hold(sid, deadline):
+        work = StepWork(sid, x, expected_step, digest(x), owner, start, end)
+        try:
+            result = await w.batcher.submit(work, key=sid, timeout=self.settings.request_timeout_s)
+        except SessionNotFound:
             if start:
-                if time.monotonic() >= deadline:  # nothing reset: the step could not run after it
-                    raise DeadlineExceeded(
-                        "the request's deadline passed before its sequence could start; the sequence is unchanged"
-                    )
-                await self._reset_sequence(w, sid, owner)
-            try:
-                result = await run_step(w, work, deadline, self._no_worker)
-            except SessionNotFound:
-                if start:
-                    raise
-                raise InvalidInput(
-                    f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
-                    f"expired after {duration(self.store.ttl_s)} idle{self.store.restart_note}): send its first request with "
-                    "sequence_start=true"
-                ) from None
-            if end:
-                await self._delete(sid, owner)
+                raise
+            raise InvalidInput(
+                f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
+                f"expired after {duration(self.store.ttl_s)} idle{self.store.restart_note}): send its first request with "
+                "sequence_start=true"
+            ) from None
         return w, result
 
     async def _sequence_worker(
@@ -230,20 +200,6 @@ class SessionService:
             if visible(rec, owner):
                 return v
         return newest
-
-    async def _reset_sequence(self, w: ModelWorker, sid: str, owner: str | None) -> None:
-        c = w.card
-        zeros = np.zeros((len(c.states), c.num_layers, c.hidden_size), np.float32)
-        (rec,) = await self._store_call(self.store.get_many([sid]))
-        if not visible(rec, owner):
-            if rec is not None:
-                raise unknown_session(sid, self.store)
-            await self._create(self._new_record(w, zeros, 0, owner, sid))
-            return
-        fresh = replace(rec, state=zeros, step=0, last=None, last_used=self.store.clock(), rev=rec.rev + 1)
-        (ok,) = await self._store_call(self.store.commit_many([fresh]))
-        if not ok:
-            raise StaleWrite("the sequence was changed by another request while it was being restarted; retry")
 
     async def get(self, session_id: str, owner: str | None = None) -> SessionRecord:
         self._admit()

@@ -1,33 +1,34 @@
 """Session semantics in one place: what may run, from which state, and what a step's outcome is.
 
-Every transport's step reaches these through the session service (``dp.sessions``) and the
-batch handler (:mod:`service.core.model_worker`), which only read, run and write:
+Every transport's step reaches these through the session service (``dp.sessions``), which
+queues it on its model version's batcher (in order per session: a step runs once the one
+before it is answered), and the batch handler (:mod:`service.core.model_worker`), which
+reads, runs and writes:
 
 - :class:`Gate`: readiness. New work is refused with 503 while the models load and once
   draining has begun.
-- :func:`decide`: from a stored record, whether a step runs (its ``expected_step`` matches,
-  or it sent none), is a retry of the last applied request (its stored reply comes back,
-  the state does not move), or is refused (409 with the current step; 404 for a session
-  that does not exist for this caller -- another key's session does not exist either).
+- :func:`begin`: the stored record a step starts from: the session's own, or for a
+  sequence's start the sequence back at step 0 from zeros (a new one when it does not exist).
+- :func:`decide`: whether a step runs (its ``expected_step`` matches, or it sent none), is a
+  retry of the last applied request (its stored reply comes back, the state does not move),
+  or is refused (409 with the current step; 404 for a session that does not exist for this
+  caller -- another key's session does not exist either).
 - :func:`settle`: after the run, whether the new state may be written: not when the
-  request's deadline passed first (504, nothing changed); and what a failed
-  compare-and-set means (another writer came first).
-- :func:`run_step`: the re-run loop. A step without ``expected_step`` whose write lost to
-  another writer runs again from the new state until its deadline; one with it is refused,
-  since the state it named is gone.
+  request's deadline passed first (504, nothing changed).
+- :func:`lost`: what a write that lost its compare-and-set to another writer means: a step
+  without ``expected_step`` runs again from the new state (before the session's later
+  steps, until its deadline; each round one contender wins, so n contenders finish in n
+  rounds); one with it is refused, since the state it named is gone.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Protocol
-
 import numpy as np
 
-from service.batching.batcher import Batcher, Ticket
+from service.batching.batcher import Ticket
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import DeadlineExceeded, NotReady, ServiceError, SessionNotFound, StepConflict, duration
+from service.errors import DeadlineExceeded, NotReady, SessionNotFound, StepConflict, duration
+from service.runtime.repository import ModelCard
 from service.sessions.record import SessionRecord, visible
 from service.sessions.store import SessionStore
 
@@ -62,6 +63,26 @@ def unknown_session(session_id: str, store: SessionStore) -> SessionNotFound:
     )
 
 
+def begin(
+    work: StepWork, rec: SessionRecord | None, card: ModelCard, store: SessionStore
+) -> tuple[SessionRecord | None, bool]:
+    """The record ``work`` steps from, and whether it is new (to create, not to compare-and-set).
+    A step that is not a start: the stored record. A start: the caller's sequence back at step
+    0 from zeros, keeping its rev (the step commits over the stored one), or a new sequence;
+    SessionNotFound when the id is another key's."""
+    if not work.start:
+        return rec, False
+    zeros = np.zeros((len(card.states), card.num_layers, card.hidden_size), np.float32)
+    now = store.clock()
+    if rec is None:
+        return SessionRecord.fresh(
+            work.session_id, card.name, card.version, card.sha256, zeros, 0, work.owner, now
+        ), True
+    if not visible(rec, work.owner):
+        raise unknown_session(work.session_id, store)
+    return rec.restarted(zeros, now), False
+
+
 def decide(work: StepWork, rec: SessionRecord | None, store: SessionStore) -> SessionRecord | StepResult:
     """The stored record to step from, or the stored reply of a retried request; raises
     SessionNotFound or StepConflict."""
@@ -85,35 +106,13 @@ def settle(ticket: Ticket, rec: SessionRecord, state: np.ndarray, outputs: np.nd
     """The record to write for a step that ran; DeadlineExceeded (nothing is written) when its
     caller's deadline passed before this point of no return."""
     if not ticket.claim():
-        raise DeadlineExceeded("the request's deadline passed before its step was stored")
+        raise DeadlineExceeded("the request's deadline passed before its step was stored; the session is unchanged")
     return rec.advanced(state, outputs, ticket.payload.digest, now)
 
 
-def lost_write() -> StaleWrite:
-    """A compare-and-set that found another writer's record."""
+def lost(work: StepWork) -> StaleWrite | None:
+    """A compare-and-set that found another writer's record: the error for a step that named
+    the state it expected, None for one that runs again from the new state."""
+    if work.expected_step is None:
+        return None
     return StaleWrite("the session was advanced by another request at the same time; retry with its current step")
-
-
-class Worker(Protocol):
-    """What a step runs on: a model version's batcher, unless the version was retired."""
-
-    retired: bool
-    batcher: Batcher
-
-
-async def run_step(w: Worker, work: StepWork, deadline: float, gone: Callable[[str], ServiceError]) -> StepResult:
-    """Run a step on ``w``'s batcher, and run it again while its write loses to another writer
-    and it sent no ``expected_step``, until ``deadline`` (``time.monotonic()``; each round one
-    contender wins, so n contenders finish in n rounds). ``gone(session_id)`` is the error when
-    the version was retired meanwhile (a forced unload while the step waited for its lock)."""
-    while True:
-        if w.retired:
-            raise gone(work.session_id)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("the request's deadline passed before its step could run; the session is unchanged")
-        try:  # the batch handler reports a store it cannot reach as StoreUnavailable itself
-            return await w.batcher.submit(work, key=work.session_id, timeout=left)
-        except StaleWrite:
-            if work.expected_step is not None or time.monotonic() >= deadline:
-                raise

@@ -22,6 +22,8 @@ class StepWork:
     expected_step: int | None
     digest: bytes
     owner: str | None
+    start: bool = False  # a sequence's first request: from zeros, created if it does not exist
+    end: bool = False  # a sequence's last request: the sequence is released once the step is stored
 
 
 @dataclass(slots=True)

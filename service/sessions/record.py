@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+REV_BITS = 40  # a new session's first rev: random, and well inside the 53 bits Redis's scripts compare exactly
+
 
 def new_session_id(model: str, version: str) -> str:
     """``<model>.<version>.<144 random bits>``: unguessable, and routable without a lookup."""
@@ -54,6 +56,30 @@ class SessionRecord:
     rev: int = 0
     owner: str | None = None
     last: LastStep | None = None
+
+    @classmethod
+    def fresh(
+        cls,
+        session_id: str,
+        model: str,
+        version: str,
+        sha256: str,
+        state: np.ndarray,
+        step: int,
+        owner: str | None,
+        now: float,
+    ) -> SessionRecord:
+        """A new session. Its first rev is random: a sequence id is created again after it
+        ended, and a copy of its earlier life (another process's cache) must not pass the
+        compare-and-set of the new one."""
+        return cls(session_id, model, version, sha256, state, step, now, now, secrets.randbits(REV_BITS), owner)
+
+    def restarted(self, state: np.ndarray, now: float) -> SessionRecord:
+        """The same session (its rev too) back at step 0 from ``state``, with no last reply: a
+        sequence's start; the step that follows commits it over the stored rev."""
+        return SessionRecord(
+            self.id, self.model, self.version, self.sha256, state, 0, self.created, now, self.rev, self.owner
+        )
 
     def advanced(self, state: np.ndarray, outputs: np.ndarray, d: bytes, now: float) -> SessionRecord:
         # the constructor, not dataclasses.replace: this runs for every step

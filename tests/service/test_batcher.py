@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from service.batching.batcher import Batcher, BatcherObserver
+from service.batching.batcher import RUN_AGAIN, Batcher, BatcherObserver
 from service.errors import DeadlineExceeded, Overloaded
 
 
@@ -70,8 +70,8 @@ async def test_max_batch_size_counts_rows_and_one_key_per_batch():
     await asyncio.sleep(0)
     gate.open.set()
     await asyncio.wait_for(asyncio.gather(first, *futs), 5)
-    assert gate.batches[1] == ["k1-a", "big"]  # k1-b deferred (same key); k2 would exceed 4 rows
-    assert gate.batches[2] == ["k1-b", "k2"]
+    assert gate.batches[1] == ["k1-a", "big"]  # k1-b waits behind k1-a (same key); k2 would exceed 4 rows
+    assert sorted(gate.batches[2]) == ["k1-b", "k2"]  # k1-b joined the queue once k1-a was answered
     await b.stop()
 
 
@@ -188,4 +188,62 @@ async def test_answered_requests_leave_the_deadline_watch():
     for start in range(0, 10_000, 100):
         await asyncio.wait_for(asyncio.gather(*(b.submit(i, timeout=3600) for i in range(start, start + 100))), 10)
     assert len(b._deadlines) <= 64 + 2 * 16, len(b._deadlines)
+    await b.stop()
+
+
+async def test_a_key_runs_one_ticket_at_a_time_even_with_free_slots():
+    """Per-key order without a lock: with two slots, a key's second ticket waits until its first
+    is answered, while another key's ticket takes the free slot."""
+    gate = Gate(closed=True)
+    b = make(gate, max_in_flight=2, max_queue_delay_s=0.0)
+    first = asyncio.ensure_future(b.submit("s-1", key="s", timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    second = asyncio.ensure_future(b.submit("s-2", key="s", timeout=50))
+    other = asyncio.ensure_future(b.submit("t-1", key="t", timeout=50))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert gate.batches == [["s-1"], ["t-1"]]  # s-2 waits behind s-1, off the queue
+    assert b.depth == 1 and not second.done()
+    gate.open.set()
+    await asyncio.wait_for(asyncio.gather(first, second, other), 5)
+    assert gate.batches[2] == ["s-2"]
+    await b.stop()
+
+
+async def test_run_again_goes_before_the_keys_later_tickets():
+    seen: list[str] = []
+    runs = 0
+
+    async def handler(tickets):
+        nonlocal runs
+        runs += 1
+        seen.extend(t.payload for t in tickets)
+        return [RUN_AGAIN if t.payload == "s-1" and runs == 1 else t.payload for t in tickets]
+
+    b = make(handler)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(b.submit(p, key="s", timeout=50) for p in ("s-1", "s-2", "s-3"))), 5
+    )
+    assert results == ["s-1", "s-2", "s-3"]
+    assert seen == ["s-1", "s-1", "s-2", "s-3"]  # the re-run came before s-2
+    await b.stop()
+
+
+async def test_a_ticket_given_up_behind_its_key_frees_the_key():
+    gate = Gate(closed=True)
+    b = make(gate)
+    first = asyncio.ensure_future(b.submit("s-1", key="s", timeout=50))
+    await asyncio.wait_for(gate.entered.wait(), 2)
+    given_up = asyncio.ensure_future(b.submit("s-2", key="s", timeout=50))
+    expired = asyncio.ensure_future(b.submit("s-3", key="s", timeout=0.01))
+    last = asyncio.ensure_future(b.submit("s-4", key="s", timeout=50))
+    await asyncio.sleep(0)
+    given_up.cancel()
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(expired, 5)
+    gate.open.set()
+    assert await asyncio.wait_for(last, 5) == ("s-4", True)
+    await first
+    assert gate.batches == [["s-1"], ["s-4"]]  # neither the given-up nor the expired one ran
+    assert await b.drain(2) and not b.busy and not b._behind
     await b.stop()

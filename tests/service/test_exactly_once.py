@@ -137,6 +137,23 @@ def test_grpc_stream_retries_are_answered_from_the_stored_reply(store_server: Se
     offline.assert_outputs_close(np.concatenate(got), offline.run(x)[0])
 
 
+def hold_next_batch(dp: DataPlane) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the next batch of the default model wait, once it has begun (``entered``), until
+    ``release`` is set: a step that holds its session past its deadline. Later batches run as usual."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    batcher = dp.worker("demand").batcher
+    handler = batcher._handler
+
+    async def slow(tickets: list) -> list:
+        batcher._handler = handler
+        entered.set()
+        await release.wait()
+        return await handler(tickets)
+
+    batcher._handler = slow
+    return entered, release
+
+
 async def test_a_step_behind_a_slow_one_answers_504_at_its_deadline_and_changes_nothing():
     """The deadline counts from the request's arrival: the wait behind the session's earlier
     step (here: one that holds the session for longer than the deadline) is part of it."""
@@ -151,19 +168,46 @@ async def test_a_step_behind_a_slow_one_answers_504_at_its_deadline_and_changes_
         x = random_steps(np.random.default_rng(14), 1).tolist()
         assert (await c.post(f"/v1/sessions/{sid}/step", json={"inputs": x})).status_code == 200
         before = (await c.get(f"/v1/sessions/{sid}/snapshot")).json()
-        release = asyncio.Event()
-
-        async def slow_step() -> None:  # a step that holds the session past the deadline
-            async with dp.sessions._locks.hold(sid, time.monotonic() + 60):
-                await release.wait()
-
-        holder = asyncio.create_task(slow_step())
-        await asyncio.sleep(0)
+        entered, release = hold_next_batch(dp)
+        holder = asyncio.create_task(c.post(f"/v1/sessions/{sid}/step", json={"inputs": x}))
+        await asyncio.wait_for(entered.wait(), 5)
         t0 = time.monotonic()
         r = await c.post(f"/v1/sessions/{sid}/step", json={"inputs": x})
         took = time.monotonic() - t0
         release.set()
-        await holder
+        assert (await holder).status_code == 504  # the slow step itself outlived its deadline
         assert r.status_code == 504 and "unchanged" in r.json()["error"], r.text
         assert timeout <= took < timeout + 0.25, took
         assert (await c.get(f"/v1/sessions/{sid}/snapshot")).json() == before
+
+
+async def test_a_sequence_start_that_misses_its_deadline_resets_nothing(offline: Offline):
+    """A start resets the sequence with its step, in the batch that runs it: a start that times
+    out (504) leaves the sequence where it was, and the next step continues from there."""
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, request_timeout_s=0.3)
+    metrics = Metrics()
+    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    app = create_app(settings, dp)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+    xs = random_steps(np.random.default_rng(15), 3)
+
+    def body(k: int, **params: object) -> dict:
+        data = xs[k : k + 1]
+        return {
+            "inputs": [{"name": "x", "shape": [1, 1, 3], "datatype": "FP32", "data": data.ravel().tolist()}],
+            "parameters": {"sequence_id": 7, **params},
+        }
+
+    async with app.router.lifespan_context(app), client as c:
+        assert (await c.post(INFER, json=body(0, sequence_start=True))).json()["parameters"]["step"] == 1
+        assert (await c.post(INFER, json=body(1))).json()["parameters"]["step"] == 2
+        entered, release = hold_next_batch(dp)
+        restart = asyncio.create_task(c.post(INFER, json=body(0, sequence_start=True)))
+        await asyncio.wait_for(entered.wait(), 5)
+        r = await asyncio.wait_for(restart, 5)  # answered at its deadline, its batch still held
+        release.set()
+        assert r.status_code == 504 and "unchanged" in r.json()["error"], r.text
+        assert await dp.worker("demand").batcher.drain(5)  # the held batch ends, and writes nothing
+        r = await c.post(INFER, json=body(2))
+        assert r.status_code == 200 and r.json()["parameters"]["step"] == 3, r.text
+        offline.assert_outputs_close(r.json()["outputs"][0]["data"], offline.run(xs)[0][2])
