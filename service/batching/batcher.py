@@ -207,9 +207,12 @@ class Batcher:
             self._watch = loop.call_at(heap[0][0], self._expire_due)
 
     def _forget_answered(self) -> None:
-        """Keep the deadline heap to about the tickets still waiting: answered ones are dropped
-        once they outnumber the rest (amortised, after a batch)."""
+        """Keep the deadline heap to about the tickets still waiting (after a batch): answered
+        ones leave from its top, where requests with the usual timeout are (the earliest
+        deadlines); all of them, amortised, once they outnumber the rest (mixed timeouts)."""
         heap = self._deadlines
+        while heap and heap[0][2].future.done():
+            heapq.heappop(heap)
         if len(heap) > 64 + 2 * (self.depth + self._in_flight * self._max_rows):
             heap[:] = [e for e in heap if not e[2].future.done()]
             heapq.heapify(heap)
@@ -311,6 +314,10 @@ class Batcher:
             self._in_flight -= 1
             if batch:
                 self._obs.finished(time.monotonic() - t0)
+        # the next batch first: its task runs before the callers this batch wakes, so it is on
+        # the runtime while their replies are written (it takes its requests when it begins:
+        # those of the keys answered below too)
+        self._kick()
         now = time.monotonic()
         ok_n = fail_n = 0
         ok_s = fail_s = 0.0
@@ -337,7 +344,7 @@ class Batcher:
         if fail_n:
             self._obs.completed(False, fail_s, fail_n)
         self._forget_answered()
-        self._kick()
+        self._kick()  # the re-runs, when no batch was started above
         if not self.busy:
             assert self._idle is not None
             self._idle.set()
