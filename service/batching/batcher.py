@@ -136,7 +136,9 @@ class Batcher:
             behind.clear()
         self._waiting = 0
         for t in waiting:
-            if not t.future.done():
+            if t.future.cancelled():
+                self._given_up(t)
+            elif not t.future.done():
                 t.future.set_exception(Overloaded("the service is shutting down"))
                 self._obs.completed(False, time.monotonic() - t.enqueued)
         await asyncio.gather(*self._running, return_exceptions=True)
@@ -153,16 +155,17 @@ class Batcher:
         return bool(self._queue) or self._waiting > 0 or self._in_flight > 0
 
     # -- submitting ----------------------------------------------------------------------
-    async def submit(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> Any:
-        """Queue a request and wait for its result. Raises Overloaded at once when the queue is
-        full or the batcher stops; a caller cancelled while it waits gives the request up (it
-        is not run, or not committed, and is counted as failed)."""
+    def enqueue(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> asyncio.Future:
+        """Queue a request; its future gets the result. Raises Overloaded at once when the
+        queue is full or the batcher stops. A caller that cancels the future gives the
+        request up: it is not run (or not committed), and is counted as failed."""
         loop = self._loop
         assert loop is not None and self._idle is not None, "start() the batcher first"
         if self._stopping:
             self._obs.completed(False, 0.0)
             raise Overloaded("the service is shutting down")
-        if self.depth >= self._max_queue:
+        depth = len(self._queue) + self._waiting
+        if depth >= self._max_queue:
             self._obs.completed(False, 0.0)
             raise Overloaded(f"the queue is full ({self._max_queue} requests waiting); retry shortly")
         ticket = Ticket(payload, rows, key, loop.create_future())
@@ -175,15 +178,21 @@ class Batcher:
                 self._behind[key] = collections.deque()
             self._queue.append(ticket)
         self._idle.clear()
-        self._obs.queued(self.depth)
+        self._obs.queued(depth + 1)
         self._watch_deadline(loop, ticket, timeout)
-        self._kick()
-        try:
-            return await ticket.future
-        except asyncio.CancelledError:  # the caller gave up: its ticket is dropped, counted here
-            if ticket.future.cancelled():
-                self._obs.completed(False, time.monotonic() - ticket.enqueued)
-            raise
+        if not self._starting:
+            self._kick()
+        return ticket.future
+
+    async def submit(self, payload: Any, *, rows: int = 1, key: Hashable | None = None, timeout: float) -> Any:
+        """:meth:`enqueue`, and wait for the result."""
+        return await self.enqueue(payload, rows=rows, key=key, timeout=timeout)
+
+    def _given_up(self, ticket: Ticket) -> None:
+        """Count a request whose caller cancelled it, once, where the batcher finds it."""
+        if not ticket.cancelled:
+            ticket.cancelled = True
+            self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
     def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, timeout: float) -> None:
         at = loop.time() + timeout
@@ -271,6 +280,8 @@ class Batcher:
             t = queue[0]
             if t.future.done():  # expired or given up while queued
                 queue.popleft()
+                if t.future.cancelled():
+                    self._given_up(t)
                 self._release(t)
                 continue
             if batch and rows + t.rows > self._max_rows:
@@ -323,7 +334,9 @@ class Batcher:
         ok_s = fail_s = 0.0
         again: list[Ticket] = []
         for t, r in zip(batch, results, strict=True):
-            if t.future.done():  # expired or given up: counted then
+            if t.future.done():  # expired (counted then) or given up
+                if t.future.cancelled():
+                    self._given_up(t)
                 self._release(t)
                 continue
             if r is RUN_AGAIN:

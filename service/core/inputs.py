@@ -28,29 +28,27 @@ def within(card: ModelCard, x: np.ndarray) -> bool:
     """``lo <= x <= hi`` for every value, feature by feature; NaN and infinities fail it too
     (a feature without a range is bounded by the largest float32)."""
     lo, hi = card.bounds
-    if x.size <= SMALL and lo.size == x.shape[-1]:  # one reading per request, the common case
-        los, his = card.bound_lists
-        for row in x.reshape(-1, lo.size).tolist():
-            for v, a, b in zip(row, los, his, strict=True):
-                if not a <= v <= b:
-                    return False
-        return True
     return bool(((x >= lo) & (x <= hi)).all())
 
 
 GRID_TOLERANCE = 1e-4  # of a grid step: float32 readings of 8.5 or 3.0 are exact; 8.25 is 0.5 off
 
 
-def on_grid_small(card: ModelCard, x: np.ndarray) -> bool:
-    """True when ``x`` is small and on the card's grid (a loop: one reading per request is the
-    common case); False sends it to :func:`check_grid`, which decides and names the value."""
-    if x.size > SMALL:
+def small_ok(card: ModelCard, x: np.ndarray) -> bool:
+    """For a few values (one reading per request is the common case, and a Python loop costs
+    less than numpy's calls there): True when every value is within its feature's range and
+    on its grid. False decides nothing: the checks below then find and name the bad value."""
+    checks = card.value_checks
+    if x.size > SMALL or x.shape[-1] != len(checks):
         return False
-    for row in x.reshape(-1, x.shape[-1]).tolist():
-        for i, o, s in card.grids:
-            k = (row[i] - o) / s
-            if abs(k - round(k)) > GRID_TOLERANCE:
+    for row in x.reshape(-1, len(checks)).tolist():
+        for v, (lo, hi, origin, step) in zip(row, checks, strict=False):  # equal lengths: reshaped
+            if not lo <= v <= hi:  # NaN fails this too
                 return False
+            if step:
+                k = (v - origin) / step
+                if abs(k - round(k)) > GRID_TOLERANCE:
+                    return False
     return True
 
 
@@ -73,8 +71,10 @@ def check_grid(card: ModelCard, x: np.ndarray, field: str) -> None:
 def check_values(card: ModelCard, x: np.ndarray, field: str) -> None:
     """Every value finite, each feature within the range its model card declares (features
     without one: any finite value), and on its grid where the card declares one."""
+    if small_ok(card, x):
+        return
     if within(card, x):
-        if card.grids and not on_grid_small(card, x):
+        if card.grids:
             check_grid(card, x, field)
         return
     lo, hi = card.bounds

@@ -207,8 +207,11 @@ class ModelWorker:
                 again.append(i)
                 continue
             try:
-                rec, new = begin(work, rec, self.card, store)
-                admitted = decide(work, rec, store)
+                if work.start:
+                    rec, new = begin(work, rec, self.card, store)
+                else:
+                    new = False
+                admitted = decide(work, rec, self.card, store)
             except ServiceError as e:
                 if trust:  # refused on a copy that may be stale: ask the store itself
                     again.append(i)

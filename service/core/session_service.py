@@ -27,7 +27,6 @@ from service.errors import (
     InvalidInput,
     SessionNotFound,
     SnapshotMismatch,
-    duration,
     store_unreachable,
 )
 from service.metrics import Metrics
@@ -119,7 +118,7 @@ class SessionService:
         if expected_step is not None and expected_step < 0:
             raise InvalidInput("expected_step must be >= 0")
         work = StepWork(session_id, x, expected_step, digest(x), owner)
-        return await w.batcher.submit(work, key=session_id, timeout=self.settings.request_timeout_s)
+        return await w.batcher.enqueue(work, key=session_id, timeout=self.settings.request_timeout_s)
 
     # -- sequences (Open Inference Protocol sequence extension) --------------------------
     def sequence_session_id(self, w: ModelWorker, sequence_id: int | str, owner: str | None = None) -> str:
@@ -160,35 +159,27 @@ class SessionService:
                 f"expected_step {expected_step} with sequence_start: a sequence starts at step 0, so expect 0"
             )
         self._admit()
-        w = await self._sequence_worker(name, version, sequence_id, owner, start)
+        w = self._sole_worker(name, version) or await self._sequence_worker(name, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
-        work = StepWork(sid, x, expected_step, digest(x), owner, start, end)
-        try:
-            result = await w.batcher.submit(work, key=sid, timeout=self.settings.request_timeout_s)
-        except SessionNotFound:
-            if start:
-                raise
-            raise InvalidInput(
-                f"sequence {sequence_id!r} of {w.card.key} is not active (never started, already ended, or "
-                f"expired after {duration(self.store.ttl_s)} idle{self.store.restart_note}): send its first request with "
-                "sequence_start=true"
-            ) from None
-        return w, result
+        work = StepWork(sid, x, expected_step, digest(x), owner, start, end, sequence_id)
+        return w, await w.batcher.enqueue(work, key=sid, timeout=self.settings.request_timeout_s)
 
-    async def _sequence_worker(
-        self, name: str, version: str | None, sequence_id: int | str, owner: str | None, start: bool
-    ) -> ModelWorker:
-        """The version a sequence runs on. Named in the request: that one. Otherwise a new
-        sequence (``start``) goes to the newest version, and a continuing one stays on the
-        version it started on: its id carries no version, so the served versions are looked
-        up, newest first, in one store read (only while more than one version is served)."""
+    def _sole_worker(self, name: str, version: str | None) -> ModelWorker | None:
+        """The version a sequence runs on when no store read is needed to tell: the one the
+        request names, or the model's only one; None otherwise."""
         if version is not None:
             return self.registry.worker(name, version)
+        w = self.registry.worker(name)
+        return w if len(self.registry.workers[name]) == 1 else None
+
+    async def _sequence_worker(self, name: str, sequence_id: int | str, owner: str | None, start: bool) -> ModelWorker:
+        """The version a sequence runs on when the request names none and several are served:
+        a new sequence (``start``) goes to the newest version, and a continuing one stays on
+        the version it started on: its id carries no version, so the served versions are
+        looked up, newest first, in one store read."""
         newest = self.registry.worker(name)
         served = self.registry.served_newest_first(name)
-        if len(served) == 1:
-            return newest
         ids = [self.sequence_session_id(v, sequence_id, owner) for v in served]
         records = await self._store_call(self.store.get_many(ids))
         if start:  # a restart on a newer version ends the sequence where it ran before

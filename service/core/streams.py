@@ -12,7 +12,8 @@ reads, runs and writes:
 - :func:`decide`: whether a step runs (its ``expected_step`` matches, or it sent none), is a
   retry of the last applied request (its stored reply comes back, the state does not move),
   or is refused (409 with the current step; 404 for a session that does not exist for this
-  caller -- another key's session does not exist either).
+  caller -- another key's session does not exist either --, 400 for a sequence that is not
+  active).
 - :func:`settle`: after the run, whether the new state may be written: not when the
   request's deadline passed first (504, nothing changed).
 - :func:`lost`: what a write that lost its compare-and-set to another writer means: a step
@@ -27,7 +28,7 @@ import numpy as np
 
 from service.batching.batcher import Ticket
 from service.core.work import StaleWrite, StepResult, StepWork
-from service.errors import DeadlineExceeded, NotReady, SessionNotFound, StepConflict, duration
+from service.errors import DeadlineExceeded, InvalidInput, NotReady, SessionNotFound, StepConflict, duration
 from service.runtime.repository import ModelCard
 from service.sessions.record import SessionRecord, visible
 from service.sessions.store import SessionStore
@@ -83,11 +84,21 @@ def begin(
     return rec.restarted(zeros, now), False
 
 
-def decide(work: StepWork, rec: SessionRecord | None, store: SessionStore) -> SessionRecord | StepResult:
+def not_active(work: StepWork, card: ModelCard, store: SessionStore) -> InvalidInput:
+    """A sequence's request, not its start, for a sequence that does not exist for its caller."""
+    return InvalidInput(
+        f"sequence {work.sequence!r} of {card.key} is not active (never started, already ended, or expired after "
+        f"{duration(store.ttl_s)} idle{store.restart_note}): send its first request with sequence_start=true"
+    )
+
+
+def decide(
+    work: StepWork, rec: SessionRecord | None, card: ModelCard, store: SessionStore
+) -> SessionRecord | StepResult:
     """The stored record to step from, or the stored reply of a retried request; raises
-    SessionNotFound or StepConflict."""
+    SessionNotFound (InvalidInput for a sequence that is not active) or StepConflict."""
     if not visible(rec, work.owner):
-        raise unknown_session(work.session_id, store)
+        raise unknown_session(work.session_id, store) if work.sequence is None else not_active(work, card, store)
     assert rec is not None
     e = work.expected_step
     if e is None or e == rec.step:

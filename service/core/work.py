@@ -24,6 +24,7 @@ class StepWork:
     owner: str | None
     start: bool = False  # a sequence's first request: from zeros, created if it does not exist
     end: bool = False  # a sequence's last request: the sequence is released once the step is stored
+    sequence: int | str | None = None  # the client's sequence id, for a sequence's request
 
 
 @dataclass(slots=True)

@@ -81,6 +81,14 @@ class ModelCard:
         lo, hi = self.bounds
         return lo.tolist(), hi.tolist()
 
+    @cached_property
+    def value_checks(self) -> tuple[tuple[float, float, float, float], ...]:
+        """Per feature ``(low, high, grid origin, grid step)`` as Python floats (step 0: no grid),
+        for the checks of a few values (:func:`service.core.inputs.small_ok`)."""
+        los, his = self.bound_lists
+        steps = {i: (o, s) for i, o, s in self.grids}
+        return tuple((lo, hi, *steps.get(i, (0.0, 0.0))) for i, (lo, hi) in enumerate(zip(los, his, strict=True)))
+
     @property
     def key(self) -> str:
         return f"{self.name}/{self.version}"
