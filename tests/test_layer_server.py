@@ -60,3 +60,13 @@ def test_lean_prototype_is_exact_and_refuses_a_wrong_expected_step(name: str) ->
     assert all(s == 200 for s, _ in sequence)
     # the refused request changed nothing: the sequence goes on from step 4 as if it never came
     offline.assert_outputs_close([b["outputs"][0]["data"][0] for _, b in sequence], offline.run(xs[0])[0][:, 0])
+
+
+async def test_the_in_process_step_bench_runs_every_path():
+    """``bench.dataplane`` (its figures go into the layer section): every path steps its
+    sequences (a path that failed a step would raise here) and is timed."""
+    from bench import dataplane
+
+    result = await dataplane.run(5, 1)
+    assert set(result) == {"data plane", "v2 endpoint", "lean prototype's step path"}
+    assert all(us > 0 for us in result.values()), result
