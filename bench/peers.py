@@ -310,6 +310,14 @@ def section(data: dict[str, Any]) -> list[str]:
                 f" {r.get('server_queue_ms', 0):.3f} | {r.get('server_compute_infer_ms', 0):.3f} |"
                 f" {r['server_cpu_us_per_infer']:.0f} | {r['server_cores']:.2f} |"
             )
+        crashed = [r for r in data["perf_analyzer"] if r.get("crashes")]
+        if crashed:
+            lines += [
+                "",
+                "perf_analyzer itself crashed (a segmentation fault of its HTTP client) and was run again for: "
+                + ", ".join(f"{r['peer']} at {r['concurrency']} ({r['crashes']}×)" for r in crashed)
+                + ".",
+            ]
     lines += [END]
     return lines
 

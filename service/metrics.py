@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -70,6 +70,21 @@ class Observer:
     def __call__(self, value: float) -> None:
         self._sum(value)
         self._buckets[bisect_left(self._bounds, value)](1)
+
+    def many(self, values: Iterable[float]) -> None:
+        """Observe every value, adding to each bucket once (values of one batch mostly share
+        a few buckets)."""
+        counts: dict[int, int] = {}
+        total = 0.0
+        bounds = self._bounds
+        for v in values:
+            total += v
+            i = bisect_left(bounds, v)
+            counts[i] = counts.get(i, 0) + 1
+        if counts:
+            self._sum(total)
+            for i, n in counts.items():
+                self._buckets[i](n)
 
 
 class Metrics:

@@ -53,9 +53,7 @@ class _Observer(BatcherObserver):
         }
 
     def dispatched(self, tickets: list[Ticket], rows: int, now: float) -> None:
-        wait = self.wait
-        for t in tickets:
-            wait(now - t.enqueued)
+        self.wait.many([now - t.enqueued for t in tickets])
         self.size(rows)
 
     def completed(self, ok: bool, seconds: float, n: int = 1) -> None:

@@ -91,8 +91,9 @@ def test_metrics_pass_promtool_and_count_traffic(server):
 @pytest.mark.parametrize("multiprocess", [False, True])
 def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, multiprocess):
     """adder, setter and Observer skip prometheus_client's per-call checks: the same values
-    through them and through the library's own methods give the same exposition (in one
-    process, and with the per-worker files of several)."""
+    through them (a histogram's one by one, or a batch's at once with ``Observer.many``) and
+    through the library's own methods give the same exposition (in one process, and with the
+    per-worker files of several)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
     from service.metrics import LATENCY_BUCKETS, Observer, adder, exposition, setter
@@ -102,25 +103,28 @@ def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, m
     from prometheus_client import values
 
     texts = []
-    for fast in (False, True):
+    for mode in (0, 1, 2):  # the library's methods, the fast ones, the fast ones with Observer.many
         if multiprocess:  # as in a worker process the supervisor started: values in files
-            (tmp_path / str(fast)).mkdir()
-            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / str(fast)))
+            (tmp_path / str(mode)).mkdir()
+            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / str(mode)))
             monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
         r = CollectorRegistry()
-        c = Counter(f"c{fast:d}", "c", ["k"], registry=r).labels("a")
-        h = Histogram(f"h{fast:d}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
-        g = Gauge(f"g{fast:d}", "g", ["k"], registry=r, multiprocess_mode="livesum").labels("a")
-        amounts = [0.0, 0.0005, 0.0007, 0.002, 3.0, 10.0, 11.0, 1e-9]
+        c = Counter(f"c{mode}", "c", ["k"], registry=r).labels("a")
+        h = Histogram(f"h{mode}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
+        g = Gauge(f"g{mode}", "g", ["k"], registry=r, multiprocess_mode="livesum").labels("a")
+        amounts = [0.0, 0.0005, 0.0007, 0.002, 3.0, 10.0, 11.0, 1e-9, 0.0007]
         for v in amounts:
-            if fast:
+            if mode:
                 adder(c)(v)
-                Observer(h)(v)
+                if mode == 1:
+                    Observer(h)(v)
                 setter(g)(v)
             else:
                 c.inc(v)
                 h.observe(v)
                 g.set(v)
-        texts.append(exposition(r).decode().replace("c1", "c0").replace("h1", "h0").replace("g1", "g0"))
-    assert texts[0] == texts[1]
+        if mode == 2:
+            Observer(h).many(amounts)
+        texts.append(re.sub(r"\b([chg])[12]", r"\g<1>0", exposition(r).decode()))
+    assert texts[0] == texts[1] == texts[2]
     assert "h0_bucket" in texts[0] and 'le="0.0005"' in texts[0]
