@@ -82,6 +82,11 @@ class ModelCard:
         return lo.tolist(), hi.tolist()
 
     @cached_property
+    def input_names(self) -> frozenset[str]:
+        """The inputs a request may name: ``x`` and the state inputs."""
+        return frozenset(("x", *self.state_inputs))
+
+    @cached_property
     def value_checks(self) -> tuple[tuple[float, float, float, float], ...]:
         """Per feature ``(low, high, grid origin, grid step)`` as Python floats (step 0: no grid),
         for the checks of a few values (:func:`service.core.inputs.small_ok`)."""

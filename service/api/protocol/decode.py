@@ -138,12 +138,20 @@ def to_array(value: Any, field: str, ndim: int) -> np.ndarray:
         return arr.astype(np.float32)
 
 
-def flat_numbers(value: Any, field: str, dtype: Any) -> np.ndarray:
-    """A tensor's ``data``: numbers, flat or nested (row-major), as a flat array of ``dtype``."""
-    if dtype is np.float32 and type(value) is list and value:
+def plain_f32(value: Any) -> np.ndarray | None:
+    """A tensor's ``data`` as a flat float32 array when it is what a request almost always
+    holds (:func:`_plain`, flat or nested once); None sends it to :func:`flat_numbers`."""
+    if type(value) is list and value:
         plain = _plain(value, 1) or (_plain(value, 2) if type(value[0]) is list else None)
         if plain is not None:
             return np.array(plain[0], np.float32)
+    return None
+
+
+def flat_numbers(value: Any, field: str, dtype: Any) -> np.ndarray:
+    """A tensor's ``data``: numbers, flat or nested (row-major), as a flat array of ``dtype``."""
+    if dtype is np.float32 and (arr := plain_f32(value)) is not None:
+        return arr
     level = value if isinstance(value, list) else [value]
     while any(type(v) is list for v in level):
         if set(map(type, level)) - {list}:

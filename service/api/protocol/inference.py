@@ -26,18 +26,20 @@ def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
     """The request's sequence id, or None for a stateless request; InvalidInput if malformed
     (a string id longer than ``max_chars`` included)."""
     sid = params.get("sequence_id", 0)
-    if isinstance(sid, bool) or not isinstance(sid, int | str) or (isinstance(sid, int) and not 0 <= sid < 2**64):
+    kind = type(sid)  # exactly int or str: a bool is neither
+    if (kind is not int and kind is not str) or (kind is int and not 0 <= sid < 2**64):
         raise InvalidInput(f"parameter sequence_id must be a uint64 or a string, got {short(sid)}")
-    if isinstance(sid, str) and len(sid) > max_chars:
+    if kind is str and len(sid) > max_chars:
         raise InvalidInput(
             f"parameter sequence_id is a string of {len(sid)} characters; at most {max_chars} are accepted "
             "(LSTM_MAX_SEQUENCE_ID_CHARS)"
         )
-    for flag in ("sequence_start", "sequence_end"):
-        if not isinstance(params.get(flag, False), bool):
+    start, end = params.get("sequence_start", False), params.get("sequence_end", False)
+    for flag, value in (("sequence_start", start), ("sequence_end", end)):
+        if type(value) is not bool:
             raise InvalidInput(f"parameter {flag} must be a boolean")
-    if sid in (0, ""):
-        if params.get("sequence_start") or params.get("sequence_end"):
+    if not sid:  # 0 or ""
+        if start or end:
             raise InvalidInput("sequence_start/sequence_end need a non-zero sequence_id")
         return None
     return sid
@@ -46,8 +48,8 @@ def sequence_id(params: dict[str, Any], max_chars: int) -> int | str | None:
 def check(req: InferRequest, card: ModelCard) -> None:
     """Inputs and requested outputs name tensors the model has, with the right datatype."""
     states = card.state_inputs
-    if any(n not in ("x", *states) for n in req.inputs):
-        unknown = sorted(set(req.inputs) - {"x", *states})
+    if not card.input_names.issuperset(req.inputs):
+        unknown = sorted(set(req.inputs) - card.input_names)
         raise InvalidInput(f"unknown input(s) {unknown}; the model takes x (and optionally {', '.join(states)})")
     if "x" not in req.inputs:
         raise InvalidInput("input 'x' ([batch, seq, features], FP32) is required")
@@ -91,7 +93,7 @@ async def run_infer(dp: DataPlane, model: str, version: str | None, req: InferRe
         params: dict[str, Any] = {"step": res.step, "replayed": True} if res.replayed else {"step": res.step}
         # the state stays on the server (Triton's implicit state): y only unless asked for
         outputs = {"y": res.outputs[None]}
-        if any(n != "y" for n, _ in req.outputs or ()):  # a state output asked for
+        if req.outputs and any(n != "y" for n, _ in req.outputs):  # a state output asked for
             outputs |= {n: part[:, None] for n, part in zip(w.card.state_outputs, res.state, strict=True)}
     else:
         w, pres = await dp.predict(name, version, x, req.inputs.get("h0"), req.inputs.get("c0"), field="input x")

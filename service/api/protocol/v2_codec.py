@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.protocol.decode import flat_numbers, rectangular
+from service.api.protocol.decode import flat_numbers, plain_f32, rectangular
 from service.api.protocol.json import json_bytes
 from service.errors import InvalidInput
 
@@ -48,11 +48,19 @@ MAX_DIM = 2**31 - 1  # a dimension's largest size, and the most elements of one 
 def check_shape(value: Any, name: str) -> list[int]:
     """A tensor's declared shape, checked before anything is allocated for it: a list of at most
     MAX_DIMS non-negative integers holding at most MAX_DIM elements. Both wire formats use it."""
-    if not isinstance(value, list) or not all(type(d) is int and d >= 0 for d in value):
+    ok, elements = type(value) is list, 1
+    if ok:
+        for d in value:
+            if type(d) is not int or d < 0:
+                ok = False
+                break
+            if d:
+                elements = min(elements * d, MAX_DIM + 1)  # a long shape never makes a huge integer
+    if not ok:
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers, got {short(value)}")
     if len(value) > MAX_DIMS:
         raise InvalidInput(f"input {name!r}: shape has {len(value)} dimensions; at most {MAX_DIMS} are accepted")
-    if math.prod(d for d in value if d) > MAX_DIM:
+    if elements > MAX_DIM:
         raise InvalidInput(f"input {name!r}: shape {value} holds more than {MAX_DIM} elements")
     return value
 
@@ -101,7 +109,9 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
             raise InvalidInput(f"input {name!r}: datatype {spec.get('datatype')!r} is not supported here")
         shape = check_shape(spec.get("shape"), name)
         count = math.prod(shape)
-        size = _object(spec.get("parameters"), f"input {name!r}: parameters").get("binary_data_size")
+        size, plain = None, None
+        if (tensor_params := spec.get("parameters")) is not None:  # (its message formatted only when needed)
+            size = _object(tensor_params, f"input {name!r}: parameters").get("binary_data_size")
         if size is not None:
             if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise InvalidInput(
@@ -117,10 +127,11 @@ def decode(body: bytes, header_length: str | None) -> InferRequest:
         else:
             if "data" not in spec:
                 raise InvalidInput(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
-            arr = flat_numbers(spec["data"], f"input {name!r}: data", dtype)
+            plain = plain_f32(spec["data"]) if dtype is np.float32 else None  # rectangular when not None
+            arr = plain if plain is not None else flat_numbers(spec["data"], f"input {name!r}: data", dtype)
         if arr.size != count:
             raise InvalidInput(f"input {name!r}: {arr.size} values do not fill shape {shape} ({count} values)")
-        if size is None and not rectangular(spec["data"]):
+        if size is None and plain is None and not rectangular(spec["data"]):
             raise InvalidInput(f"input {name!r}: data nested in lists must be rectangular (a ragged list was sent)")
         inputs[name] = arr.reshape(shape)
     if offset != len(binary):
