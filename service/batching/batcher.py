@@ -44,7 +44,7 @@ RUN_AGAIN: Any = type("RunAgain", (), {"__repr__": lambda self: "RUN_AGAIN"})()
 
 
 class Ticket:
-    __slots__ = ("_claimed", "cancelled", "enqueued", "future", "key", "payload", "rows")
+    __slots__ = ("_claimed", "cancelled", "deadline", "enqueued", "future", "key", "payload", "rows", "timeout")
 
     def __init__(self, payload: Any, rows: int, key: Hashable | None, future: asyncio.Future) -> None:
         self.payload = payload
@@ -54,6 +54,8 @@ class Ticket:
         self.enqueued = time.monotonic()
         self.cancelled = False
         self._claimed = False
+        self.deadline = 0.0  # the event loop's time past which it is not run, or not committed
+        self.timeout = 0.0
 
     def claim(self) -> bool:
         """Mark the point of no return; False if the caller already gave up on this ticket."""
@@ -64,6 +66,13 @@ class Ticket:
 
 
 Handler = Callable[[list[Ticket]], Awaitable[list[Any]]]
+
+
+def late(timeout: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"the request was not served within its deadline of {timeout:g} s and was not applied "
+        "(its session, if any, is unchanged)"
+    )
 
 
 class BatcherObserver:
@@ -130,6 +139,15 @@ class Batcher:
         if self._fill is not None:
             self._fill.cancel()
             self._fill = None
+        self._refuse_waiting()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._refuse_waiting()  # what the last batches sent back or let through meanwhile
+        if self._watch is not None:  # deadlines are watched until the last batch is done
+            self._watch.cancel()
+            self._watch = None
+
+    def _refuse_waiting(self) -> None:
+        """Answer every queued request, and every one waiting behind its key, with 503."""
         waiting = [*self._queue, *(t for behind in self._behind.values() for t in behind)]
         self._queue.clear()
         for behind in self._behind.values():
@@ -141,10 +159,7 @@ class Batcher:
             elif not t.future.done():
                 t.future.set_exception(Overloaded("the service is shutting down"))
                 self._obs.completed(False, time.monotonic() - t.enqueued)
-        await asyncio.gather(*self._running, return_exceptions=True)
-        if self._watch is not None:  # deadlines are watched until the last batch is done
-            self._watch.cancel()
-            self._watch = None
+            self._release(t)
 
     @property
     def depth(self) -> int:
@@ -195,7 +210,11 @@ class Batcher:
             self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
     def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, timeout: float) -> None:
-        at = loop.time() + timeout
+        at = ticket.deadline = loop.time() + timeout
+        ticket.timeout = timeout
+        self._watch_at(loop, ticket, at, timeout)
+
+    def _watch_at(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, at: float, timeout: float) -> None:
         heapq.heappush(self._deadlines, (at, next(self._order), ticket, timeout))
         if self._watch is None or at < self._watch.when():
             if self._watch is not None:
@@ -232,12 +251,7 @@ class Batcher:
         if ticket._claimed or ticket.future.done():
             return
         ticket.cancelled = True
-        ticket.future.set_exception(
-            DeadlineExceeded(
-                f"the request was not served within its deadline of {timeout:g} s and was not applied "
-                "(its session, if any, is unchanged)"
-            )
-        )
+        ticket.future.set_exception(late(timeout))
         self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
     # -- batches -------------------------------------------------------------------------
@@ -314,6 +328,7 @@ class Batcher:
         self._kick()  # what did not fit may use another slot
         t0 = time.monotonic()
         results: list[Any] = []
+        cancelled: BaseException | None = None
         try:
             if batch:
                 results = await self._handler(batch)
@@ -321,6 +336,9 @@ class Batcher:
                     raise RuntimeError(f"batch handler returned {len(results)} results for {len(batch)} requests")
         except Exception as e:
             results = [e] * len(batch)
+        except BaseException as e:  # cancelled (a forced exit): its requests are still answered
+            cancelled = e
+            results = [Overloaded("the service is shutting down")] * len(batch)
         finally:
             self._in_flight -= 1
             if batch:
@@ -329,6 +347,8 @@ class Batcher:
         # the runtime while their replies are written (it takes its requests when it begins:
         # those of the keys answered below too)
         self._kick()
+        loop = self._loop
+        assert loop is not None
         now = time.monotonic()
         ok_n = fail_n = 0
         ok_s = fail_s = 0.0
@@ -340,8 +360,15 @@ class Batcher:
                 self._release(t)
                 continue
             if r is RUN_AGAIN:
-                again.append(t)
-                continue
+                t._claimed = False  # its next run claims it again, or times out
+                if self._stopping:
+                    r = Overloaded("the service is shutting down")
+                elif loop.time() >= t.deadline:
+                    r = late(t.timeout)
+                else:
+                    self._watch_at(loop, t, t.deadline, t.timeout)  # its deadline, watched again
+                    again.append(t)
+                    continue
             if isinstance(r, BaseException):
                 t.future.set_exception(r)
                 fail_n += 1
@@ -361,3 +388,5 @@ class Batcher:
         if not self.busy:
             assert self._idle is not None
             self._idle.set()
+        if cancelled is not None:
+            raise cancelled

@@ -12,6 +12,7 @@ and named no ``expected_step`` runs again in a later batch, before its session's
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,6 @@ from service.core.streams import begin, decide, lost, settle
 from service.core.work import PredictResult, StatelessWork, StepResult, StepWork
 from service.errors import (
     STORE_ERRORS,
-    CapacityExceeded,
     DeadlineExceeded,
     ServiceError,
     store_unreachable,
@@ -36,6 +36,7 @@ from service.runtime.onnx_model import OnnxModel
 from service.sessions.record import SessionRecord
 from service.sessions.store import SessionStore
 
+log = logging.getLogger("service.sessions")
 INLINE_MEASURED_CAP_S = 0.001  # the most a batch may hold the event loop on the warm-up's measurement alone
 
 # the phases of Triton's statistics, in the order the handler measures them
@@ -221,6 +222,8 @@ class ModelWorker:
                     again.append(i)
                 else:
                     results[i] = admitted
+                    if work.end:  # a retried last request ends its sequence, as the first try did
+                        await self._end(work.session_id, work.owner)
                 continue
             xs.append(work.x[None])
             states.append(admitted.state[:, :, None, :])
@@ -258,7 +261,7 @@ class ModelWorker:
                         results[i] = lost(work) or RUN_AGAIN
                     continue
                 elif work.end:
-                    await self._end(rec)
+                    await self._end(rec.id, rec.owner)
                 assert rec.last is not None
                 results[i] = StepResult(rec.id, rec.last.outputs, rec.step, replayed=False, state=rec.state)
                 steps += len(rec.last.outputs)
@@ -267,19 +270,28 @@ class ModelWorker:
         return again, len(owners)
 
     async def _create(self, rec: SessionRecord, end: bool) -> ServiceError | None:
-        """Store a new sequence, within the capacity limits (the error when full); one that
-        ends with its first request is counted and never stored."""
+        """Store a new sequence, within the capacity limits; the error when it could not be (the
+        store full, or unreachable: that request alone fails). One that ends with its first
+        request is counted and never stored."""
         if not end:
             try:
                 await self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key)
-            except CapacityExceeded as e:
+            except ServiceError as e:  # full, or the store unreachable (as the Redis store reports it)
                 return e
+            except STORE_ERRORS as e:
+                return store_unreachable(e)
         self.metrics.sessions_created.inc()
         if end:
             self.metrics.sessions_deleted.inc()
         return None
 
-    async def _end(self, rec: SessionRecord) -> None:
-        """Release a sequence whose last step was stored."""
-        if await self.store.delete(rec.id, rec.owner):
+    async def _end(self, session_id: str, owner: str | None) -> None:
+        """Release a sequence whose last step is stored. Its step stands if the store cannot be
+        reached now: the sequence then ends when it expires."""
+        try:
+            gone = await self.store.delete(session_id, owner)
+        except (ServiceError, *STORE_ERRORS) as e:
+            log.warning("could not release sequence %s after its last step (%s); it expires when idle", session_id, e)
+            return
+        if gone:
             self.metrics.sessions_deleted.inc()

@@ -162,6 +162,8 @@ class SessionService:
         w = self._sole_worker(name, version) or await self._sequence_worker(name, sequence_id, owner, start)
         inputs.check_steps(w.card, x, "input x", self.settings.max_steps_per_request)
         sid = self.sequence_session_id(w, sequence_id, owner)
+        if w.retired:  # unloaded while the store was read
+            raise self._no_worker(sid)
         work = StepWork(sid, x, expected_step, digest(x), owner, start, end, sequence_id)
         return w, await w.batcher.enqueue(work, key=sid, timeout=self.settings.request_timeout_s)
 

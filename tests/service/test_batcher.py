@@ -247,3 +247,64 @@ async def test_a_ticket_given_up_behind_its_key_frees_the_key():
     assert gate.batches == [["s-1"], ["s-4"]]  # neither the given-up nor the expired one ran
     assert await b.drain(2) and not b.busy and not b._behind
     await b.stop()
+
+
+async def test_a_re_run_does_not_outlive_its_deadline():
+    """A ticket the handler claimed and then sent back (RUN_AGAIN: its write lost to another
+    process) runs again only within its deadline; past it, 504, whatever the handler does."""
+    runs = 0
+
+    async def handler(tickets):
+        nonlocal runs
+        runs += 1
+        for t in tickets:
+            t.claim()
+        await asyncio.sleep(0.01)
+        return [RUN_AGAIN] * len(tickets)
+
+    obs = Outcomes()
+    b = make(handler, observer=obs)
+    with pytest.raises(DeadlineExceeded):
+        await asyncio.wait_for(b.submit("x", key="s", timeout=0.05), 2)
+    assert await b.drain(2) and not b._behind
+    assert 2 <= runs <= 10 and obs.seen == [False]
+    await b.stop()
+
+
+async def test_stop_answers_the_re_runs_of_the_last_batch():
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(tickets):
+        entered.set()
+        await release.wait()
+        return [RUN_AGAIN] * len(tickets)
+
+    obs = Outcomes()
+    b = make(handler, observer=obs)
+    fut = asyncio.ensure_future(b.submit("x", key="s", timeout=50))
+    await asyncio.wait_for(entered.wait(), 2)
+    stopping = asyncio.ensure_future(b.stop())
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(stopping, 2)
+    with pytest.raises(Overloaded, match="shutting down"):
+        await asyncio.wait_for(fut, 2)
+    assert obs.seen == [False] and not b.busy
+
+
+async def test_a_cancelled_batch_still_answers_its_requests():
+    entered = asyncio.Event()
+
+    async def handler(tickets):
+        entered.set()
+        await asyncio.Event().wait()  # never returns
+
+    b = make(handler)
+    fut = asyncio.ensure_future(b.submit("x", key="s", timeout=50))
+    await asyncio.wait_for(entered.wait(), 2)
+    (task,) = b._running
+    task.cancel()
+    with pytest.raises(Overloaded, match="shutting down"):
+        await asyncio.wait_for(fut, 2)
+    assert not b.busy and not b._behind
+    await b.stop()

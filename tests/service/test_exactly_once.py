@@ -22,6 +22,7 @@ from harness.server import Server, running_server
 from service.app import create_app, make_store
 from service.config import Settings
 from service.core.dataplane import DataPlane
+from service.errors import InvalidInput
 from service.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -211,3 +212,53 @@ async def test_a_sequence_start_that_misses_its_deadline_resets_nothing(offline:
         r = await c.post(INFER, json=body(2))
         assert r.status_code == 200 and r.json()["parameters"]["step"] == 3, r.text
         offline.assert_outputs_close(r.json()["outputs"][0]["data"], offline.run(xs)[0][2])
+
+
+async def test_a_store_failure_on_a_sequence_start_or_end_fails_that_request_alone():
+    """Starts create and ends delete one by one in the batch handler, after the batch's
+    other writes: a store that fails there fails that request only (a new sequence not
+    created: 503), never the batch's other steps, which are stored; an end whose release
+    failed has its step stored, and its retry (answered from the stored reply) releases it."""
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent)
+    metrics = Metrics()
+    store = make_store(settings, metrics)
+    dp = DataPlane(settings, store, metrics)
+    dp.load_models()
+    await dp.start()
+    x = random_steps(np.random.default_rng(16), 1)
+    create, delete = store.create, store.delete
+
+    async def failing_create(rec, *args):
+        if rec.id == dp.sessions.sequence_session_id(dp.worker("demand"), 2):
+            raise ConnectionError("connection reset")
+        return await create(rec, *args)
+
+    async def failing_delete(*args):
+        raise ConnectionError("connection reset")
+
+    try:
+        store.create = failing_create
+        sid = (await dp.sessions.create("demand")).id
+        results = await asyncio.gather(
+            dp.sessions.sequence_step("demand", None, 1, x, start=True),
+            dp.sessions.sequence_step("demand", None, 2, x, start=True),
+            dp.sessions.step(sid, x),
+            return_exceptions=True,
+        )
+        assert [type(r).__name__ for r in results] == ["tuple", "StoreUnavailable", "StepResult"], results
+        assert results[0][1].step == 1 and results[2].step == 1
+        with pytest.raises(InvalidInput, match="not active"):  # never created
+            await dp.sessions.sequence_step("demand", None, 2, x)
+        store.create = create
+
+        store.delete = failing_delete
+        _, last = await dp.sessions.sequence_step("demand", None, 1, x, end=True, expected_step=1)
+        assert last.step == 2 and not last.replayed  # stored, though not released
+        store.delete = delete
+        _, again = await dp.sessions.sequence_step("demand", None, 1, x, end=True, expected_step=1)
+        assert again.replayed and again.step == 2
+        with pytest.raises(InvalidInput, match="not active"):  # released by the retry
+            await dp.sessions.sequence_step("demand", None, 1, x)
+    finally:
+        await dp.drain(5)
+        await dp.stop()
