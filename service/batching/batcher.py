@@ -46,16 +46,18 @@ RUN_AGAIN: Any = type("RunAgain", (), {"__repr__": lambda self: "RUN_AGAIN"})()
 class Ticket:
     __slots__ = ("_claimed", "cancelled", "deadline", "enqueued", "future", "key", "payload", "rows", "timeout")
 
-    def __init__(self, payload: Any, rows: int, key: Hashable | None, future: asyncio.Future) -> None:
+    def __init__(
+        self, payload: Any, rows: int, key: Hashable | None, future: asyncio.Future, deadline: float, timeout: float
+    ) -> None:
         self.payload = payload
         self.rows = rows
         self.key = key
         self.future = future
         self.enqueued = time.monotonic()
+        self.deadline = deadline  # the event loop's time past which it is not run, or not committed
+        self.timeout = timeout
         self.cancelled = False
         self._claimed = False
-        self.deadline = 0.0  # the event loop's time past which it is not run, or not committed
-        self.timeout = 0.0
 
     def claim(self) -> bool:
         """Mark the point of no return; False if the caller already gave up on this ticket."""
@@ -115,7 +117,7 @@ class Batcher:
         self._stopping = False
         # deadlines: one timer for the earliest, not one per request (a timer per request cost
         # about a tenth of a step's CPU); answered tickets leave the heap lazily
-        self._deadlines: list[tuple[float, int, Ticket, float]] = []
+        self._deadlines: list[tuple[float, int, Ticket]] = []
         self._order = itertools.count()
         self._watch: asyncio.TimerHandle | None = None
 
@@ -154,12 +156,10 @@ class Batcher:
             behind.clear()
         self._waiting = 0
         for t in waiting:
-            if t.future.cancelled():
-                self._given_up(t)
-            elif not t.future.done():
+            if not t.future.done():
                 t.future.set_exception(Overloaded("the service is shutting down"))
                 self._obs.completed(False, time.monotonic() - t.enqueued)
-            self._release(t)
+            self._drop(t)
 
     @property
     def depth(self) -> int:
@@ -183,7 +183,7 @@ class Batcher:
         if depth >= self._max_queue:
             self._obs.completed(False, 0.0)
             raise Overloaded(f"the queue is full ({self._max_queue} requests waiting); retry shortly")
-        ticket = Ticket(payload, rows, key, loop.create_future())
+        ticket = Ticket(payload, rows, key, loop.create_future(), loop.time() + timeout, timeout)
         behind = self._behind.get(key) if key is not None else None
         if behind is not None:
             behind.append(ticket)
@@ -194,7 +194,7 @@ class Batcher:
             self._queue.append(ticket)
         self._idle.clear()
         self._obs.queued(depth + 1)
-        self._watch_deadline(loop, ticket, timeout)
+        self._watch_deadline(loop, ticket)
         if not self._starting:
             self._kick()
         return ticket.future
@@ -203,19 +203,17 @@ class Batcher:
         """:meth:`enqueue`, and wait for the result."""
         return await self.enqueue(payload, rows=rows, key=key, timeout=timeout)
 
-    def _given_up(self, ticket: Ticket) -> None:
-        """Count a request whose caller cancelled it, once, where the batcher finds it."""
-        if not ticket.cancelled:
+    def _drop(self, ticket: Ticket) -> None:
+        """A ticket already answered (it expired) or given up (its caller cancelled it), found
+        by the batcher: a given-up one is counted, once, and either frees its key."""
+        if ticket.future.cancelled() and not ticket.cancelled:
             ticket.cancelled = True
             self._obs.completed(False, time.monotonic() - ticket.enqueued)
+        self._release(ticket)
 
-    def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, timeout: float) -> None:
-        at = ticket.deadline = loop.time() + timeout
-        ticket.timeout = timeout
-        self._watch_at(loop, ticket, at, timeout)
-
-    def _watch_at(self, loop: asyncio.AbstractEventLoop, ticket: Ticket, at: float, timeout: float) -> None:
-        heapq.heappush(self._deadlines, (at, next(self._order), ticket, timeout))
+    def _watch_deadline(self, loop: asyncio.AbstractEventLoop, ticket: Ticket) -> None:
+        at = ticket.deadline
+        heapq.heappush(self._deadlines, (at, next(self._order), ticket))
         if self._watch is None or at < self._watch.when():
             if self._watch is not None:
                 self._watch.cancel()
@@ -228,9 +226,9 @@ class Batcher:
         now, heap = loop.time(), self._deadlines
         self._watch = None
         while heap and (heap[0][0] <= now or heap[0][2].future.done()):
-            _, _, ticket, timeout = heapq.heappop(heap)
+            _, _, ticket = heapq.heappop(heap)
             if not ticket.future.done():
-                self._expire(ticket, timeout)
+                self._expire(ticket)
         if heap:
             self._watch = loop.call_at(heap[0][0], self._expire_due)
 
@@ -245,13 +243,13 @@ class Batcher:
             heap[:] = [e for e in heap if not e[2].future.done()]
             heapq.heapify(heap)
 
-    def _expire(self, ticket: Ticket, timeout: float) -> None:
+    def _expire(self, ticket: Ticket) -> None:
         """The deadline passed: fail the ticket unless the handler has claimed it (then its
         result is the truth and the caller keeps waiting for it)."""
         if ticket._claimed or ticket.future.done():
             return
         ticket.cancelled = True
-        ticket.future.set_exception(late(timeout))
+        ticket.future.set_exception(late(ticket.timeout))
         self._obs.completed(False, time.monotonic() - ticket.enqueued)
 
     # -- batches -------------------------------------------------------------------------
@@ -294,9 +292,7 @@ class Batcher:
             t = queue[0]
             if t.future.done():  # expired or given up while queued
                 queue.popleft()
-                if t.future.cancelled():
-                    self._given_up(t)
-                self._release(t)
+                self._drop(t)
                 continue
             if batch and rows + t.rows > self._max_rows:
                 break
@@ -355,9 +351,7 @@ class Batcher:
         again: list[Ticket] = []
         for t, r in zip(batch, results, strict=True):
             if t.future.done():  # expired (counted then) or given up
-                if t.future.cancelled():
-                    self._given_up(t)
-                self._release(t)
+                self._drop(t)
                 continue
             if r is RUN_AGAIN:
                 t._claimed = False  # its next run claims it again, or times out
@@ -366,7 +360,7 @@ class Batcher:
                 elif loop.time() >= t.deadline:
                     r = late(t.timeout)
                 else:
-                    self._watch_at(loop, t, t.deadline, t.timeout)  # its deadline, watched again
+                    self._watch_deadline(loop, t)  # its deadline, watched again
                     again.append(t)
                     continue
             if isinstance(r, BaseException):

@@ -206,10 +206,7 @@ class ModelWorker:
                 again.append(i)
                 continue
             try:
-                if work.start:
-                    rec, new = begin(work, rec, self.card, store)
-                else:
-                    new = False
+                rec, new = begin(work, rec, self.card, store) if work.start else (rec, False)
                 admitted = decide(work, rec, self.card, store)
             except ServiceError as e:
                 if trust:  # refused on a copy that may be stale: ask the store itself
@@ -273,7 +270,9 @@ class ModelWorker:
         """Store a new sequence, within the capacity limits; the error when it could not be (the
         store full, or unreachable: that request alone fails). One that ends with its first
         request is counted and never stored."""
-        if not end:
+        if end:
+            self.metrics.sessions_deleted.inc()
+        else:
             try:
                 await self.store.create(rec, self.settings.max_sessions, self.settings.max_sessions_per_key)
             except ServiceError as e:  # full, or the store unreachable (as the Redis store reports it)
@@ -281,8 +280,6 @@ class ModelWorker:
             except STORE_ERRORS as e:
                 return store_unreachable(e)
         self.metrics.sessions_created.inc()
-        if end:
-            self.metrics.sessions_deleted.inc()
         return None
 
     async def _end(self, session_id: str, owner: str | None) -> None:

@@ -7,8 +7,8 @@ reads, runs and writes:
 
 - :class:`Gate`: readiness. New work is refused with 503 while the models load and once
   draining has begun.
-- :func:`begin`: the stored record a step starts from: the session's own, or for a
-  sequence's start the sequence back at step 0 from zeros (a new one when it does not exist).
+- :func:`begin`: the record a sequence's start steps from: the sequence back at step 0 from
+  zeros (a new one when it does not exist).
 - :func:`decide`: whether a step runs (its ``expected_step`` matches, or it sent none), is a
   retry of the last applied request (its stored reply comes back, the state does not move),
   or is refused (409 with the current step; 404 for a session that does not exist for this
@@ -67,12 +67,10 @@ def unknown_session(session_id: str, store: SessionStore) -> SessionNotFound:
 def begin(
     work: StepWork, rec: SessionRecord | None, card: ModelCard, store: SessionStore
 ) -> tuple[SessionRecord | None, bool]:
-    """The record ``work`` steps from, and whether it is new (to create, not to compare-and-set).
-    A step that is not a start: the stored record. A start: the caller's sequence back at step
-    0 from zeros, keeping its rev (the step commits over the stored one), or a new sequence;
-    SessionNotFound when the id is another key's."""
-    if not work.start:
-        return rec, False
+    """The record a sequence's start (``work.start``) steps from, and whether it is new (to
+    create, not to compare-and-set): the caller's sequence back at step 0 from zeros, keeping
+    its rev (the step commits over the stored one), or a new sequence; SessionNotFound when
+    the id is another key's. Any other step steps from the stored record."""
     zeros = np.zeros((len(card.states), card.num_layers, card.hidden_size), np.float32)
     now = store.clock()
     if rec is None:
