@@ -11,6 +11,7 @@ kept beside the blob by the store, so compare-and-set needs no decoding.
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,18 +22,24 @@ _HEAD = struct.Struct("<BIIQdd")
 _LAST = struct.Struct("<Q16sII")
 
 
-def _put_str(out: list[bytes], s: str | None) -> None:
-    b = (s or "").encode()
-    out.append(struct.pack("<H", len(b)))
-    out.append(b)
+@lru_cache(maxsize=1024)
+def _names(parts: int, model: str, version: str, sha256: str, owner: str | None) -> bytes:
+    """The state-tensor count and the four strings, as encoded: the same for every write of
+    a session, so built once per (model version, owner)."""
+    out = [bytes((parts,))]
+    for s in (model, version, sha256, owner):
+        b = (s or "").encode()
+        out += (struct.pack("<H", len(b)), b)
+    return b"".join(out)
 
 
 def encode(rec: SessionRecord) -> bytes:
     parts, layers, hidden = rec.state.shape
-    out = [_HEAD.pack(FORMAT, layers, hidden, rec.step, rec.created, rec.last_used), bytes((parts,))]
-    for s in (rec.model, rec.version, rec.sha256, rec.owner):
-        _put_str(out, s)
-    out.append(np.ascontiguousarray(rec.state, "<f4").tobytes())
+    out = [
+        _HEAD.pack(FORMAT, layers, hidden, rec.step, rec.created, rec.last_used),
+        _names(parts, rec.model, rec.version, rec.sha256, rec.owner),
+        np.ascontiguousarray(rec.state, "<f4").tobytes(),
+    ]
     if rec.last is None:
         out.append(b"\x00")
     else:

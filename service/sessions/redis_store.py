@@ -2,17 +2,17 @@
 
 Each session is one hash ``lstm:s:{<id>}`` with fields ``rev`` and ``b`` (the record as
 compact bytes, :mod:`service.sessions.codec`), expiring through Redis TTL. Updates are
-compare-and-set on ``rev`` in a Lua script that touches that one key, so two replicas can
-never both advance a session from the same state, and nothing spans hash slots: the same
-code runs on Redis Cluster.
+compare-and-set on ``rev`` in a Lua script, so two replicas can never both advance a
+session from the same state; on Redis Cluster the script is called for one key at a time,
+so nothing spans hash slots.
 
-A batch costs one pipelined round trip, its writes, when this process wrote its sessions
-last (on a cluster, where pipelines refuse scripts, the writes go out concurrently; a
-second round trip, rarely, refreshes entries of the live set below): each process keeps
-the records it last wrote or read (``cache_size`` of them, least recently used dropped), a
-batch steps from those copies and writes by compare-and-set, and the data plane reads
-again, in one pipelined round trip, and runs again only the sessions whose copy another
-replica made stale.
+A batch costs one round trip, one script call that writes all its sessions, when this
+process wrote them last (on a cluster, where one call's keys must share a hash slot, one
+call per session, sent concurrently; a second round trip, rarely, refreshes entries of the
+live set below): each process keeps the records it last wrote or read (``cache_size`` of
+them, least recently used dropped), a batch steps from those copies and writes by
+compare-and-set, and the data plane reads again, in one pipelined round trip, and runs
+again only the sessions whose copy another replica made stale.
 
 Capacity: live ids sit in a sorted set ``lstm:live`` scored by expiry time. Creation
 prunes expired entries (counting them as expired) and refuses at ``max_sessions``. The
@@ -44,12 +44,22 @@ from service.errors import CapacityExceeded, StoreUnavailable
 from service.sessions import codec
 from service.sessions.record import SessionRecord
 
+# compare-and-set of every record of a batch in one call: KEYS the sessions, ARGV the TTL in
+# ms, then per key its expected rev, new rev and record; one 0/1 per key (on a cluster, where
+# keys of one call must share a hash slot, it is called once per key)
 CAS = """
-local rev = redis.call('HGET', KEYS[1], 'rev')
-if (not rev) or tonumber(rev) ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'b', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return 1
+local out = {}
+for i, k in ipairs(KEYS) do
+  local rev = redis.call('HGET', k, 'rev')
+  if rev and tonumber(rev) == tonumber(ARGV[3 * i - 1]) then
+    redis.call('HSET', k, 'rev', ARGV[3 * i], 'b', ARGV[3 * i + 1])
+    redis.call('PEXPIRE', k, ARGV[1])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
 """
 LIVE = "lstm:live"
 LIVE_SLACK = 0.1
@@ -232,31 +242,35 @@ class RedisStore:
             if cached is None or cached[1] < now + self.ttl_s:
                 stale[rec.id] = live_until
 
-        def cas_args(rec: SessionRecord) -> list[Any]:
-            return [rec.rev - 1, rec.rev, codec.encode(rec), ttl]
+        def cas_args(recs: list[SessionRecord]) -> list[Any]:
+            args: list[Any] = [ttl]
+            for rec in recs:
+                args += (rec.rev - 1, rec.rev, codec.encode(rec))
+            return args
 
-        async def pipelined() -> list[Any]:
+        async def one_call() -> list[Any]:
             if self._cas_sha is None:
                 self._cas_sha = await self._r.script_load(CAS)
-            async with self._r.pipeline(transaction=False) as p:
-                for rec in records:
-                    p.evalsha(self._cas_sha, 1, key(rec.id), *cas_args(rec))
-                return list(await p.execute())
+            return list(
+                await self._r.evalsha(
+                    self._cas_sha, len(records), *(key(rec.id) for rec in records), *cas_args(records)
+                )
+            )
 
         async def clustered() -> list[Any]:
-            # cluster pipelines refuse scripts: send them concurrently, one per key's node
+            # a call's keys must share a hash slot: one call per key, sent concurrently
             script = self._script or self._r.register_script(CAS)
             self._script = script
-            res = await asyncio.gather(*(script(keys=[key(rec.id)], args=cas_args(rec)) for rec in records))
-            return list(res)
+            res = await asyncio.gather(*(script(keys=[key(rec.id)], args=cas_args([rec])) for rec in records))
+            return [r[0] for r in res]
 
         try:
-            res = await self._call(clustered if self.cluster else pipelined)
+            res = await self._call(clustered if self.cluster else one_call)
         except StoreUnavailable as e:
             if not isinstance(e.__cause__, NoScriptError):
                 raise
             self._cas_sha = None  # Redis restarted and lost its scripts: load again
-            res = await self._call(pipelined)
+            res = await self._call(one_call)
         oks = [bool(x) for x in res]
         # the live set, for the sessions written whose entry's slack is used up (rare: once in
         # LIVE_SLACK of the TTL per session): a write that lost must not bring an id back
