@@ -17,6 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.metrics_core import Metric
+from prometheus_client.values import MutexValue
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -45,15 +46,62 @@ def collected(registry: CollectorRegistry) -> dict[str, Metric]:
     return {f.name: f for f in merged(registry).collect()}
 
 
+class LoopValue:
+    """A metric's value written from the event loop's thread alone, so without the lock the
+    library's value takes on every write (which costs more than the write). Read from any
+    thread (a float's read is atomic). With several workers the library's file-backed
+    values stay: they are shared with the process that reads them."""
+
+    __slots__ = ("_exemplar", "_value")
+
+    def __init__(self, value: float, exemplar: Any) -> None:
+        self._value = value
+        self._exemplar = exemplar
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+def _unlocked(value: Any) -> Any:
+    """``value``, or the :class:`LoopValue` that takes its place (carrying what it held)."""
+    if type(value) is MutexValue:
+        return LoopValue(value.get(), value.get_exemplar())
+    return value
+
+
+def _own(child: Any, attr: str) -> Any:
+    """A child's value for the hot path's writes, made a :class:`LoopValue` the first time
+    (in place: the library reads and writes it by its attribute, so nothing is lost; every
+    later writer, this helper's or the library's, finds the same object)."""
+    value = getattr(child, attr)
+    new = _unlocked(value)
+    if new is not value:
+        setattr(child, attr, new)
+    return new
+
+
 def adder(child: Any) -> Callable[[float], None]:
-    """``inc`` of a counter's labelled child, without the library's checks on every call
-    (which cost more than the increment); for the per-request path."""
-    return child._value.inc
+    """``inc`` of a counter's labelled child, without the library's checks (or, in one
+    process, its lock) on every call, which cost more than the increment; for the hot path,
+    on the event loop's thread."""
+    return _own(child, "_value").inc
 
 
 def setter(child: Any) -> Callable[[float], None]:
     """``set`` of a gauge's labelled child, as :func:`adder` (not for ``set_to_current_time``)."""
-    return child._value.set
+    return _own(child, "_value").set
 
 
 class Observer:
@@ -63,8 +111,9 @@ class Observer:
     __slots__ = ("_bounds", "_buckets", "_sum")
 
     def __init__(self, child: Any) -> None:
-        self._sum = child._sum.inc
+        self._sum = _own(child, "_sum").inc
         self._bounds = list(child._upper_bounds)
+        child._buckets = [_unlocked(b) for b in child._buckets]
         self._buckets = [b.inc for b in child._buckets]
 
     def __call__(self, value: float) -> None:

@@ -27,14 +27,17 @@ class Batch:
 def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
     if not xs or len(xs) != len(states):
         raise ValueError("collate needs one state per request and at least one request")
+    if len(xs) == 1:  # a batch of one request (every batch when requests come one at a time)
+        x = xs[0]
+        return Batch(np.ascontiguousarray(x), np.ascontiguousarray(states[0]), None, [(0, x.shape[0], x.shape[1])])
     n_rows = [x.shape[0] for x in xs]
     lens = [x.shape[1] for x in xs]
     T = max(lens)
     # one concatenation each, whatever the number of requests (C-contiguous, as onnxruntime takes them)
-    state = np.concatenate(states, axis=2) if len(states) > 1 else np.ascontiguousarray(states[0])
+    state = np.concatenate(states, axis=2)
     lengths = None
     if min(lens) == T:
-        x = np.concatenate(xs) if len(xs) > 1 else np.ascontiguousarray(xs[0])
+        x = np.concatenate(xs)
     else:
         x = np.zeros((sum(n_rows), T, xs[0].shape[2]), np.float32)
         r = 0

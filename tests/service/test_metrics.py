@@ -128,3 +128,34 @@ def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, m
         texts.append(re.sub(r"\b([chg])[12]", r"\g<1>0", exposition(r).decode()))
     assert texts[0] == texts[1] == texts[2]
     assert "h0_bucket" in texts[0] and 'le="0.0005"' in texts[0]
+
+
+@pytest.mark.parametrize("multiprocess", [False, True])
+def test_the_fast_handles_and_the_library_write_one_value(tmp_path, monkeypatch, multiprocess):
+    """In one process the fast handles write a lock-free value that takes the library's
+    place in the child: a value written before, the library's own writes after, and a second
+    handle on the same child all land on one figure (nothing is lost). With several workers
+    the library's file-backed values stay."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, values
+
+    from service.metrics import LoopValue, Observer, adder
+
+    if multiprocess:
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
+    r = CollectorRegistry()
+    c = Counter("c", "c", ["k"], registry=r).labels("a")
+    h = Histogram("h", "h", ["k"], buckets=(1.0, 2.0), registry=r).labels("a")
+    c.inc(1)
+    h.observe(0.5)
+    first, second = adder(c), adder(c)
+    first(2)
+    second(3)
+    c.inc(4)
+    Observer(h)(1.5)
+    Observer(h).many([0.5, 3.0])
+    h.observe(1.5)
+    assert (type(c._value) is LoopValue) != multiprocess
+    assert all((type(b) is LoopValue) != multiprocess for b in [h._sum, *h._buckets])
+    assert c._value.get() == 10
+    assert [b.get() for b in h._buckets] == [2, 2, 1] and h._sum.get() == 7.0
