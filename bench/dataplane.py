@@ -1,5 +1,6 @@
 """The Python cost of a sequence step without HTTP, sockets or onnxruntime: in one process,
-32 streams of single-reading steps, onnxruntime's call replaced by one that returns its
+32 streams of single-reading steps (``--streams``: 1 makes every batch one request, as at
+concurrency 1), onnxruntime's call replaced by one that returns its
 inputs' state (every other line runs as served), CPU time per step.
 
 ``python -m bench.dataplane`` prints, medians of interleaved rounds:
@@ -44,7 +45,7 @@ HEADERS = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
 Step = Callable[[int, bool], Awaitable[Any]]
 
 
-def steps(dp: DataPlane) -> dict[str, Step]:
+def steps(dp: DataPlane, streams: int = STREAMS) -> dict[str, Step]:
     """One step of sequence ``seq`` (``start``: its first) by each path measured."""
     x = np.array([READING], np.float32)
     w = dp.worker(DEFAULT_MODEL_DIR.parent.name)
@@ -62,7 +63,7 @@ def steps(dp: DataPlane) -> dict[str, Step]:
                     "parameters": {"sequence_id": seq, "sequence_start": start},
                 }
             )
-            for seq in range(STREAMS + 1)
+            for seq in range(streams + 1)
         ]
         for start in (False, True)
     }
@@ -81,8 +82,8 @@ def steps(dp: DataPlane) -> dict[str, Step]:
     return {"data plane": data_plane, "v2 endpoint": endpoint, "lean prototype's step path": lean}
 
 
-async def per_step(step: Step, n: int) -> float:
-    """CPU µs per step over STREAMS concurrent sequences of ``n`` steps each."""
+async def per_step(step: Step, n: int, streams: int = STREAMS) -> float:
+    """CPU µs per step over ``streams`` concurrent sequences of ``n`` steps each."""
 
     async def stream(seq: int) -> None:
         await step(seq, True)
@@ -90,11 +91,11 @@ async def per_step(step: Step, n: int) -> float:
             await step(seq, False)
 
     t0 = time.process_time()
-    await asyncio.gather(*(stream(seq) for seq in range(1, STREAMS + 1)))
-    return 1e6 * (time.process_time() - t0) / (STREAMS * n)
+    await asyncio.gather(*(stream(seq) for seq in range(1, streams + 1)))
+    return 1e6 * (time.process_time() - t0) / (streams * n)
 
 
-async def run(n: int, rounds: int) -> dict[str, float]:
+async def run(n: int, rounds: int, streams: int = STREAMS) -> dict[str, float]:
     settings = Settings(model_repository=DEFAULT_MODEL_DIR.parent.parent, inline_compute_us=1e9)
     metrics = Metrics()
     dp = DataPlane(settings, make_store(settings, metrics), metrics)
@@ -103,13 +104,13 @@ async def run(n: int, rounds: int) -> dict[str, float]:
     w = dp.worker(DEFAULT_MODEL_DIR.parent.name)
     y = np.zeros((settings.max_batch_size, 1, w.card.n_outputs), np.float32)
     w.model.run = lambda x, state, lengths=None: (y[: x.shape[0], : x.shape[1]], state.copy())  # type: ignore[method-assign]
-    paths = steps(dp)
+    paths = steps(dp, streams)
     for step in paths.values():  # warm-up
-        await per_step(step, 20)
+        await per_step(step, 20, streams)
     runs: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
         for name, step in paths.items():
-            runs[name].append(await per_step(step, n))
+            runs[name].append(await per_step(step, n, streams))
     await dp.drain(5)
     await dp.stop()
     return {name: statistics.median(r) for name, r in runs.items()}
@@ -119,9 +120,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300, help="steps per stream and round")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--streams", type=int, default=STREAMS, help="concurrent streams (1: batches of one request)")
     a = ap.parse_args()
-    result = uvloop.run(run(a.steps, a.rounds))
-    print(f"{STREAMS} streams x {a.steps} steps, median of {a.rounds} rounds, onnxruntime's call a no-op\n")
+    result = uvloop.run(run(a.steps, a.rounds, a.streams))
+    print(f"{a.streams} streams x {a.steps} steps, median of {a.rounds} rounds, onnxruntime's call a no-op\n")
     print("| path | CPU µs per step |\n|---|---:|")
     for name, us in result.items():
         print(f"| {name} | {us:.1f} |")
