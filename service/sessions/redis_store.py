@@ -231,6 +231,9 @@ class RedisStore:
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         from redis.exceptions import NoScriptError
 
+        if not records:
+            return []
+
         ttl = self._ttl_ms()
         now = self.clock()
         # LIVE is written only for sessions whose score (as far as this process knows) would
@@ -264,13 +267,14 @@ class RedisStore:
             res = await asyncio.gather(*(script(keys=[key(rec.id)], args=cas_args([rec])) for rec in records))
             return [r[0] for r in res]
 
+        write = clustered if self.cluster else one_call
         try:
-            res = await self._call(clustered if self.cluster else one_call)
+            res = await self._call(write)
         except StoreUnavailable as e:
             if not isinstance(e.__cause__, NoScriptError):
                 raise
             self._cas_sha = None  # Redis restarted and lost its scripts: load again
-            res = await self._call(one_call)
+            res = await self._call(write)
         oks = [bool(x) for x in res]
         # the live set, for the sessions written whose entry's slack is used up (rare: once in
         # LIVE_SLACK of the TTL per session): a write that lost must not bring an id back

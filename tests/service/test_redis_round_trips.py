@@ -70,6 +70,8 @@ async def stream(client: httpx.AsyncClient, sid: str, x, start: int) -> list[lis
 
 
 def test_a_steady_stream_costs_one_script_call_per_batch(redis, offline: Offline):
+    """One script call per batch, however the batcher grouped the steps (how many batches
+    held several is up to timing; that several sessions go in one call is the next test's)."""
     rng = np.random.default_rng(3)
     xs = [random_steps(rng, STEPS) for _ in range(SESSIONS)]
     env = {"LSTM_SESSION_STORE": "redis", "LSTM_REDIS_URL": redis.url, "LSTM_WORKERS": "1"}
@@ -150,6 +152,29 @@ async def test_a_batch_of_writes_is_one_script_call(redis):
         assert all_calls(redis) == {"evalsha": 1, "hget": 5, "hset": 4, "pexpire": 4}
         got = await store.get_many([r.id for r in recs])  # read from Redis (the cache is not trusted)
         assert [g.step for g in got if g is not None] == [2, 2, 1, 2, 2]
+    finally:
+        await store.close()
+
+
+async def test_a_redis_that_lost_its_scripts_loads_them_again(redis):
+    """A restarted Redis (or SCRIPT FLUSH) has forgotten the compare-and-set script: the next
+    write loads it again and goes through; an empty batch sends nothing."""
+    store = RedisStore(redis.url, 60.0, cache_size=16)
+    await store.start()
+    try:
+        rec = record(1)
+        await store.create(rec, 100)
+        assert await store.commit_many([replace(rec, rev=rec.rev + 1, step=2)]) == [True]
+        _cli(redis.port, "script", "flush")
+        _cli(redis.port, "config", "resetstat")
+        assert await store.commit_many([]) == []
+        assert all_calls(redis) == {}
+        _cli(redis.port, "config", "resetstat")
+        assert await store.commit_many([replace(rec, rev=rec.rev + 2, step=3)]) == [True]
+        calls = command_calls(redis)
+        assert calls == {"evalsha": 2, "script|load": 1}, calls  # refused, loaded, written
+        (got,) = await store.get_many([rec.id])
+        assert got is not None and got.step == 3
     finally:
         await store.close()
 
