@@ -120,6 +120,11 @@ class Observer:
         self._sum(value)
         self._buckets[bisect_left(self._bounds, value)](1)
 
+    def repeat(self, value: float, n: int) -> None:
+        """Observe ``value`` ``n`` times (the requests of one run, answered together)."""
+        self._sum(value * n)
+        self._buckets[bisect_left(self._bounds, value)](n)
+
     def many(self, values: Iterable[float]) -> None:
         """Observe every value, adding to each bucket once (values of one batch mostly share
         a few buckets)."""

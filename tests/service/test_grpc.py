@@ -242,6 +242,21 @@ def test_queued_plain_steps_run_together_and_a_refused_one_fails_alone(server, o
 
     assert calls(after) - calls(before) < 40, "queued requests were not run together"
 
+    def counted(text: str, metric: str, *labels: str) -> float:
+        """ModelStreamInfer's requests in ``metric``, on the lines with every one of ``labels``."""
+        return sum(
+            float(ln.rsplit(" ", 1)[1])
+            for ln in text.splitlines()
+            if ln.startswith(metric + "{") and "/ModelStreamInfer" in ln and all(x in ln for x in labels)
+        )
+
+    # every request is counted once, with its own status, though they ran together
+    for status, n in (("OK", 40), ("INVALID_ARGUMENT", 1)):
+        label = f'status="{status}"'
+        assert counted(after, "lstm_requests_total", label) - counted(before, "lstm_requests_total", label) == n
+    durations = "lstm_request_duration_seconds_count"
+    assert counted(after, durations) - counted(before, durations) == 41
+
 
 def test_an_ended_sequence_is_refused_without_start(server, client):
     x = random_steps(np.random.default_rng(6), 2)

@@ -130,6 +130,30 @@ def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, m
     assert "h0_bucket" in texts[0] and 'le="0.0005"' in texts[0]
 
 
+def test_observer_repeat_observes_a_value_n_times():
+    """``Observer.repeat(v, n)`` (a stream's run of requests answered together) gives the
+    exposition of ``n`` observations of ``v`` (values exact in binary, so the sums agree to
+    the last digit; 0.5 lies on a bucket's bound)."""
+    from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
+
+    from service.metrics import LATENCY_BUCKETS, Observer, exposition
+
+    disable_created_metrics()
+    texts = []
+    for mode in (0, 1):
+        r = CollectorRegistry()
+        h = Histogram(f"h{mode}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
+        for v, n in ((0.5, 3), (0.25, 1), (2.0, 5)):
+            if mode:
+                Observer(h).repeat(v, n)
+            else:
+                for _ in range(n):
+                    h.observe(v)
+        texts.append(exposition(r).decode().replace("h1", "h0"))
+    assert texts[0] == texts[1]
+    assert 'h0_count{k="a"} 9.0' in texts[0]
+
+
 @pytest.mark.parametrize("multiprocess", [False, True])
 def test_the_fast_handles_and_the_library_write_one_value(tmp_path, monkeypatch, multiprocess):
     """In one process the fast handles write a lock-free value that takes the library's

@@ -20,6 +20,7 @@ from service.api.protocol.v2_codec import DTYPES, InferReply, InferRequest, chec
 from service.errors import InvalidInput
 
 CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents"}
+RAW = {name: np.dtype(dtype).newbyteorder("<") for name, dtype in DTYPES.items()}  # raw contents' byte layout
 
 
 def _param(p: pb.InferParameter) -> Any:
@@ -53,13 +54,14 @@ def decode(msg: pb.ModelInferRequest) -> InferRequest:
             if t.HasField("contents"):
                 raise InvalidInput(f"input {name!r} has both typed contents and raw_input_contents")
             buf = msg.raw_input_contents[i]
-            want = count * np.dtype(dtype).itemsize
+            raw_dtype = RAW[t.datatype]
+            want = count * raw_dtype.itemsize
             if len(buf) != want:
                 raise InvalidInput(
                     f"input {name!r}: {len(buf)} bytes of raw_input_contents do not match shape {shape} of "
                     f"{t.datatype} ({want} bytes)"
                 )
-            arr = np.frombuffer(buf, dtype=np.dtype(dtype).newbyteorder("<"))
+            arr = np.frombuffer(buf, dtype=raw_dtype)
         else:
             values = getattr(t.contents, CONTENTS[t.datatype])
             arr = np.array(values, dtype=dtype)
@@ -86,9 +88,16 @@ def _set_param(p: pb.InferParameter, value: Any) -> None:
         p.string_param = str(value)
 
 
-def encode(reply: InferReply, request: InferRequest) -> pb.ModelInferResponse:
-    """The reply, with the requested outputs (all when none were named), raw when the request was raw."""
-    resp = pb.ModelInferResponse(model_name=reply.model_name, model_version=reply.model_version, id=reply.id or "")
+def encode(
+    reply: InferReply, request: InferRequest, into: pb.ModelInferResponse | None = None
+) -> pb.ModelInferResponse:
+    """The reply, with the requested outputs (all when none were named), raw when the request was raw;
+    written into ``into`` when given (a stream's response holds its reply: filled in place, not copied)."""
+    resp = pb.ModelInferResponse() if into is None else into
+    resp.model_name = reply.model_name
+    resp.model_version = reply.model_version
+    if reply.id:
+        resp.id = reply.id
     names = [n for n, _ in request.outputs] if request.outputs is not None else list(reply.outputs)
     for name in names:
         arr = np.ascontiguousarray(reply.outputs[name], dtype=np.float32)

@@ -30,6 +30,7 @@ from service.api.protocol.inference import run_infer
 from service.api.protocol.repository import flag_param, only_parameters, version_param
 from service.core.dataplane import DataPlane
 from service.errors import NotReady, ServiceError
+from service.metrics import Observer, adder
 
 log = logging.getLogger("service.grpc")
 SERVICE = "inference.GRPCInferenceService"
@@ -49,7 +50,9 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.protect_health = protect_health
         self.stream_window = stream_window
         self.streams: set[StreamCall] = set()  # open ModelStreamInfer calls, told to leave on drain
-        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}  # labelled metrics, looked up once
+        self._children: dict[
+            tuple[str, grpc.StatusCode], tuple[Callable[[float], None], Observer]
+        ] = {}  # labelled metrics, looked up once
 
     # -- plumbing ------------------------------------------------------------------------
     def owner(self, context: grpc.aio.ServicerContext, rpc: str) -> str | None:
@@ -62,14 +65,18 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise Unauthenticated("a valid API key is required: metadata authorization: Bearer <key>")
         return owner
 
-    def count(self, rpc: str, code: grpc.StatusCode, seconds: float) -> None:
+    def count(self, rpc: str, code: grpc.StatusCode, seconds: float, n: int = 1) -> None:
+        """``n`` requests of ``rpc`` answered with ``code``, each after ``seconds``."""
         children = self._children.get((rpc, code))
         if children is None:
             route, m = f"/{SERVICE}/{rpc}", self.dp.metrics
-            children = m.requests.labels(route, "GRPC", code.name), m.request_duration.labels(route, "GRPC")
+            children = (
+                adder(m.requests.labels(route, "GRPC", code.name)),
+                Observer(m.request_duration.labels(route, "GRPC")),
+            )
             self._children[rpc, code] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        children[0](n)
+        children[1].repeat(seconds, n)
 
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, fn: Callable[[str | None], Awaitable[R]]) -> R:
         t0 = time.perf_counter()

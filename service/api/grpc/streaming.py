@@ -176,16 +176,12 @@ class StreamCall:
                 if isinstance(d, ServiceError):
                     raise d  # only ever alone: a request that did not decode joins no run
                 reqs.append(d)
-            if run is None or len(reqs) == 1:
-                req = reqs[0]
-                reply = await run_infer(
-                    s.dp, group[0][0].model_name, group[0][0].model_version or None, req, self.owner
-                )
-                responses = [encode(reply, req)]
-            else:
-                responses = await self._run_merged(group[0][0], reqs, run)
+            first = group[0][0]
+            reply = await run_infer(
+                s.dp, first.model_name, first.model_version or None, self._merged(reqs, run), self.owner
+            )
+            out = self._responses(reply, reqs, run)
             code = grpc.StatusCode.OK
-            out = [pb.ModelStreamInferResponse(infer_response=r) for r in responses]
         except ServiceError as e:
             code = to_status(e)[0]
             out = [self._error(r, e.message) for r, _ in group]
@@ -193,25 +189,39 @@ class StreamCall:
             log.exception("unhandled error in %s", RPC)
             code = grpc.StatusCode.INTERNAL
             out = [self._error(r, "internal error; see the server log") for r, _ in group]
-        dt = time.perf_counter() - t0
+        s.count(RPC, code, time.perf_counter() - t0, len(out))
         for response in out:
-            s.count(RPC, code, dt)
             self.out.put_nowait(response)
 
-    async def _run_merged(
-        self, first: pb.ModelInferRequest, reqs: list[InferRequest], run: Run
-    ) -> list[pb.ModelInferResponse]:
+    @staticmethod
+    def _merged(reqs: list[InferRequest], run: Run | None) -> InferRequest:
+        """What runs: the one request, or a run's requests as one (their readings concatenated)."""
+        if run is None or len(reqs) == 1:
+            return reqs[0]
         params = {
             "sequence_id": reqs[0].parameters["sequence_id"],
             "sequence_start": run.parts[0].start,
             "sequence_end": run.parts[-1].end,
         }
-        merged = InferRequest(None, {"x": run.x[None]}, params, reqs[0].outputs, reqs[0].binary_output)
-        reply = await run_infer(self.servicer.dp, first.model_name, first.model_version or None, merged, self.owner)
-        return [
-            encode(InferReply(reply.model_name, reply.model_version, {"y": y[None]}, r.id, {"step": step}), r)
-            for (y, step), r in zip(run.split(reply.outputs["y"][0], reply.parameters["step"]), reqs, strict=True)
-        ]
+        return InferRequest(None, {"x": run.x[None]}, params, reqs[0].outputs, reqs[0].binary_output)
+
+    @staticmethod
+    def _responses(reply: InferReply, reqs: list[InferRequest], run: Run | None) -> list[pb.ModelStreamInferResponse]:
+        """Each request's response, its reply written in place; a run's reply split by request."""
+        if run is None or len(reqs) == 1:
+            replies = [reply]
+        else:
+            name, version = reply.model_name, reply.model_version
+            replies = [
+                InferReply(name, version, {"y": y[None]}, r.id, {"step": step})
+                for (y, step), r in zip(run.split(reply.outputs["y"][0], reply.parameters["step"]), reqs, strict=True)
+            ]
+        out = []
+        for rep, r in zip(replies, reqs, strict=True):
+            m = pb.ModelStreamInferResponse()
+            encode(rep, r, m.infer_response)
+            out.append(m)
+        return out
 
     def _error(self, req: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
         self.errors += 1
