@@ -5,11 +5,13 @@ Each request contributes ``n`` rows of the same length ``T``: ``x [n, T, F]`` an
 h for a GRU). Rows of different requests may have
 different lengths: they are zero-padded to the longest and their lengths passed to the
 model, which then gives every row its own exact final state. Outputs at padded positions
-are dropped by :func:`split`.
+are dropped by :func:`split`. Which requests share a call is :func:`calls`'s choice.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -56,9 +58,39 @@ def split(batch: Batch, y: np.ndarray, state: np.ndarray) -> list[tuple[np.ndarr
     return [(y[r : r + n, :t], state[:, :, r : r + n]) for r, n, t in batch.rows]
 
 
-def group_by_length(lengths: list[int]) -> list[list[int]]:
-    """Indices grouped by equal length, for models that take no per-row lengths."""
-    groups: dict[int, list[int]] = {}
+def calls(lengths: list[int], rows: list[int], cost: Callable[[int, int], float] | None) -> list[list[int]]:
+    """Requests' indices grouped into onnxruntime calls, for requests of ``rows`` rows of
+    ``lengths`` time steps each.
+
+    ``cost(rows, steps)``: what one call costs (the warm-up's estimate); None for a model
+    that takes no per-row lengths, whose calls each hold one length (in order of first
+    appearance). A model with lengths takes rows of any lengths in one call, but
+    onnxruntime computes every row of a call to its longest row's length: one reading
+    padded to 8 costs as much as 8. So requests sorted by length are cut into the calls
+    whose estimated costs add up to the least (a second call where the padding it saves
+    costs more than the call)."""
+    first = lengths[0]
+    if all(t == first for t in lengths):
+        return [list(range(len(lengths)))]
+    by_length: dict[int, list[int]] = {}
     for i, t in enumerate(lengths):
-        groups.setdefault(t, []).append(i)
-    return list(groups.values())
+        by_length.setdefault(t, []).append(i)
+    if cost is None:
+        return list(by_length.values())
+    ts = sorted(by_length)
+    n = [sum(rows[i] for i in by_length[t]) for t in ts]
+    # best[j]: the least cost of calls for the j shortest lengths; cut[j]: where the last call begins
+    best, cut = [0.0] * (len(ts) + 1), [0] * (len(ts) + 1)
+    for j in range(1, len(ts) + 1):
+        best[j], r = math.inf, 0
+        for i in range(j - 1, -1, -1):
+            r += n[i]
+            c = best[i] + cost(r, ts[j - 1])
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], len(ts)
+    while j:
+        i = cut[j]
+        groups.append([k for t in ts[i:j] for k in by_length[t]])
+        j = i
+    return groups[::-1]

@@ -107,12 +107,17 @@ class ModelWorker:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run requests' rows together, off the event loop; per request ``(y, state)``.
 
+        Requests of several lengths run in the calls :func:`collate.calls` chooses (by the
+        warm-up's cost estimate: padding a row to a longer one costs what the longer row does).
+
         Each onnxruntime call is counted by its batch size with its phases (collate, run,
         split); ``phases``, when given, accumulates those three times over the calls."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        # without per-row lengths in the model, one call per distinct length
-        groups = [list(range(len(xs)))] if self.model.has_lengths else collate.group_by_length([x.shape[1] for x in xs])
+        m = self.model
+        groups = collate.calls(
+            [x.shape[1] for x in xs], [x.shape[0] for x in xs], m.estimate_s if m.has_lengths else None
+        )
         out: list[Any] = [None] * len(xs)
         for idx in groups:
             t_in = time.perf_counter()

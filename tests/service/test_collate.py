@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
-from service.batching.collate import collate, group_by_length, split
+from service.batching.collate import calls, collate, split
 
 
 def _req(rng, n, t, L=2, H=4, F=3, S=2):
@@ -50,5 +52,45 @@ def test_mismatched_inputs_are_refused():
         collate([], [])
 
 
-def test_group_by_length():
-    assert group_by_length([3, 1, 3, 2, 1]) == [[0, 2], [1, 4], [3]]
+def test_calls_without_lengths_hold_one_length_each():
+    assert calls([3, 1, 3, 2, 1], [1] * 5, None) == [[0, 2], [1, 4], [3]]
+
+
+def _cost(call: float, row_step: float):
+    return lambda rows, steps: call + rows * steps * row_step
+
+
+def test_one_long_request_gets_a_call_of_its_own_where_padding_costs_more():
+    """onnxruntime computes every row of a call to its longest row: 33 readings padded to 8
+    steps cost 8x; a second call for the long request costs less (with the default model's
+    warm-up figures, about 120 µs a call and 24 µs a row-step)."""
+    lengths = [1] * 33 + [8]
+    assert calls(lengths, [1] * 34, _cost(120e-6, 24e-6)) == [list(range(33)), [33]]
+    # a call dearer than the padding: one call, however the lengths mix
+    assert calls([1, 8, 2], [1, 1, 1], _cost(1.0, 24e-6)) == [[0, 2, 1]]
+    # equal lengths: one call, in request order
+    assert calls([4, 4, 4], [2, 1, 3], _cost(120e-6, 24e-6)) == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_calls_cost_the_least_of_every_cut_of_the_sorted_lengths(seed):
+    """Against brute force: every way to cut the distinct lengths, in order, into calls."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 12))
+    lengths = [int(t) for t in rng.integers(1, 7, n)]
+    rows = [int(r) for r in rng.integers(1, 4, n)]
+    cost = _cost(float(rng.uniform(0, 200e-6)), 24e-6)
+    got = calls(lengths, rows, cost)
+    assert sorted(i for g in got for i in g) == list(range(n))  # every request once
+
+    def total(groups):
+        return sum(cost(sum(rows[i] for i in g), max(lengths[i] for i in g)) for g in groups)
+
+    ts = sorted(set(lengths))
+    best = min(
+        total([[i for i in range(n) if ts[a] <= lengths[i] <= ts[b - 1]] for a, b in itertools.pairwise(cuts)])
+        for k in range(len(ts))
+        for inner in itertools.combinations(range(1, len(ts)), k)
+        for cuts in [(0, *inner, len(ts))]
+    )
+    assert total(got) == pytest.approx(best)

@@ -1,4 +1,6 @@
-"""Stateless predicts batched with requests of other lengths answer whole, exact replies.
+"""Requests of several lengths in one batch: exact replies, and the calls they make.
+
+Stateless predicts batched with requests of other lengths answer whole, exact replies.
 
 A batch hands each request views into its outputs; a predict of several sequences batched
 with a longer request gets a strided view of ``y`` (and, for models of several layers, of
@@ -11,6 +13,11 @@ import asyncio
 
 import numpy as np
 
+from harness.paths import DEFAULT_MODEL
+from service.app import make_store
+from service.config import Settings
+from service.core.dataplane import DataPlane
+from service.metrics import Metrics
 from tests.service.conftest import Offline, in_process, random_steps
 
 
@@ -25,3 +32,35 @@ async def test_predicts_of_several_lengths_in_one_batch(offline: Offline):
         assert r.status_code == 200, r.text
         for x, got in zip(body["inputs"], r.json()["outputs"], strict=True):
             offline.assert_outputs_close(got, offline.run(np.asarray(x, np.float32))[0])
+
+
+async def test_a_long_request_among_readings_runs_in_a_call_of_its_own(offline: Offline):
+    """The batch handler's calls (service/batching/collate.calls): 33 one-reading steps and one
+    8-step request in one batch make two onnxruntime calls, not one padded to 8 steps, and
+    every request's outputs and state are exact."""
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent)
+    metrics = Metrics()
+    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    dp.load_models()
+    await dp.start()
+    try:
+        w = dp.worker("demand")
+        rng = np.random.default_rng(4)
+        xs = [random_steps(rng, 1)[None] for _ in range(33)] + [random_steps(rng, 8)[None]]
+        states = [np.zeros((2, offline.layers, 1, offline.hidden), np.float32) for _ in xs]
+        out = await w.infer(xs, states)
+        for x, (y, state) in zip(xs, out, strict=True):
+            want_y, want_state = offline.run(x[0])
+            offline.assert_outputs_close(y[0], want_y)
+            np.testing.assert_allclose(state[:, :, 0], want_state, rtol=0, atol=1e-5)
+        calls = {
+            s.labels["batch_size"]: s.value
+            for m in metrics.registry.collect()
+            if m.name == "lstm_executions"
+            for s in m.samples
+            if s.name == "lstm_executions_total"
+        }
+        assert calls == {"33": 1.0, "1": 1.0}
+    finally:
+        await dp.drain(5)
+        await dp.stop()
