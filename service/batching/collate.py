@@ -69,6 +69,8 @@ def calls(lengths: list[int], rows: list[int], cost: Callable[[int, int], float]
     padded to 8 costs as much as 8. So requests sorted by length are cut into the calls
     whose estimated costs add up to the least (a second call where the padding it saves
     costs more than the call)."""
+    if not lengths:
+        return []
     first = lengths[0]
     if all(t == first for t in lengths):
         return [list(range(len(lengths)))]
@@ -79,15 +81,19 @@ def calls(lengths: list[int], rows: list[int], cost: Callable[[int, int], float]
         return list(by_length.values())
     ts = sorted(by_length)
     n = [sum(rows[i] for i in by_length[t]) for t in ts]
-    # best[j]: the least cost of calls for the j shortest lengths; cut[j]: where the last call begins
+    # best[j]: the least cost of calls for the j shortest lengths; cut[j]: where the last call
+    # begins. The last call's cost grows as it takes in shorter lengths: once it alone costs
+    # more than the best, no longer last call can do better. On a tie, fewer calls.
     best, cut = [0.0] * (len(ts) + 1), [0] * (len(ts) + 1)
     for j in range(1, len(ts) + 1):
         best[j], r = math.inf, 0
         for i in range(j - 1, -1, -1):
             r += n[i]
-            c = best[i] + cost(r, ts[j - 1])
-            if c < best[j]:
-                best[j], cut[j] = c, i
+            last = cost(r, ts[j - 1])
+            if last > best[j]:
+                break
+            if best[i] + last <= best[j]:
+                best[j], cut[j] = best[i] + last, i
     groups, j = [], len(ts)
     while j:
         i = cut[j]

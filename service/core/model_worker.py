@@ -107,16 +107,15 @@ class ModelWorker:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run requests' rows together, off the event loop; per request ``(y, state)``.
 
-        Requests of several lengths run in the calls :func:`collate.calls` chooses (by the
-        warm-up's cost estimate: padding a row to a longer one costs what the longer row does).
+        Requests of several lengths run in the calls :func:`collate.calls` chooses by
+        :meth:`call_cost` (padding a row to a longer one costs what the longer row does).
 
         Each onnxruntime call is counted by its batch size with its phases (collate, run,
         split); ``phases``, when given, accumulates those three times over the calls."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        m = self.model
         groups = collate.calls(
-            [x.shape[1] for x in xs], [x.shape[0] for x in xs], m.estimate_s if m.has_lengths else None
+            [x.shape[1] for x in xs], [x.shape[0] for x in xs], self.call_cost if self.model.has_lengths else None
         )
         out: list[Any] = [None] * len(xs)
         for idx in groups:
@@ -139,6 +138,12 @@ class ModelWorker:
                     phases[k] += v
         self._inference(time.perf_counter() - t0)
         return out
+
+    def call_cost(self, rows: int, steps: int) -> float:
+        """What one onnxruntime call of ``rows`` rows of ``steps`` steps costs where it runs: its
+        estimate, and the hop to the worker thread and back for a call too long for the loop."""
+        s = self.model.estimate_s(rows, steps)
+        return s if s <= self.inline_s else s + self.model.hop_s
 
     def _record_execution(self, rows: int, times: tuple[float, float, float]) -> None:
         children = self._execution.get(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -94,3 +95,10 @@ def test_calls_cost_the_least_of_every_cut_of_the_sorted_lengths(seed):
         for cuts in [(0, *inner, len(ts))]
     )
     assert total(got) == pytest.approx(best)
+
+
+def test_calls_of_no_request_and_of_unknown_costs():
+    """No request, no call; a cost not yet measured (infinite before the warm-up) gives one
+    call, as before the calls were chosen."""
+    assert calls([], [], _cost(1e-4, 1e-5)) == []
+    assert calls([1, 8, 1], [1, 1, 1], lambda rows, steps: math.inf) == [[0, 2, 1]]

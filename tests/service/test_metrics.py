@@ -143,7 +143,7 @@ def test_observer_repeat_observes_a_value_n_times():
     for mode in (0, 1):
         r = CollectorRegistry()
         h = Histogram(f"h{mode}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
-        for v, n in ((0.5, 3), (0.25, 1), (2.0, 5)):
+        for v, n in ((0.5, 3), (0.25, 1), (2.0, 5), (16.0, 2)):  # 16 s: past the last bound, +Inf
             if mode:
                 Observer(h).repeat(v, n)
             else:
@@ -151,7 +151,7 @@ def test_observer_repeat_observes_a_value_n_times():
                     h.observe(v)
         texts.append(exposition(r).decode().replace("h1", "h0"))
     assert texts[0] == texts[1]
-    assert 'h0_count{k="a"} 9.0' in texts[0]
+    assert 'h0_count{k="a"} 11.0' in texts[0]
 
 
 @pytest.mark.parametrize("multiprocess", [False, True])
