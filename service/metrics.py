@@ -116,12 +116,8 @@ class Observer:
         child._buckets = [_unlocked(b) for b in child._buckets]
         self._buckets = [b.inc for b in child._buckets]
 
-    def __call__(self, value: float) -> None:
-        self._sum(value)
-        self._buckets[bisect_left(self._bounds, value)](1)
-
-    def repeat(self, value: float, n: int) -> None:
-        """Observe ``value`` ``n`` times (the requests of one run, answered together)."""
+    def __call__(self, value: float, n: int = 1) -> None:
+        """Observe ``value`` (``n`` times: the requests of one run, answered together)."""
         self._sum(value * n)
         self._buckets[bisect_left(self._bounds, value)](n)
 

@@ -22,6 +22,7 @@ __all__ = [
     "Offline",
     "Server",
     "create",
+    "data_plane",
     "in_process",
     "model_shape",
     "random_steps",
@@ -54,6 +55,20 @@ async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.n
     assert r.status_code == 200, r.text
     s = r.json()
     return s["step"], np.stack([np.asarray(s["h"], np.float32), np.asarray(s["c"], np.float32)])
+
+
+@asynccontextmanager
+async def data_plane(settings: Settings | None = None, metrics: Metrics | None = None) -> AsyncIterator[DataPlane]:
+    """A data plane with its models loaded and started, without an app: to drive it directly."""
+    settings = settings or Settings(model_repository=DEFAULT_MODEL.parent.parent)
+    metrics = metrics or Metrics()
+    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    dp.load_models()
+    await dp.start()
+    try:
+        yield dp
+    finally:
+        await dp.stop()
 
 
 @asynccontextmanager

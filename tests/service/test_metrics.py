@@ -130,8 +130,8 @@ def test_the_hot_path_handles_count_as_the_library_does(tmp_path, monkeypatch, m
     assert "h0_bucket" in texts[0] and 'le="0.0005"' in texts[0]
 
 
-def test_observer_repeat_observes_a_value_n_times():
-    """``Observer.repeat(v, n)`` (a stream's run of requests answered together) gives the
+def test_an_observer_observes_a_value_n_times():
+    """``Observer(h)(v, n)`` (a stream's run of requests answered together) gives the
     exposition of ``n`` observations of ``v`` (values exact in binary, so the sums agree to
     the last digit; 0.5 lies on a bucket's bound)."""
     from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
@@ -145,7 +145,7 @@ def test_observer_repeat_observes_a_value_n_times():
         h = Histogram(f"h{mode}", "h", ["k"], buckets=LATENCY_BUCKETS, registry=r).labels("a")
         for v, n in ((0.5, 3), (0.25, 1), (2.0, 5), (16.0, 2)):  # 16 s: past the last bound, +Inf
             if mode:
-                Observer(h).repeat(v, n)
+                Observer(h)(v, n)
             else:
                 for _ in range(n):
                     h.observe(v)

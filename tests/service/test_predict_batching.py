@@ -13,12 +13,8 @@ import asyncio
 
 import numpy as np
 
-from harness.paths import DEFAULT_MODEL
-from service.app import make_store
-from service.config import Settings
-from service.core.dataplane import DataPlane
-from service.metrics import Metrics
-from tests.service.conftest import Offline, in_process, random_steps
+from service.metrics import Metrics, collected
+from tests.service.conftest import Offline, data_plane, in_process, random_steps
 
 
 async def test_predicts_of_several_lengths_in_one_batch(offline: Offline):
@@ -38,12 +34,8 @@ async def test_a_long_request_among_readings_runs_in_a_call_of_its_own(offline: 
     """The batch handler's calls (service/batching/collate.calls): 33 one-reading steps and one
     8-step request in one batch make two onnxruntime calls, not one padded to 8 steps, and
     every request's outputs and state are exact."""
-    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent)
     metrics = Metrics()
-    dp = DataPlane(settings, make_store(settings, metrics), metrics)
-    dp.load_models()
-    await dp.start()
-    try:
+    async with data_plane(metrics=metrics) as dp:
         w = dp.worker("demand")
         rng = np.random.default_rng(4)
         xs = [random_steps(rng, 1)[None] for _ in range(33)] + [random_steps(rng, 8)[None]]
@@ -53,14 +45,6 @@ async def test_a_long_request_among_readings_runs_in_a_call_of_its_own(offline: 
             want_y, want_state = offline.run(x[0])
             offline.assert_outputs_close(y[0], want_y)
             np.testing.assert_allclose(state[:, :, 0], want_state, rtol=0, atol=1e-5)
-        calls = {
-            s.labels["batch_size"]: s.value
-            for m in metrics.registry.collect()
-            if m.name == "lstm_executions"
-            for s in m.samples
-            if s.name == "lstm_executions_total"
-        }
+        executions = collected(metrics.registry)["lstm_executions"].samples
+        calls = {s.labels["batch_size"]: s.value for s in executions if s.name == "lstm_executions_total"}
         assert calls == {"33": 1.0, "1": 1.0}
-    finally:
-        await dp.drain(5)
-        await dp.stop()

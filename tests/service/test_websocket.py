@@ -16,12 +16,9 @@ from starlette.types import Message
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from service.app import create_app, make_store
-from service.config import Settings
+from service.app import create_app
 from service.core.dataplane import DataPlane
-from service.metrics import Metrics
-from tests.conftest import ROOT
-from tests.service.conftest import create, random_steps, running_server, snapshot_state
+from tests.service.conftest import create, data_plane, random_steps, running_server, snapshot_state
 
 pytestmark = pytest.mark.integration
 
@@ -269,15 +266,8 @@ async def json_step_raw(ws: ClientConnection, x: np.ndarray) -> str | bytes:
 @pytest.fixture
 async def inprocess() -> AsyncIterator[tuple[FastAPI, DataPlane]]:
     """The app with a started data plane, without a server: to drive its ASGI interface directly."""
-    settings = Settings(model_repository=ROOT / "models")
-    metrics = Metrics()
-    dp = DataPlane(settings, make_store(settings, metrics), metrics)
-    dp.load_models()
-    await dp.start()
-    try:
-        yield create_app(settings, dp), dp
-    finally:
-        await dp.stop()
+    async with data_plane() as dp:
+        yield create_app(dp.settings, dp), dp
 
 
 def ws_scope(path: str) -> dict:

@@ -76,7 +76,7 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
             self._children[rpc, code] = children
         children[0](n)
-        children[1].repeat(seconds, n)
+        children[1](seconds, n)
 
     async def _call(self, rpc: str, context: grpc.aio.ServicerContext, fn: Callable[[str | None], Awaitable[R]]) -> R:
         t0 = time.perf_counter()

@@ -176,6 +176,8 @@ class StreamCall:
                 if isinstance(d, ServiceError):
                     raise d  # only ever alone: a request that did not decode joins no run
                 reqs.append(d)
+            if len(reqs) == 1:
+                run = None  # one request runs as it came
             first = group[0][0]
             reply = await run_infer(
                 s.dp, first.model_name, first.model_version or None, self._merged(reqs, run), self.owner
@@ -196,7 +198,7 @@ class StreamCall:
     @staticmethod
     def _merged(reqs: list[InferRequest], run: Run | None) -> InferRequest:
         """What runs: the one request, or a run's requests as one (their readings concatenated)."""
-        if run is None or len(reqs) == 1:
+        if run is None:
             return reqs[0]
         params = {
             "sequence_id": reqs[0].parameters["sequence_id"],
@@ -208,7 +210,7 @@ class StreamCall:
     @staticmethod
     def _responses(reply: InferReply, reqs: list[InferRequest], run: Run | None) -> list[pb.ModelStreamInferResponse]:
         """Each request's response, its reply written in place; a run's reply split by request."""
-        if run is None or len(reqs) == 1:
+        if run is None:
             replies = [reply]
         else:
             name, version = reply.model_name, reply.model_version
