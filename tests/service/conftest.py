@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ __all__ = [
     "Server",
     "create",
     "data_plane",
+    "hold_next_batch",
     "in_process",
     "model_shape",
     "random_steps",
@@ -85,3 +87,20 @@ async def in_process(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app", timeout=30) as client:
             yield client
+
+
+def hold_next_batch(dp: DataPlane) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the next batch of the default model wait, once it has begun (``entered``), until
+    ``release`` is set: a step that holds its session past its deadline. Later batches run as usual."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    batcher = dp.worker("demand").batcher
+    handler = batcher._handler
+
+    async def slow(tickets: list) -> list:
+        batcher._handler = handler
+        entered.set()
+        await release.wait()
+        return await handler(tickets)
+
+    batcher._handler = slow
+    return entered, release

@@ -24,6 +24,7 @@ from service.config import Settings
 from service.core.dataplane import DataPlane
 from service.errors import InvalidInput
 from service.metrics import Metrics
+from tests.service.conftest import hold_next_batch
 
 pytestmark = pytest.mark.integration
 
@@ -136,23 +137,6 @@ def test_grpc_stream_retries_are_answered_from_the_stored_reply(store_server: Se
         client.stop_stream()
         client.close()
     offline.assert_outputs_close(np.concatenate(got), offline.run(x)[0])
-
-
-def hold_next_batch(dp: DataPlane) -> tuple[asyncio.Event, asyncio.Event]:
-    """Make the next batch of the default model wait, once it has begun (``entered``), until
-    ``release`` is set: a step that holds its session past its deadline. Later batches run as usual."""
-    entered, release = asyncio.Event(), asyncio.Event()
-    batcher = dp.worker("demand").batcher
-    handler = batcher._handler
-
-    async def slow(tickets: list) -> list:
-        batcher._handler = handler
-        entered.set()
-        await release.wait()
-        return await handler(tickets)
-
-    batcher._handler = slow
-    return entered, release
 
 
 async def test_a_step_behind_a_slow_one_answers_504_at_its_deadline_and_changes_nothing():

@@ -210,10 +210,11 @@ def test_a_bad_request_mid_stream_gets_an_error_and_the_stream_and_state_go_on(s
 
 
 def test_queued_plain_steps_run_together_and_a_refused_one_fails_alone(server, offline: Offline):
-    """One sequence's requests sent at once queue up and run as longer steps (the rule WebSocket
-    frames follow too, service/core/coalesce.py); a request the model's card refuses (an hour
-    off the half-hour grid) is answered alone with its error, and fails none of the requests it
-    would have run with."""
+    """One sequence's requests sent at once may queue up and run as longer steps (the rule
+    WebSocket frames follow too, service/core/coalesce.py; how many do depends on how fast the
+    client sends: tests/service/test_coalesce.py holds a batch so that they must); a request the
+    model's card refuses (an hour off the half-hour grid) is answered alone with its error, and
+    fails none of the requests it would have run with; each is counted once."""
     x = random_steps(np.random.default_rng(8), 40)
     bad = x[:1].copy()
     bad[0, 1] += 0.25  # hour of day off the model's half-hour grid
@@ -236,11 +237,6 @@ def test_queued_plain_steps_run_together_and_a_refused_one_fails_alone(server, o
     steps = [int(r.get_response().parameters["step"].int64_param) for r, e in got if e is None]
     assert steps == list(range(1, 41))
     offline.assert_outputs_close(np.concatenate(ys), offline.run(x)[0])  # the refused one changed nothing
-
-    def calls(text: str) -> float:
-        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("lstm_batch_size_count"))
-
-    assert calls(after) - calls(before) < 40, "queued requests were not run together"
 
     def counted(text: str, metric: str, *labels: str) -> float:
         """ModelStreamInfer's requests in ``metric``, on the lines with every one of ``labels``."""
