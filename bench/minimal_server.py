@@ -9,7 +9,10 @@ END); the requests that arrive while a batch runs make the next batch: one onnxr
 JSON ``x`` of one reading and ``sequence_id``/``sequence_start``/``sequence_end``; v1 session
 create and step (one reading); ``GET /v2/health/ready`` and ``/live``. A connection's requests run one after
 another (pipelined ones in order); a sequence must have one request in flight at a time.
-``python -m bench.minimal_server --model-dir DIR --port P``.
+With ``--grpc-port`` (or ``$LSTM_GRPC_PORT``), also ``ModelStreamInfer`` (grpc.aio): raw FP32
+readings of one reading each, many in flight per sequence, each sequence's next step submitted
+when the one before has its reply, every reply a ``raw_output_contents`` of its own.
+``python -m bench.minimal_server --model-dir DIR --port P [--grpc-port G]``.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import functools
 import itertools
 import json
+import os
+import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httptools
 import numpy as np
 import onnxruntime as ort
 import orjson
 import uvloop
+
+from service.api.grpc.protos import service_pb2 as pb
 
 REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 429: b"Too Many Requests", 500: b"Error"}
 Job = tuple[int, list[float], Callable[[Any], None], object]  # slot, reading, reply with y, END's key
@@ -93,6 +102,96 @@ class Model:
             if end_key is not None and self.slots.pop(end_key, None) == slot:
                 self.free.append(slot)
             done(y)
+
+
+class Stream:
+    """One ``ModelStreamInfer`` call: raw FP32 readings of one or several sequences. Each
+    sequence's next step goes to the model once the one before has its reply (a slot holds one
+    step at a time), so its replies come in order; every reply is its step's own."""
+
+    def __init__(self, m: Model) -> None:
+        self.m, self.out = m, asyncio.Queue[Any]()
+        self.waiting: dict[object, collections.deque[tuple[int, list[float], str, bool, bool]]] = {}
+        self.received = self.answered = 0
+        self.reading = True
+
+    async def read(self, requests: Any) -> None:
+        async for r in requests:
+            self.received += 1
+            try:
+                p = r.parameters
+                key = p["sequence_id"].int64_param
+                x = np.frombuffer(r.raw_input_contents[0], "<f4").tolist()
+                if len(x) != 3:
+                    raise ValueError("one reading of 3 features per request")
+            except (ValueError, IndexError) as e:
+                self.reply(r.id, None, f"{type(e).__name__}: {e}")
+                continue
+            job = (key, x, r.id, p["sequence_start"].bool_param, p["sequence_end"].bool_param)
+            q = self.waiting.get(key)
+            if q is not None:
+                q.append(job)  # submitted when the step before it has its reply
+            else:
+                self.waiting[key] = collections.deque([job])
+                self.submit(job)
+        self.reading = False
+        if self.answered == self.received:
+            self.out.put_nowait(None)
+
+    def submit(self, job: tuple[int, list[float], str, bool, bool]) -> None:
+        key, x, rid, start, end = job
+        slot = self.m.slot(key, start)
+        if slot is None:
+            return self.done(key, rid, None, FULL[1]["error"])
+        self.m.submit(slot, x, lambda y: self.done(key, rid, y, FAILED[1]["error"]), key if end else None)
+
+    def done(self, key: object, rid: str, y: Any, error: str) -> None:
+        self.reply(rid, y, error)
+        q = self.waiting[key]
+        q.popleft()
+        if q:
+            self.submit(q[0])
+        else:
+            del self.waiting[key]
+
+    def reply(self, rid: str, y: Any, error: str) -> None:
+        r = pb.ModelStreamInferResponse()
+        if y is None:
+            r.error_message = error
+        ir = r.infer_response
+        ir.model_name, ir.model_version, ir.id = self.m.name, self.m.version, rid
+        if y is not None:
+            ir.outputs.add(name=self.m.y, datatype="FP32", shape=(1, 1, 1))
+            ir.raw_output_contents.append(struct.pack("<f", y))
+        self.out.put_nowait(r)
+        self.answered += 1
+        if not self.reading and self.answered == self.received:
+            self.out.put_nowait(None)
+
+
+async def stream_infer(m: Model, requests: Any, context: Any) -> Any:
+    s = Stream(m)
+    reader = asyncio.ensure_future(s.read(requests))
+    try:
+        while (r := await s.out.get()) is not None:
+            yield r
+    finally:
+        reader.cancel()
+
+
+def grpc_server(m: Model, port: int) -> grpc.aio.Server:
+    """``ModelStreamInfer`` only, on ``port``."""
+    handler = grpc.stream_stream_rpc_method_handler(
+        functools.partial(stream_infer, m),
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelStreamInfer": handler})]
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    return server
 
 
 class Http(asyncio.Protocol):
@@ -187,8 +286,11 @@ def one(data: list) -> list[float]:
     return [float(v) for v in data]
 
 
-async def serve(model_dir: Path, port: int, capacity: int) -> None:
+async def serve(model_dir: Path, port: int, grpc_port: int | None, capacity: int) -> None:
     m = Model(model_dir, capacity)
+    streams = grpc_server(m, grpc_port) if grpc_port is not None else None  # held: a dropped server stops
+    if streams is not None:
+        await streams.start()
     server = await asyncio.get_running_loop().create_server(lambda: Http(m), "127.0.0.1", port)
     async with server:
         await server.serve_forever()
@@ -198,9 +300,15 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.minimal_server", description=__doc__)
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--port", type=int, default=8002)
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        default=int(os.environ["LSTM_GRPC_PORT"]) if "LSTM_GRPC_PORT" in os.environ else None,
+        help="serve ModelStreamInfer here too (default: $LSTM_GRPC_PORT, else none)",
+    )
     p.add_argument("--capacity", type=int, default=4096, help="sequence slots")
     a = p.parse_args()
-    uvloop.run(serve(a.model_dir, a.port, a.capacity))
+    uvloop.run(serve(a.model_dir, a.port, a.grpc_port, a.capacity))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The benchmark's minimal reference server (``bench/minimal_server.py``) is exact: sequences
-streamed one reading per request from concurrent connections -- batched together on the
-server -- give what one offline onnxruntime run over each whole sequence gives."""
+streamed one reading per request from concurrent connections, or all in flight at once on
+one ``ModelStreamInfer`` call -- batched together on the server -- give what one offline
+onnxruntime run over each whole sequence gives."""
 
 from __future__ import annotations
 
 import asyncio
 from urllib.parse import urlparse
 
+import grpc
 import numpy as np
 import orjson
 import pytest
@@ -14,6 +16,7 @@ import pytest
 from bench.servers import serve
 from harness.paths import DEFAULT_MODEL
 from harness.reference import Offline, random_steps
+from service.api.grpc.protos import service_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +79,43 @@ def test_interleaved_sequences_match_one_offline_run():
         want = offline.run(x)[0][:, 0]
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=0)
         offline.assert_outputs_close(g, want)
+
+
+async def grpc_stream(target: str, seqs: dict[int, np.ndarray]) -> dict[int, list[float]]:
+    """Every reading of every sequence written at once on one call, the sequences interleaved."""
+    msgs = []
+    for t in range(max(len(x) for x in seqs.values())):
+        for sid, xs in seqs.items():
+            if t < len(xs):
+                r = pb.ModelInferRequest(model_name="demand", id=f"{sid}:{t}")
+                r.inputs.add(name="x", datatype="FP32", shape=[1, 1, 3])
+                r.raw_input_contents.append(xs[t].astype("<f4").tobytes())
+                r.parameters["sequence_id"].int64_param = sid
+                r.parameters["sequence_start"].bool_param = t == 0
+                r.parameters["sequence_end"].bool_param = t == len(xs) - 1
+                msgs.append(r)
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = ch.stream_stream(
+            "/inference.GRPCInferenceService/ModelStreamInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )(iter(msgs))
+        got: dict[int, list[float]] = {sid: [] for sid in seqs}
+        async for m in call:
+            assert not m.error_message, m.error_message
+            sid, t = map(int, m.infer_response.id.split(":"))
+            assert t == len(got[sid])  # a sequence's replies come in order
+            got[sid].append(float(np.frombuffer(m.infer_response.raw_output_contents[0], "<f4")[0]))
+    return got
+
+
+def test_model_stream_infer_sequences_in_flight_match_one_offline_run():
+    rng = np.random.default_rng(22)
+    seqs = {11: random_steps(rng, STEPS), 12: random_steps(rng, STEPS // 2), 13: random_steps(rng, STEPS)}
+    offline = Offline(DEFAULT_MODEL)
+    with serve("minimal", DEFAULT_MODEL) as p:
+        got = asyncio.run(grpc_stream(p.grpc, seqs))
+    for sid, x in seqs.items():
+        want = offline.run(x)[0][:, 0]
+        np.testing.assert_allclose(got[sid], want, rtol=1e-5, atol=0)
+        offline.assert_outputs_close(got[sid], want)
