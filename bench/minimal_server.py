@@ -9,9 +9,10 @@ END); the requests that arrive while a batch runs make the next batch: one onnxr
 JSON ``x`` of one reading and ``sequence_id``/``sequence_start``/``sequence_end``; v1 session
 create and step (one reading); ``GET /v2/health/ready`` and ``/live``. A connection's requests run one after
 another (pipelined ones in order); a sequence must have one request in flight at a time.
-With ``--grpc-port`` (or ``$LSTM_GRPC_PORT``), also ``ModelStreamInfer`` (grpc.aio): raw FP32
-readings of one reading each, many in flight per sequence, each sequence's next step submitted
-when the one before has its reply, every reply a ``raw_output_contents`` of its own.
+With ``--grpc-port`` (or ``$LSTM_GRPC_PORT``), also gRPC (grpc.aio), requests of one raw FP32
+reading: unary ``ModelInfer`` (one in flight per sequence) and ``ModelStreamInfer`` (many in
+flight per sequence, each sequence's next step submitted when the one before has its reply,
+every reply a ``raw_output_contents`` of its own).
 ``python -m bench.minimal_server --model-dir DIR --port P [--grpc-port G]``.
 """
 
@@ -104,6 +105,43 @@ class Model:
             done(y)
 
 
+GrpcJob = tuple[int, list[float], str, bool, bool]  # sequence id, reading, request id, start, end
+
+
+def grpc_job(r: Any) -> GrpcJob:
+    """A ``ModelInferRequest`` of one raw FP32 reading of a sequence; ValueError or IndexError if not."""
+    p = r.parameters
+    x = np.frombuffer(r.raw_input_contents[0], "<f4").tolist()
+    if len(x) != 3:
+        raise ValueError("one reading of 3 features per request")
+    return p["sequence_id"].int64_param, x, r.id, p["sequence_start"].bool_param, p["sequence_end"].bool_param
+
+
+def grpc_reply(m: Model, rid: str, y: Any, into: Any) -> Any:
+    """``y`` (None: no output) written into the ``ModelInferResponse`` ``into``."""
+    into.model_name, into.model_version, into.id = m.name, m.version, rid
+    if y is not None:
+        into.outputs.add(name=m.y, datatype="FP32", shape=(1, 1, 1))
+        into.raw_output_contents.append(struct.pack("<f", y))
+    return into
+
+
+async def infer(m: Model, r: Any, context: Any) -> Any:
+    """Unary ``ModelInfer``: one reading of a sequence (one in flight per sequence)."""
+    try:
+        key, x, rid, start, end = grpc_job(r)
+    except (ValueError, IndexError) as e:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{type(e).__name__}: {e}")
+    slot = m.slot(key, start)
+    if slot is None:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, FULL[1]["error"])
+    done = asyncio.get_running_loop().create_future()
+    m.submit(slot, x, done.set_result, key if end else None)
+    if (y := await done) is None:
+        await context.abort(grpc.StatusCode.INTERNAL, FAILED[1]["error"])
+    return grpc_reply(m, rid, y, pb.ModelInferResponse())
+
+
 class Stream:
     """One ``ModelStreamInfer`` call: raw FP32 readings of one or several sequences. Each
     sequence's next step goes to the model once the one before has its reply (a slot holds one
@@ -111,7 +149,7 @@ class Stream:
 
     def __init__(self, m: Model) -> None:
         self.m, self.out = m, asyncio.Queue[Any]()
-        self.waiting: dict[object, collections.deque[tuple[int, list[float], str, bool, bool]]] = {}
+        self.waiting: dict[object, collections.deque[GrpcJob]] = {}
         self.received = self.answered = 0
         self.reading = True
 
@@ -119,15 +157,11 @@ class Stream:
         async for r in requests:
             self.received += 1
             try:
-                p = r.parameters
-                key = p["sequence_id"].int64_param
-                x = np.frombuffer(r.raw_input_contents[0], "<f4").tolist()
-                if len(x) != 3:
-                    raise ValueError("one reading of 3 features per request")
+                job = grpc_job(r)
             except (ValueError, IndexError) as e:
                 self.reply(r.id, None, f"{type(e).__name__}: {e}")
                 continue
-            job = (key, x, r.id, p["sequence_start"].bool_param, p["sequence_end"].bool_param)
+            key = job[0]
             q = self.waiting.get(key)
             if q is not None:
                 q.append(job)  # submitted when the step before it has its reply
@@ -138,7 +172,7 @@ class Stream:
         if self.answered == self.received:
             self.out.put_nowait(None)
 
-    def submit(self, job: tuple[int, list[float], str, bool, bool]) -> None:
+    def submit(self, job: GrpcJob) -> None:
         key, x, rid, start, end = job
         slot = self.m.slot(key, start)
         if slot is None:
@@ -158,11 +192,7 @@ class Stream:
         r = pb.ModelStreamInferResponse()
         if y is None:
             r.error_message = error
-        ir = r.infer_response
-        ir.model_name, ir.model_version, ir.id = self.m.name, self.m.version, rid
-        if y is not None:
-            ir.outputs.add(name=self.m.y, datatype="FP32", shape=(1, 1, 1))
-            ir.raw_output_contents.append(struct.pack("<f", y))
+        grpc_reply(self.m, rid, y, r.infer_response)
         self.out.put_nowait(r)
         self.answered += 1
         if not self.reading and self.answered == self.received:
@@ -180,16 +210,21 @@ async def stream_infer(m: Model, requests: Any, context: Any) -> Any:
 
 
 def grpc_server(m: Model, port: int) -> grpc.aio.Server:
-    """``ModelStreamInfer`` only, on ``port``."""
-    handler = grpc.stream_stream_rpc_method_handler(
-        functools.partial(stream_infer, m),
-        request_deserializer=pb.ModelInferRequest.FromString,
-        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
-    )
+    """``ModelInfer`` and ``ModelStreamInfer`` on ``port``."""
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            functools.partial(infer, m),
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelInferResponse.SerializeToString,
+        ),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            functools.partial(stream_infer, m),
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        ),
+    }
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        [grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {"ModelStreamInfer": handler})]
-    )
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)])
     server.add_insecure_port(f"127.0.0.1:{port}")
     return server
 
@@ -304,7 +339,7 @@ def main() -> None:
         "--grpc-port",
         type=int,
         default=int(os.environ["LSTM_GRPC_PORT"]) if "LSTM_GRPC_PORT" in os.environ else None,
-        help="serve ModelStreamInfer here too (default: $LSTM_GRPC_PORT, else none)",
+        help="serve ModelInfer and ModelStreamInfer here too (default: $LSTM_GRPC_PORT, else none)",
     )
     p.add_argument("--capacity", type=int, default=4096, help="sequence slots")
     a = p.parse_args()

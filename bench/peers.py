@@ -86,7 +86,7 @@ ONLY = {
     "ws": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
 }
 WINDOW = {"ws": 32, "grpc-stream": 32}  # readings in flight per stream
-MINIMAL_SCENARIOS = ("v2-json", "rest-step", "grpc-stream")  # what the minimal reference answers
+MINIMAL_SCENARIOS = ("v2-json", "rest-step", "grpc-unary", "grpc-stream")  # what the minimal reference answers
 
 
 def runs_on(peer: str, scenario: str) -> str | None:

@@ -59,8 +59,11 @@ class Settings(BaseSettings):
     inline_compute_us: float = Field(100.0, ge=0)
     """Batches whose estimated onnxruntime time (measured at warm-up) is under this, or whose
     rows cost less than the hop to a worker thread and back (also measured at warm-up), run on
-    the event loop; longer ones run in the thread pool, so the loop keeps serving while they
-    compute. 0 sends every batch to the pool. Where the clients share the service's cores, a
+    the event loop -- when the loop had been quiet, at least as long after the last call as
+    that call took; longer ones, and any batch whose requests waited while the loop was busy,
+    run in the thread pool, so the loop keeps reading requests while they compute (run on the
+    loop, such batches stay small: gRPC hands the loop one new call per turn). 0 sends every
+    batch to the pool. Where the clients share the service's cores, a
     value past every batch (all on the loop) can cost less CPU per request than the hop to
     the pool saves: ``make bench-layers`` measures both placements on the machine at hand."""
 

@@ -81,19 +81,36 @@ def test_interleaved_sequences_match_one_offline_run():
         offline.assert_outputs_close(g, want)
 
 
+def grpc_request(sid: int, xs: np.ndarray, t: int) -> pb.ModelInferRequest:
+    """Reading ``t`` of sequence ``sid``, raw, START on the first, END on the last."""
+    r = pb.ModelInferRequest(model_name="demand", id=f"{sid}:{t}")
+    r.inputs.add(name="x", datatype="FP32", shape=[1, 1, 3])
+    r.raw_input_contents.append(xs[t].astype("<f4").tobytes())
+    r.parameters["sequence_id"].int64_param = sid
+    r.parameters["sequence_start"].bool_param = t == 0
+    r.parameters["sequence_end"].bool_param = t == len(xs) - 1
+    return r
+
+
+def y_of(r: pb.ModelInferResponse) -> float:
+    return float(np.frombuffer(r.raw_output_contents[0], "<f4")[0])
+
+
+async def grpc_unary(target: str, sid: int, xs: np.ndarray) -> list[float]:
+    """One ``ModelInfer`` call per reading, one at a time."""
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = ch.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        return [y_of(await call(grpc_request(sid, xs, t))) for t in range(len(xs))]
+
+
 async def grpc_stream(target: str, seqs: dict[int, np.ndarray]) -> dict[int, list[float]]:
     """Every reading of every sequence written at once on one call, the sequences interleaved."""
-    msgs = []
-    for t in range(max(len(x) for x in seqs.values())):
-        for sid, xs in seqs.items():
-            if t < len(xs):
-                r = pb.ModelInferRequest(model_name="demand", id=f"{sid}:{t}")
-                r.inputs.add(name="x", datatype="FP32", shape=[1, 1, 3])
-                r.raw_input_contents.append(xs[t].astype("<f4").tobytes())
-                r.parameters["sequence_id"].int64_param = sid
-                r.parameters["sequence_start"].bool_param = t == 0
-                r.parameters["sequence_end"].bool_param = t == len(xs) - 1
-                msgs.append(r)
+    n = max(len(x) for x in seqs.values())
+    msgs = [grpc_request(sid, xs, t) for t in range(n) for sid, xs in seqs.items() if t < len(xs)]
     async with grpc.aio.insecure_channel(target) as ch:
         call = ch.stream_stream(
             "/inference.GRPCInferenceService/ModelStreamInfer",
@@ -105,17 +122,24 @@ async def grpc_stream(target: str, seqs: dict[int, np.ndarray]) -> dict[int, lis
             assert not m.error_message, m.error_message
             sid, t = map(int, m.infer_response.id.split(":"))
             assert t == len(got[sid])  # a sequence's replies come in order
-            got[sid].append(float(np.frombuffer(m.infer_response.raw_output_contents[0], "<f4")[0]))
+            got[sid].append(y_of(m.infer_response))
     return got
 
 
-def test_model_stream_infer_sequences_in_flight_match_one_offline_run():
+def test_grpc_sequences_in_flight_match_one_offline_run():
+    """Three sequences all in flight on one ``ModelStreamInfer`` call, a fourth over unary calls."""
     rng = np.random.default_rng(22)
     seqs = {11: random_steps(rng, STEPS), 12: random_steps(rng, STEPS // 2), 13: random_steps(rng, STEPS)}
+    unary = random_steps(rng, STEPS)
     offline = Offline(DEFAULT_MODEL)
     with serve("minimal", DEFAULT_MODEL) as p:
-        got = asyncio.run(grpc_stream(p.grpc, seqs))
-    for sid, x in seqs.items():
+
+        async def both() -> tuple[dict[int, list[float]], list[float]]:
+            return await asyncio.gather(grpc_stream(p.grpc, seqs), grpc_unary(p.grpc, 14, unary))
+
+        got, by_unary = asyncio.run(both())
+    got[14] = by_unary
+    for sid, x in {**seqs, 14: unary}.items():
         want = offline.run(x)[0][:, 0]
         np.testing.assert_allclose(got[sid], want, rtol=1e-5, atol=0)
         offline.assert_outputs_close(got[sid], want)

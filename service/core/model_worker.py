@@ -79,6 +79,8 @@ class ModelWorker:
         inline = settings.inline_compute_us / 1e6
         measured = min(model.call_s + model.hop_s, INLINE_MEASURED_CAP_S)  # a hop timed on a busy loop can read high
         self.inline_s = max(inline, measured) if inline > 0 else 0.0
+        self._free_since = float("-inf")  # when the last onnxruntime call ended (time.monotonic())
+        self._last_call = 0.0  # and how long it took, from its start on the loop to its end
         self._inference = Observer(metrics.inference.labels(self.card.key))
         self._steps = adder(metrics.steps.labels(self.card.key))
         self._last = setter(metrics.last_inference.labels(self.card.key))
@@ -102,32 +104,51 @@ class ModelWorker:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def loop_limit(self, first_enqueued: float) -> float:
+        """The longest call a batch may run on the event loop, by when its first request was
+        queued (``time.monotonic()``): :attr:`inline_s` when the loop had been quiet, at least
+        as long after the last call as that call took; else 0, every call in the pool. A batch
+        that came sooner was waiting while the loop was busy: run there, it would keep the
+        requests arriving meanwhile from being read (gRPC hands the loop one new call per turn),
+        and each batch after it would be as small."""
+        return self.inline_s if first_enqueued - self._free_since >= self._last_call else 0.0
+
     async def infer(
-        self, xs: list[np.ndarray], states: list[np.ndarray], phases: list[float] | None = None
+        self,
+        xs: list[np.ndarray],
+        states: list[np.ndarray],
+        phases: list[float] | None = None,
+        inline_s: float | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run requests' rows together, off the event loop; per request ``(y, state)``.
 
         Requests of several lengths run in the calls :func:`collate.calls` chooses by
-        :meth:`call_cost` (padding a row to a longer one costs what the longer row does).
+        :meth:`call_cost` (padding a row to a longer one costs what the longer row does). A call
+        estimated within ``inline_s`` (default :attr:`inline_s`; see :meth:`loop_limit`) runs
+        on the event loop.
 
         Each onnxruntime call is counted by its batch size with its phases (collate, run,
         split); ``phases``, when given, accumulates those three times over the calls."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
+        limit = self.inline_s if inline_s is None else inline_s
         groups = collate.calls(
-            [x.shape[1] for x in xs], [x.shape[0] for x in xs], self.call_cost if self.model.has_lengths else None
+            [x.shape[1] for x in xs],
+            [x.shape[0] for x in xs],
+            (lambda rows, steps: self.call_cost(rows, steps, limit)) if self.model.has_lengths else None,
         )
         out: list[Any] = [None] * len(xs)
         for idx in groups:
             t_in = time.perf_counter()
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
             t_run = time.perf_counter()
-            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= self.inline_s:
+            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= limit:
                 # cheaper than the hop to a thread and back: run on the event loop
                 y, state = self.model.run(b.x, b.state, b.lengths)
             else:
                 y, state = await loop.run_in_executor(self._executor, self.model.run, b.x, b.state, b.lengths)
             t_out = time.perf_counter()
+            self._free_since, self._last_call = time.monotonic(), t_out - t_run
             for i, res in zip(idx, collate.split(b, y, state), strict=True):
                 out[i] = res
             t_end = time.perf_counter()
@@ -139,11 +160,11 @@ class ModelWorker:
         self._inference(time.perf_counter() - t0)
         return out
 
-    def call_cost(self, rows: int, steps: int) -> float:
+    def call_cost(self, rows: int, steps: int, inline_s: float) -> float:
         """What one onnxruntime call of ``rows`` rows of ``steps`` steps costs where it runs: its
-        estimate, and the hop to the worker thread and back for a call too long for the loop."""
+        estimate, and the hop to the worker thread and back for a call longer than ``inline_s``."""
         s = self.model.estimate_s(rows, steps)
-        return s if s <= self.inline_s else s + self.model.hop_s
+        return s if s <= inline_s else s + self.model.hop_s
 
     def _record_execution(self, rows: int, times: tuple[float, float, float]) -> None:
         children = self._execution.get(rows)
@@ -180,9 +201,10 @@ class ModelWorker:
         stateless = [i for i, t in enumerate(tickets) if isinstance(t.payload, StatelessWork)]
         pending = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
         trust = self.store.caches
+        inline_s = self.loop_limit(min(t.enqueued for t in tickets))
         rows = 0
         while True:
-            again, ran = await self._round(tickets, stateless, pending, trust, results, phases)
+            again, ran = await self._round(tickets, stateless, pending, trust, results, phases, inline_s)
             rows += ran
             if not again:
                 break
@@ -199,6 +221,7 @@ class ModelWorker:
         trust: bool,
         results: list[Any],
         phases: list[float],
+        inline_s: float,
     ) -> tuple[list[int], int]:
         """One read -> run -> commit over ``pending`` steps (and ``stateless`` rows); sets
         ``results``. Returns the steps to read again (only when ``trust``: cached reads, which
@@ -238,7 +261,7 @@ class ModelWorker:
         if not xs:
             return again, 0
         phases[0] += time.perf_counter() - t0  # store read and admission
-        outs = await self.infer(xs, states, phases)
+        outs = await self.infer(xs, states, phases, inline_s)
         t_out = time.perf_counter()
         now = store.clock()
         commits: list[tuple[int, SessionRecord, bool]] = []  # (ticket, record, new) per write
