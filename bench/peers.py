@@ -227,20 +227,20 @@ def targets(R: list[dict[str, Any]]) -> list[str]:
             " onnxruntime calls: the difference is this service's own per-request work. Where it goes:"
             " `docs/performance.md`.",
         ]
-    mine, least, tri64 = (
-        point(R, ours, "grpc-stream", 64),
-        point(R, MINIMAL, "grpc-stream", 64),
-        point(R, tri, "v2-json", 64),
-    )
-    if mine and least and tri64:
-        out += [
-            "",
-            f"`ModelStreamInfer` at 64 streams: this service {mine['steps_per_s']:.0f} messages/s at"
-            f" {1000 * mine['server_cpu_ms_per_req']:.0f} µs each, the minimal reference's stream (grpc.aio, no"
-            f" guarantees) {least['steps_per_s']:.0f} at {1000 * least['server_cpu_ms_per_req']:.0f} µs:"
-            f" {mine['steps_per_s'] / least['steps_per_s']:.2f}× the least a Python gRPC server does, which is"
-            f" itself {least['steps_per_s'] / tri64['steps_per_s']:.2f}× Triton's v2 JSON.",
-        ]
+    for rpc, sc, c, against, what in (
+        ("Unary `ModelInfer`", "grpc-unary", 32, "grpc-unary", "unary gRPC"),
+        ("`ModelStreamInfer`", "grpc-stream", 64, "v2-json", "v2 JSON"),
+    ):
+        mine, least, them = point(R, ours, sc, c), point(R, MINIMAL, sc, c), point(R, tri, against, c)
+        if mine and least and them:
+            out += [
+                "",
+                f"{rpc} at {c} streams: this service {mine['steps_per_s']:.0f} requests/s at"
+                f" {1000 * mine['server_cpu_ms_per_req']:.0f} µs each, the minimal reference (grpc.aio, no guarantees)"
+                f" {least['steps_per_s']:.0f} at {1000 * least['server_cpu_ms_per_req']:.0f} µs:"
+                f" {mine['steps_per_s'] / least['steps_per_s']:.2f}× the least a Python gRPC server does, which is"
+                f" itself {least['steps_per_s'] / them['steps_per_s']:.2f}× Triton's {what}.",
+            ]
     return out
 
 
@@ -261,7 +261,7 @@ def section(data: dict[str, Any]) -> list[str]:
         " and C); the minimal reference (`bench/minimal_server.py`: the least a Python process must do per step, with"
         " no guarantees -- uvloop, httptools, orjson, every sequence's (h, C) a slot of one preallocated array, the"
         " requests that arrive during a batch run as the next batch, one onnxruntime call each in one worker thread;"
-        " v2 JSON, v1 steps and `ModelStreamInfer` only); this service in one process with the memory store, and over Redis with"
+        " v2 JSON, v1 steps and gRPC only); this service in one process with the memory store, and over Redis with"
         " `LSTM_WORKERS` 1 and 2;"
         " Triton (`tritonserver` from the `nvidia-pytriton` wheel, CPU only) with `bench/triton/model.py` on the"
         " python backend behind the sequence batcher, `max_batch_size` 64, `oldest` (64 candidate sequences, no"
@@ -269,7 +269,7 @@ def section(data: dict[str, Any]) -> list[str]:
         " `sequence_id`, start on the first, end after the run); the naive server is driven with its own protocol."
         " Server CPU counts all of a peer's processes (workers, Triton's python stubs) over the run's warm-up and"
         " measurement: per request (one step) at the measured rate, and as cores (CPU seconds per second). gRPC: unary"
-        " `ModelInfer` on ours and Triton; streaming (`ModelStreamInfer`, 32 readings in flight per stream) on ours"
+        " `ModelInfer` on ours, the minimal reference and Triton; streaming (`ModelStreamInfer`, 32 readings in flight per stream) on ours"
         " and the minimal reference: this Triton build crashed (SIGSEGV in `TRITONBACKEND_RequestRelease`) under 64 streams, and under 32"
         " streams of 8 in flight on the second run in a row. v1 steps and WebSocket are this service's own"
         " protocols; they are measured against Triton's best path in the run (the targets below).",
