@@ -63,9 +63,8 @@ class Settings(BaseSettings):
     that call took; longer ones, and any batch whose requests waited while the loop was busy,
     run in the thread pool, so the loop keeps reading requests while they compute (run on the
     loop, such batches stay small: gRPC hands the loop one new call per turn). 0 sends every
-    batch to the pool. Where the clients share the service's cores, a
-    value past every batch (all on the loop) can cost less CPU per request than the hop to
-    the pool saves: ``make bench-layers`` measures both placements on the machine at hand."""
+    batch to the pool; a value past every batch lets a quiet loop run any batch itself
+    (the lowest latency at low load; under load batches still go to the pool)."""
 
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
