@@ -95,14 +95,20 @@ class Model:
         return y[:, 0, 0]
 
     def finish(self, batch: list[Job], fut: asyncio.Future) -> None:
-        self.running = False
-        if self.pending:
+        overlap = bool(self.pending)
+        if overlap:
             self.start()  # the next batch runs while these replies are written
+        else:
+            self.running = True  # held: the steps these replies submit (a stream's next) make one batch
         ys = fut.result() if fut.exception() is None else [None] * len(batch)
         for (slot, _, done, end_key), y in zip(batch, ys, strict=True):
             if end_key is not None and self.slots.pop(end_key, None) == slot:
                 self.free.append(slot)
             done(y)
+        if not overlap:
+            self.running = False
+            if self.pending:
+                self.start()
 
 
 GrpcJob = tuple[int, list[float], str, bool, bool]  # sequence id, reading, request id, start, end
@@ -136,7 +142,7 @@ async def infer(m: Model, r: Any, context: Any) -> Any:
     if slot is None:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, FULL[1]["error"])
     done = asyncio.get_running_loop().create_future()
-    m.submit(slot, x, done.set_result, key if end else None)
+    m.submit(slot, x, lambda y: done.done() or done.set_result(y), key if end else None)  # done: the caller left
     if (y := await done) is None:
         await context.abort(grpc.StatusCode.INTERNAL, FAILED[1]["error"])
     return grpc_reply(m, rid, y, pb.ModelInferResponse())
@@ -145,7 +151,8 @@ async def infer(m: Model, r: Any, context: Any) -> Any:
 class Stream:
     """One ``ModelStreamInfer`` call: raw FP32 readings of one or several sequences. Each
     sequence's next step goes to the model once the one before has its reply (a slot holds one
-    step at a time), so its replies come in order; every reply is its step's own."""
+    step at a time), so its replies come in order; every reply is its step's own. A message
+    that cannot be read is answered at once with an error (no order kept for it)."""
 
     def __init__(self, m: Model) -> None:
         self.m, self.out = m, asyncio.Queue[Any]()

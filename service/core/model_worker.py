@@ -72,10 +72,11 @@ class ModelWorker:
         self.metrics = metrics
         self.retired = False  # set when the version is unloaded: its batcher stops taking work
         self._executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix=f"ort-{self.card.name}")
-        # a batch runs on the event loop when it is under the setting, or when its rows cost
+        # a batch may run on the event loop when it is under the setting, or when its rows cost
         # less than the hop to the worker thread and back (both measured at warm-up; on a small
         # virtual machine the hop costs more than a one-row call, and both figures are noisy,
-        # so the call's fixed part is not weighed against the hop); 0: never
+        # so the call's fixed part is not weighed against the hop), and the loop had been quiet
+        # (loop_limit); 0: never
         inline = settings.inline_compute_us / 1e6
         measured = min(model.call_s + model.hop_s, INLINE_MEASURED_CAP_S)  # a hop timed on a busy loop can read high
         self.inline_s = max(inline, measured) if inline > 0 else 0.0
@@ -120,7 +121,7 @@ class ModelWorker:
         phases: list[float] | None = None,
         inline_s: float | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run requests' rows together, off the event loop; per request ``(y, state)``.
+        """Run requests' rows together; per request ``(y, state)``.
 
         Requests of several lengths run in the calls :func:`collate.calls` chooses by
         :meth:`call_cost` (padding a row to a longer one costs what the longer row does). A call
@@ -201,6 +202,7 @@ class ModelWorker:
         stateless = [i for i, t in enumerate(tickets) if isinstance(t.payload, StatelessWork)]
         pending = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
         trust = self.store.caches
+        # a re-run (RUN_AGAIN) keeps its first enqueued time, so its batch goes to the pool: rare
         inline_s = self.loop_limit(min(t.enqueued for t in tickets))
         rows = 0
         while True:

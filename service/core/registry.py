@@ -104,7 +104,7 @@ class ModelRegistry:
         self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
         log.info(
             "loaded model %s (%s) on %s: a call costs %.0f us + %.0f us per row-step, a worker thread adds %.0f us; "
-            "batches estimated under %.0f us run on the event loop",
+            "batches estimated under %.0f us run on the event loop when it had been quiet",
             card.key,
             card.onnx_path,
             model.provider,
