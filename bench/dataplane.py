@@ -104,6 +104,7 @@ async def run(n: int, rounds: int, streams: int = STREAMS) -> dict[str, float]:
     w = dp.worker(DEFAULT_MODEL_DIR.parent.name)
     y = np.zeros((settings.max_batch_size, 1, w.card.n_outputs), np.float32)
     w.model.run = lambda x, state, lengths=None: (y[: x.shape[0], : x.shape[1]], state.copy())  # type: ignore[method-assign]
+    w.loop_limit = lambda first_enqueued: w.inline_s  # type: ignore[method-assign]  # every batch on the loop
     paths = steps(dp, streams)
     for step in paths.values():  # warm-up
         await per_step(step, 20, streams)
