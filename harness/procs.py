@@ -2,38 +2,83 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 _handed_out: set[int] = set()  # ports this process gave out: the kernel may offer a closed one again at once
+LOWEST = 10_000  # the lowest port handed out
+BUS = 10_000  # a cluster node's bus port is its port + this
+_rng = random.SystemRandom()  # not the tests' seeded generator: each run and worker draws its own
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives a client socket (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _share() -> tuple[int, int]:
+    """This pytest-xdist worker's share of the ports (those equal to its index modulo the
+    worker count), so two workers never pick the same port at once; (0, 1) outside xdist."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and count.isdigit() and int(count) > 0:
+        return int(worker[2:]) % int(count), int(count)
+    return 0, 1
 
 
 def free_port(bus: bool = False) -> int:
-    """A free loopback port, never one this process handed out before (a server asked for an
-    HTTP and a gRPC port got the same one twice: the kernel may offer a just-closed port
-    again); with ``bus``, one whose port + 10000 (a cluster's bus port) is free too."""
+    """A free loopback port below the kernel's ephemeral range, so that no client socket is
+    given it between this check and the server's bind (a picked ephemeral port was once taken
+    so, and the server failed with "address already in use"); never one this process handed
+    out before; in this test worker's own share. With ``bus``, one whose port + 10000 (a
+    cluster's bus port) is free too, below that range as well."""
+    hi = _ephemeral_low() - (BUS if bus else 0)
+    k, n = _share()
+    if hi - LOWEST < 1000 * n:  # an unusual ephemeral range: let the kernel choose
+        return _kernel_port(bus)
+    for _ in range(100_000):
+        port = _rng.randrange(LOWEST, hi - n)
+        port += (k - port) % n  # into this worker's share
+        wanted = (port, port + BUS) if bus else (port,)
+        if any(p in _handed_out for p in wanted) or not all(_bindable(p) for p in wanted):
+            continue
+        _handed_out.update(wanted)
+        return port
+    raise RuntimeError("no free loopback port")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _kernel_port(bus: bool) -> int:
+    """A free port the kernel chooses (from its ephemeral range), never one handed out before."""
     for attempt in range(100_000):
-        with socket.socket() as s, socket.socket() as b:
+        with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-            if attempt < 1000 and (port in _handed_out or (bus and port + 10000 in _handed_out)):
-                continue  # (after 1000 offers of old ports, an old one will do rather than none)
-            if not bus:
-                _handed_out.add(port)
-                return port
-            if port + 10000 > 65535:
-                continue
-            try:
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-            _handed_out.update((port, port + 10000))
-            return port
-    raise RuntimeError("no free loopback port pair for a cluster bus")
+        wanted = (port, port + BUS) if bus else (port,)
+        if attempt < 1000 and any(p in _handed_out for p in wanted):
+            continue  # (after 1000 offers of old ports, an old one will do rather than none)
+        if bus and (port + BUS > 65535 or not _bindable(port + BUS)):
+            continue
+        _handed_out.update(wanted)
+        return port
+    raise RuntimeError("no free loopback port")
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float, output: Callable[[], str]) -> None:
