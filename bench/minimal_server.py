@@ -98,8 +98,7 @@ class Model:
         overlap = bool(self.pending)
         if overlap:
             self.start()  # the next batch runs while these replies are written
-        else:
-            self.running = True  # held: the steps these replies submit (a stream's next) make one batch
+        self.running = True  # the steps these replies submit (a stream's next) wait for one batch
         ys = fut.result() if fut.exception() is None else [None] * len(batch)
         for (slot, _, done, end_key), y in zip(batch, ys, strict=True):
             if end_key is not None and self.slots.pop(end_key, None) == slot:

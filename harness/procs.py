@@ -38,18 +38,24 @@ def _share() -> tuple[int, int]:
 def free_port(bus: bool = False) -> int:
     """A free loopback port below the kernel's ephemeral range, so that no client socket is
     given it between this check and the server's bind (a picked ephemeral port was once taken
-    so, and the server failed with "address already in use"); never one this process handed
-    out before; in this test worker's own share. With ``bus``, one whose port + 10000 (a
-    cluster's bus port) is free too, below that range as well."""
+    so, and the server failed with "address already in use"), in this test worker's own share
+    (the kernel's choice where the range leaves no room below it); never one this process
+    handed out before. With ``bus``, one whose port + 10000 (a cluster's bus port) is free too."""
     hi = _ephemeral_low() - (BUS if bus else 0)
     k, n = _share()
-    if hi - LOWEST < 1000 * n:  # an unusual ephemeral range: let the kernel choose
-        return _kernel_port(bus)
-    for _ in range(100_000):
-        port = _rng.randrange(LOWEST, hi - n)
-        port += (k - port) % n  # into this worker's share
+    below = hi - LOWEST >= 1000 * n
+    for attempt in range(100_000):
+        if below:
+            port = _rng.randrange(LOWEST, hi - n)
+            port += (k - port) % n  # into this worker's share
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
         wanted = (port, port + BUS) if bus else (port,)
-        if any(p in _handed_out for p in wanted) or not all(_bindable(p) for p in wanted):
+        if attempt < 1000 and any(p in _handed_out for p in wanted):
+            continue  # (after 1000 offers of old ports, an old one will do rather than none)
+        if wanted[-1] > 65535 or not all(_bindable(p) for p in wanted):
             continue
         _handed_out.update(wanted)
         return port
@@ -63,22 +69,6 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _kernel_port(bus: bool) -> int:
-    """A free port the kernel chooses (from its ephemeral range), never one handed out before."""
-    for attempt in range(100_000):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        wanted = (port, port + BUS) if bus else (port,)
-        if attempt < 1000 and any(p in _handed_out for p in wanted):
-            continue  # (after 1000 offers of old ports, an old one will do rather than none)
-        if bus and (port + BUS > 65535 or not _bindable(port + BUS)):
-            continue
-        _handed_out.update(wanted)
-        return port
-    raise RuntimeError("no free loopback port")
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float, output: Callable[[], str]) -> None:
