@@ -62,9 +62,9 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def measure(p: Proc, seconds: float, warmup: float) -> dict[str, Any]:
+def measure(p: Proc, seconds: float, warmup: float, streams: int = STREAMS) -> dict[str, Any]:
     before = thread_cpu(p.proc.pid)
-    r = load(p, SCENARIO, STREAMS, seconds, warmup)
+    r = load(p, SCENARIO, streams, seconds, warmup)
     after = thread_cpu(p.proc.pid)
     per_req = 1e6 / max(1e-9, r["steps_per_s"] * (seconds + warmup))  # µs per CPU second per request
     main = (after.get(p.proc.pid, 0.0) - before.get(p.proc.pid, 0.0)) * per_req
@@ -75,7 +75,7 @@ def measure(p: Proc, seconds: float, warmup: float) -> dict[str, Any]:
         "errors": r.get("errors", {}),
         "cpu_us": total * per_req,
         "loop_thread_cpu_us": main,
-        "other_threads_cpu_us": total * per_req - main,
+        "other_threads_cpu_us": max(0.0, total * per_req - main),  # clock ticks: never below zero
     }
 
 
@@ -88,18 +88,30 @@ def run(seconds: float, warmup: float, rounds: int) -> dict[str, Any]:
             procs[name] = stack.enter_context(layer(arg, env))
         exact = {name: exactness(procs[name].url) for name, arg, _, _ in SERVERS if arg not in ("protocol", "front")}
         for _ in range(rounds):
-            for name, p in procs.items():
-                r = measure(p, seconds, warmup)
-                runs.setdefault(name, []).append(r)
-                print(
-                    f"{name:30} {r['req_per_s']:8.0f} req/s  CPU {r['cpu_us']:4.0f} µs/req "
-                    f"(loop thread {r['loop_thread_cpu_us']:.0f}, others {r['other_threads_cpu_us']:.0f})",
-                    flush=True,
-                )
+            for streams in (STREAMS, 1):
+                for name, p in procs.items():
+                    r = measure(p, seconds, warmup, streams)
+                    runs.setdefault(name if streams == STREAMS else f"{name}@1", []).append(r)
+                    print(
+                        f"{name:30} {streams:2} {r['req_per_s']:8.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                        f"CPU {r['cpu_us']:4.0f} µs/req (loop thread {r['loop_thread_cpu_us']:.0f}, "
+                        f"others {r['other_threads_cpu_us']:.0f})",
+                        flush=True,
+                    )
     rows = []
-    for name, rs in runs.items():
+    for name in procs:
+        rs = runs[name]
         best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
-        rows.append({"server": name, **best, "runs_req_per_s": [round(r["req_per_s"]) for r in rs]})
+        one = sorted(runs[f"{name}@1"], key=lambda r: r["p50_ms"])
+        rows.append(
+            {
+                "server": name,
+                **best,
+                "runs_req_per_s": [round(r["req_per_s"]) for r in rs],
+                # concurrency 1: the median round by p50
+                "c1": {**one[len(one) // 2], "runs_p50_ms": [round(r["p50_ms"], 3) for r in runs[f"{name}@1"]]},
+            }
+        )
     return {
         "machine": machine(),
         "seconds": seconds,
@@ -171,6 +183,12 @@ def section(data: dict[str, Any]) -> list[str]:
         )
         + " |",
     ]
+    if "c1" in full:
+        lines += [
+            f"| p50 at concurrency 1 | {full['c1']['p50_ms']:.3f} ms | {inline['c1']['p50_ms']:.3f} ms "
+            f"({inline['c1']['p50_ms'] / full['c1']['p50_ms']:.2f}× the service's) |",
+            *concurrency_one(rows, what),
+        ]
     if "dataplane" in data:
         d = data["dataplane"]
         lines += [
@@ -184,6 +202,41 @@ def section(data: dict[str, Any]) -> list[str]:
             *(f"| {name} | {us:.1f} |" for name, us in d.items()),
         ]
     return [*lines, END]
+
+
+def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> list[str]:
+    """The same servers with one stream, one request at a time: every batch holds one request,
+    and a request's latency is the sum of the layers it passes (the concurrency 1 target)."""
+    c1 = {name: r["c1"] for name, r in rows.items()}
+    proto, front, _, inline, full = (c1[name] for name, *_ in SERVERS)
+    lines = [
+        "",
+        "One stream, one request at a time, in the same rounds (the median round by p50): every batch holds "
+        "one request and onnxruntime's call of one row runs on every request, so each layer's Python adds to "
+        "the latency.",
+        "",
+        "| server | p50 ms at concurrency 1 | × the service's | CPU µs / request | event loop thread | other threads |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in (MINIMAL, *what):
+        r = c1[name]
+        lines.append(
+            f"| {name} | {r['p50_ms']:.3f} | {r['p50_ms'] / full['p50_ms']:.2f}× | {r['cpu_us']:.0f} | "
+            f"{r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
+        )
+    ms = {k: 1000 * r["p50_ms"] for k, r in (("protocol", proto), ("front", front), ("lean", inline), ("full", full))}
+    lines += [
+        "",
+        f"At concurrency 1 the protocol's floor (the load generator, the kernel and uvicorn's parsing) is "
+        f"{ms['protocol']:.0f} µs at the median, the HTTP front adds {ms['front'] - ms['protocol']:.0f} µs, and the "
+        f"service's data plane with onnxruntime's one-row call {ms['full'] - ms['front']:.0f} µs more; the lean "
+        f"prototype with its batches on the event loop (no batcher task, no session records, three metrics "
+        f"where the service keeps its full set) answers in {ms['lean'] - ms['front']:.0f} µs after the front, "
+        f"{inline['p50_ms'] / full['p50_ms']:.2f}× the service's p50. The minimal reference, whose onnxruntime "
+        f"calls run on a worker thread (two thread hand-overs per request), answers at "
+        f"{c1[MINIMAL]['p50_ms'] / full['p50_ms']:.2f}× the service's p50.",
+    ]
+    return lines
 
 
 def main() -> None:

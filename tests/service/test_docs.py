@@ -56,3 +56,17 @@ def test_the_sizing_table_is_the_measured_one():
 
     text = (ROOT / "docs" / "deployment.md").read_text()
     assert "\n".join(table(json.loads(RESULTS.read_text()))) in text, "stale: python -m bench.memory --render"
+
+
+def test_the_layer_section_is_the_measured_one():
+    """docs/performance.md's layer section is what ``python -m bench.layers --render`` writes from
+    the saved run (concurrency 1 included)."""
+    import json
+
+    from bench.layers import END, section
+
+    data = json.loads((ROOT / "docs" / "bench" / "layers.json").read_text())
+    text = (ROOT / "docs" / "performance.md").read_text()
+    rendered = "\n".join(section(data))
+    assert rendered.endswith(END) and "One stream, one request at a time" in rendered
+    assert rendered in text, "stale: python -m bench.layers --render"
