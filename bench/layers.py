@@ -6,8 +6,8 @@ load, beside the minimal reference, in one interleaved run.
 four times -- answering at the HTTP protocol with fixed bytes, answering after the HTTP front
 with a fixed reply, the lean prototype, and as it is -- checks that the prototype and the
 service stream the same outputs as one offline onnxruntime run, then drives each with the
-load generator (v2 JSON sequence steps, one reading per request, 32 streams) in turn, round
-after round. Server CPU per request is split by thread: the event loop's thread (the
+load generator (v2 JSON sequence steps, one reading per request, at 32 streams and at one
+stream) in turn, round after round. Server CPU per request is split by thread: the event loop's thread (the
 process's main thread: HTTP, decoding, the data plane's Python) and the others (onnxruntime's
 worker thread). Before the servers start, ``bench.dataplane`` measures the same step's Python
 in one process, without HTTP or onnxruntime. Writes ``docs/bench/layers.json`` and the layer
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
@@ -185,8 +186,9 @@ def section(data: dict[str, Any]) -> list[str]:
     ]
     if "c1" in full:
         lines += [
-            f"| p50 at concurrency 1 | {full['c1']['p50_ms']:.3f} ms | {inline['c1']['p50_ms']:.3f} ms "
-            f"({inline['c1']['p50_ms'] / full['c1']['p50_ms']:.2f}× the service's) |",
+            "| p50 at concurrency 1 (the target, ≤ 0.8× Triton's, is measured by `make bench-peers`) | "
+            f"{full['c1']['p50_ms']:.3f} ms | {inline['c1']['p50_ms']:.3f} ms "
+            f"({paired(inline['c1']['runs_p50_ms'], full['c1']['runs_p50_ms'], True):.2f}× the service's, paired) |",
             *concurrency_one(rows, what),
         ]
     if "dataplane" in data:
@@ -204,37 +206,46 @@ def section(data: dict[str, Any]) -> list[str]:
     return [*lines, END]
 
 
+def paired(a: list[float], b: list[float], ratio: bool) -> float:
+    """The median over the rounds of ``a / b`` (``ratio``) or ``a - b``: servers measured in the
+    same round share the machine's speed of that moment, so each round compares like with like."""
+    return statistics.median(x / y if ratio else x - y for x, y in zip(a, b, strict=True))
+
+
 def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> list[str]:
     """The same servers with one stream, one request at a time: every batch holds one request,
     and a request's latency is the sum of the layers it passes (the concurrency 1 target)."""
     c1 = {name: r["c1"] for name, r in rows.items()}
-    proto, front, _, inline, full = (c1[name] for name, *_ in SERVERS)
+    p50 = {name: [1000 * v for v in r["runs_p50_ms"]] for name, r in c1.items()}  # µs, round by round
+    proto, front, _, inline, full = (name for name, *_ in SERVERS)
     lines = [
         "",
-        "One stream, one request at a time, in the same rounds (the median round by p50): every batch holds "
-        "one request and onnxruntime's call of one row runs on every request, so each layer's Python adds to "
-        "the latency.",
+        "One stream, one request at a time, in the same rounds: every batch holds one request and "
+        "onnxruntime's call of one row runs on every request, so each layer's Python adds to the latency. "
+        "Each server's median round by p50 is shown; the ratio to the service is the median of the rounds' "
+        "ratios (each round's servers share the machine's speed of that moment).",
         "",
-        "| server | p50 ms at concurrency 1 | × the service's | CPU µs / request | event loop thread | other threads |",
+        "| server | p50 ms at concurrency 1 | × the service's (paired) | CPU µs / request | event loop thread | "
+        "other threads |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in (MINIMAL, *what):
         r = c1[name]
         lines.append(
-            f"| {name} | {r['p50_ms']:.3f} | {r['p50_ms'] / full['p50_ms']:.2f}× | {r['cpu_us']:.0f} | "
-            f"{r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
+            f"| {name} | {r['p50_ms']:.3f} | {paired(p50[name], p50[full], True):.2f}× | {r['cpu_us']:.0f} | "
+            f"{r['loop_thread_cpu_us']:.0f} | {max(0.0, r['other_threads_cpu_us']):.0f} |"
         )
-    ms = {k: 1000 * r["p50_ms"] for k, r in (("protocol", proto), ("front", front), ("lean", inline), ("full", full))}
     lines += [
         "",
         f"At concurrency 1 the protocol's floor (the load generator, the kernel and uvicorn's parsing) is "
-        f"{ms['protocol']:.0f} µs at the median, the HTTP front adds {ms['front'] - ms['protocol']:.0f} µs, and the "
-        f"service's data plane with onnxruntime's one-row call {ms['full'] - ms['front']:.0f} µs more; the lean "
-        f"prototype with its batches on the event loop (no batcher task, no session records, three metrics "
-        f"where the service keeps its full set) answers in {ms['lean'] - ms['front']:.0f} µs after the front, "
-        f"{inline['p50_ms'] / full['p50_ms']:.2f}× the service's p50. The minimal reference, whose onnxruntime "
-        f"calls run on a worker thread (two thread hand-overs per request), answers at "
-        f"{c1[MINIMAL]['p50_ms'] / full['p50_ms']:.2f}× the service's p50.",
+        f"{statistics.median(p50[proto]):.0f} µs at the median; by the rounds' differences, the HTTP front adds "
+        f"{paired(p50[front], p50[proto], False):.0f} µs, and the service's data plane with onnxruntime's one-row "
+        f"call {paired(p50[full], p50[front], False):.0f} µs more. The lean prototype with its batches on the "
+        f"event loop (no batcher task, no session records, three of the data plane's metrics) answers "
+        f"{abs(lean := paired(p50[inline], p50[full], False)):.0f} µs {'sooner' if lean < 0 else 'later'} than the "
+        f"service by the rounds' differences, {paired(p50[inline], p50[full], True):.2f}× its p50 by their "
+        f"ratios. The minimal reference, whose onnxruntime calls run on a worker thread (two thread "
+        f"hand-overs per request), answers at {paired(p50[MINIMAL], p50[full], True):.2f}× the service's p50.",
     ]
     return lines
 
