@@ -134,7 +134,8 @@ def section(data: dict[str, Any]) -> list[str]:
         "",
         f"`python -m bench.layers`: v2 JSON sequence steps, one reading per request, {STREAMS} streams; "
         f"{data['rounds']} interleaved rounds of {data['seconds']:g} s after {data['warmup']:g} s of warm-up, the "
-        f"median round shown. Machine: {data['machine']}; the load generator shares the cores. The service is "
+        f"median round shown (by req/s; a ratio between servers is the median of the rounds' ratios). Machine: "
+        f"{data['machine']}; the load generator shares the cores. The service is "
         "started with layers of the step's path replaced (`bench/layer_server.py`), gRPC off. Server CPU per "
         "request is split by thread: the event loop's (HTTP, decoding, the data plane's Python) and the others "
         "(onnxruntime's worker thread).",
@@ -146,7 +147,7 @@ def section(data: dict[str, Any]) -> list[str]:
         r = rows[name]
         desc = what.get(name, "the least a Python process must do per step (`bench/minimal_server.py`)")
         lines.append(
-            f"| {name} | {desc} | {r['req_per_s']:,.0f} | {r['req_per_s'] / mini['req_per_s']:.2f}× | "
+            f"| {name} | {desc} | {r['req_per_s']:,.0f} | {per_round(r, mini):.2f}× | "
             f"{r['cpu_us']:.0f} | {r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
         )
     ex = ", ".join(f"{n}: {v:.2g}" for n, v in data["exactness"].items())
@@ -163,9 +164,9 @@ def section(data: dict[str, Any]) -> list[str]:
         f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path "
         f"{loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
         f"more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
-        f"the lean prototype serves {lean['req_per_s'] / full['req_per_s']:.2f}× the requests at "
+        f"the lean prototype serves {per_round(lean, full):.2f}× the requests at "
         f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
-        f"{inline['req_per_s'] / full['req_per_s']:.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. (The "
+        f"{per_round(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. (The "
         "service runs a batch on the event loop only when the loop had been quiet, so under this load its "
         "batches run on onnxruntime's thread whatever `LSTM_INLINE_COMPUTE_US` says: see "
         "`ModelWorker.loop_limit`.)",
@@ -178,10 +179,7 @@ def section(data: dict[str, Any]) -> list[str]:
         + " | ".join(f"{r['cpu_us']:.0f} µs ({'met' if r['cpu_us'] <= 100 else '**no**'})" for r in (full, inline))
         + " |",
         "| ≥ 0.6× the minimal reference's req/s | "
-        + " | ".join(
-            f"{(x := r['req_per_s'] / mini['req_per_s']):.2f}× ({'met' if x >= 0.6 else '**no**'})"
-            for r in (full, inline)
-        )
+        + " | ".join(f"{(x := per_round(r, mini)):.2f}× ({'met' if x >= 0.6 else '**no**'})" for r in (full, inline))
         + " |",
     ]
     if "c1" in full:
@@ -210,6 +208,11 @@ def paired(a: list[float], b: list[float], ratio: bool) -> float:
     """The median over the rounds of ``a / b`` (``ratio``) or ``a - b``: servers measured in the
     same round share the machine's speed of that moment, so each round compares like with like."""
     return statistics.median(x / y if ratio else x - y for x, y in zip(a, b, strict=True))
+
+
+def per_round(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """``a``'s requests per second over ``b``'s, round by round (:func:`paired`)."""
+    return paired(a["runs_req_per_s"], b["runs_req_per_s"], True)
 
 
 def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> list[str]:
