@@ -7,9 +7,9 @@ four times -- answering at the HTTP protocol with fixed bytes, answering after t
 with a fixed reply, the lean prototype, and as it is -- checks that the prototype and the
 service stream the same outputs as one offline onnxruntime run, then drives each with the
 load generator (v2 JSON sequence steps, one reading per request, at 32 streams and at one
-stream) in turn, round after round. Server CPU per request is split by thread: the event loop's thread (the
-process's main thread: HTTP, decoding, the data plane's Python) and the others (onnxruntime's
-worker thread). Before the servers start, ``bench.dataplane`` measures the same step's Python
+stream) in turn, round after round. Server CPU per request is split by thread: the event
+loop's thread (the process's main thread: HTTP, decoding, the data plane's Python) and the
+others (onnxruntime's worker thread). Before the servers start, ``bench.dataplane`` measures the same step's Python
 in one process, without HTTP or onnxruntime. Writes ``docs/bench/layers.json`` and the layer
 section of ``docs/performance.md``.
 """
@@ -101,16 +101,13 @@ def run(seconds: float, warmup: float, rounds: int) -> dict[str, Any]:
                     )
     rows = []
     for name in procs:
-        rs = runs[name]
-        best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
-        one = sorted(runs[f"{name}@1"], key=lambda r: r["p50_ms"])
+        rs, one = runs[name], runs[f"{name}@1"]
         rows.append(
             {
                 "server": name,
-                **best,
+                **median_round(rs, "req_per_s"),
                 "runs_req_per_s": [round(r["req_per_s"]) for r in rs],
-                # concurrency 1: the median round by p50
-                "c1": {**one[len(one) // 2], "runs_p50_ms": [round(r["p50_ms"], 3) for r in runs[f"{name}@1"]]},
+                "c1": {**median_round(one, "p50_ms"), "runs_p50_ms": [round(r["p50_ms"], 3) for r in one]},
             }
         )
     return {
@@ -204,6 +201,11 @@ def section(data: dict[str, Any]) -> list[str]:
     return [*lines, END]
 
 
+def median_round(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose ``key`` is the median (the upper one of an even count)."""
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
+
+
 def paired(a: list[float], b: list[float], ratio: bool) -> float:
     """The median over the rounds of ``a / b`` (``ratio``) or ``a - b``: servers measured in the
     same round share the machine's speed of that moment, so each round compares like with like."""
@@ -236,7 +238,7 @@ def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> li
         r = c1[name]
         lines.append(
             f"| {name} | {r['p50_ms']:.3f} | {paired(p50[name], p50[full], True):.2f}× | {r['cpu_us']:.0f} | "
-            f"{r['loop_thread_cpu_us']:.0f} | {max(0.0, r['other_threads_cpu_us']):.0f} |"
+            f"{r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
         )
     lines += [
         "",
