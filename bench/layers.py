@@ -29,7 +29,7 @@ import uvloop
 
 from bench import dataplane
 from bench.peers import load
-from bench.run import machine, put_section
+from bench.run import machine, median_round, paired, put_section
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as exactness
 
@@ -199,17 +199,6 @@ def section(data: dict[str, Any]) -> list[str]:
             *(f"| {name} | {us:.1f} |" for name, us in d.items()),
         ]
     return [*lines, END]
-
-
-def median_round(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The round whose ``key`` is the median (the upper one of an even count)."""
-    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
-
-
-def paired(a: list[float], b: list[float], ratio: bool) -> float:
-    """The median over the rounds of ``a / b`` (``ratio``) or ``a - b``: servers measured in the
-    same round share the machine's speed of that moment, so each round compares like with like."""
-    return statistics.median(x / y if ratio else x - y for x, y in zip(a, b, strict=True))
 
 
 def per_round(a: dict[str, Any], b: dict[str, Any]) -> float:

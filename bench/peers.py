@@ -1,8 +1,9 @@
 """Peers, measured in one run: the naive FastAPI server, the minimal reference
 (``bench/minimal_server.py``: the least a Python process must do per step, no guarantees),
-this service (one process with the memory store; 1 and 2 workers over Redis) and NVIDIA
-Triton Inference Server (its python backend behind the sequence batcher: ``oldest`` with 1
-instance, ``direct`` with 2).
+this service (one process with the memory store; 1 and 2 workers over Redis), the lean
+design's prototype (``bench/layer_server.py lean-inline``: the measured limit of the lean hot
+path's design, v2 JSON only) and NVIDIA Triton Inference Server (its python backend behind the
+sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
 
 ``python -m bench.peers`` (``make bench-peers``) starts every peer once, then runs each point
 on each peer in turn, point after point (interleaved: a change in the machine's load touches
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import perf_analyzer
-from bench.run import loadgen_command, machine, put_section, run_loadgen
+from bench.run import loadgen_command, machine, paired, put_section, run_loadgen
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as triton_check
 from bench.triton_peer import serve_triton
@@ -36,6 +37,8 @@ from harness.redis import RedisServer
 
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
 MINIMAL = "minimal reference"
+LEAN = "lean prototype (batches on the loop)"
+OURS, TRITON = "ours (memory, 1 process)", "Triton (oldest, 1 instance)"
 
 
 @contextmanager
@@ -54,10 +57,11 @@ def peers(redis_url: str) -> dict[str, Callable[[], AbstractContextManager[Proc]
     return {
         "naive FastAPI": lambda: serve("naive", DEFAULT_MODEL_DIR),
         MINIMAL: lambda: serve("minimal", DEFAULT_MODEL_DIR),
-        "ours (memory, 1 process)": lambda: serve("service", DEFAULT_MODEL_DIR),
+        OURS: lambda: serve("service", DEFAULT_MODEL_DIR),
+        LEAN: lambda: serve("layer:lean-inline", DEFAULT_MODEL_DIR, {"LSTM_GRPC_ENABLED": "false"}),
         "ours (Redis, 1 worker)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "1"}),
         "ours (Redis, 2 workers)": lambda: serve("service", DEFAULT_MODEL_DIR, {**rd, "LSTM_WORKERS": "2"}),
-        "Triton (oldest, 1 instance)": lambda: serve_triton("oldest", 1),
+        TRITON: lambda: serve_triton("oldest", 1),
         "Triton (direct, 2 instances)": lambda: serve_triton("direct", 2),
     }
 
@@ -80,10 +84,10 @@ def plan() -> list[tuple[str, int]]:
 # Triton build's ModelStreamInfer crashed -- SIGSEGV in TRITONBACKEND_RequestRelease -- with 64
 # streams, and with 32 streams of 8 in flight on the second run in a row)
 ONLY = {
-    "grpc-unary": ("ours (memory, 1 process)", "Triton (oldest, 1 instance)"),
-    "grpc-stream": ("ours (memory, 1 process)",),
-    "rest-step": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
-    "ws": ("ours (memory, 1 process)", "ours (Redis, 2 workers)"),
+    "grpc-unary": (OURS, TRITON),
+    "grpc-stream": (OURS,),
+    "rest-step": (OURS, "ours (Redis, 2 workers)"),
+    "ws": (OURS, "ours (Redis, 2 workers)"),
 }
 WINDOW = {"ws": 32, "grpc-stream": 32}  # readings in flight per stream
 MINIMAL_SCENARIOS = ("v2-json", "rest-step", "grpc-unary", "grpc-stream")  # what the minimal reference answers
@@ -95,6 +99,8 @@ def runs_on(peer: str, scenario: str) -> str | None:
         return "naive" if scenario == "v2-json" else None
     if peer == MINIMAL:
         return scenario if scenario in MINIMAL_SCENARIOS else None
+    if peer == LEAN:  # the prototype serves v2 JSON sequence steps of one reading; the rest is the service's
+        return scenario if scenario == "v2-json" else None
     if scenario in ONLY:
         return scenario if peer in ONLY[scenario] else None
     return scenario
@@ -119,7 +125,7 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
         url = stack.enter_context(redis())
         procs = {name: stack.enter_context(start()) for name, start in peers(url).items()}
         for name, p in procs.items():
-            if name.startswith("Triton"):
+            if name.startswith("Triton") or name == LEAN:
                 exactness[name] = triton_check(p.url)
         runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
         for _ in range(repeats):
@@ -137,9 +143,16 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
                     )
         for (name, _, _), rs in runs.items():
             best = sorted(rs, key=lambda r: r["req_per_s"])[len(rs) // 2]
-            results.append({**best, "peer": name, "runs_req_per_s": [r["req_per_s"] for r in rs]})
+            results.append(
+                {
+                    **best,
+                    "peer": name,
+                    "runs_req_per_s": [r["req_per_s"] for r in rs],
+                    "runs_p50_ms": [r["p50_ms"] for r in rs],
+                }
+            )
         perf_analyzer.install()
-        for name in ("ours (memory, 1 process)", "ours (Redis, 2 workers)", "Triton (oldest, 1 instance)"):
+        for name in (OURS, "ours (Redis, 2 workers)", TRITON):
             for c in (1, 32):
                 p = procs[name]
                 cpu0 = p.cpu_seconds()
@@ -161,63 +174,99 @@ def run_all(seconds: float, warmup: float, repeats: int, pa_window_ms: int) -> d
         "repeats": repeats,
         "results": results,
         "perf_analyzer": pa,
-        "triton_exactness": exactness,
+        "exactness": exactness,
     }
 
 
-def point(R: list[dict[str, Any]], peer: str, sc: str, c: int) -> dict[str, Any] | None:
+Point = dict[str, Any] | None
+
+
+def point(R: list[dict[str, Any]], peer: str, sc: str, c: int) -> Point:
     """One peer's result for one scenario and concurrency, or None."""
     return next((r for r in R if r["peer"] == peer and r["scenario"] == sc and r["concurrency"] == c), None)
 
 
+def _met(text: str, ok: bool) -> str:
+    return f"{text}, {'met' if ok else '**not met**'}"
+
+
+def rate_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """``a``'s requests per second over ``b``'s, the median of the rounds' ratios: every peer runs a
+    point once per round, so a round's figures share the machine's speed of that moment."""
+    return paired(a["runs_req_per_s"], b["runs_req_per_s"], True)
+
+
+def p50_ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """``a``'s p50 over ``b``'s, round by round (see :func:`rate_ratio`)."""
+    return paired(a["runs_p50_ms"], b["runs_p50_ms"], True)
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any], want: float) -> tuple[str, bool]:
+    """``a``'s steps/s against ``b``'s (each its median round, and the rounds' ratio), and whether
+    the ratio reaches ``want``."""
+    q = rate_ratio(a, b)
+    return f"{a['steps_per_s']:.0f} vs {b['steps_per_s']:.0f} ({q:.2f}×)", q >= want
+
+
 def targets(R: list[dict[str, Any]]) -> list[str]:
-    """The lean hot path's targets, each row computed from this run (none when a peer is missing)."""
+    """The lean hot path's targets, each row computed from this run (none when a peer is
+    missing): this service's figure, and the lean prototype's where it runs the same point (the
+    measured limit of the lean design: a target it misses too is out of reach of that design)."""
 
-    ours, redis1 = "ours (memory, 1 process)", "ours (Redis, 1 worker)"
-    tri = "Triton (oldest, 1 instance)"
-    rows: list[tuple[str, str, bool]] = []
+    redis1 = "ours (Redis, 1 worker)"
+    rows: list[tuple[str, str, bool, str]] = []  # target, ours, met, the lean prototype's
 
-    def ratio(name: str, a: dict[str, Any] | None, b: dict[str, Any] | None, want: float) -> None:
+    def ratio(name: str, a: Point, b: Point, want: float, lean: Point = None) -> None:
         if a and b:
-            q = a["steps_per_s"] / b["steps_per_s"]
-            rows.append((name, f"{a['steps_per_s']:.0f} vs {b['steps_per_s']:.0f} ({q:.2f}×)", q >= want))
+            rows.append((name, *_ratio(a, b, want), _met(*_ratio(lean, b, want)) if lean else "–"))
 
     for sc in ("v2-json", "rest-step"):
-        a = point(R, ours, sc, 32)
-        ratio(f"{sc}, 32 streams: ≥ 2× Triton's v2 JSON req/s", a, point(R, tri, "v2-json", 32), 2.0)
-        ratio(f"{sc}, 32 streams: ≥ 0.6× the minimal reference", a, point(R, MINIMAL, sc, 32), 0.6)
+        a, lean = point(R, OURS, sc, 32), point(R, LEAN, sc, 32)
+        ratio(f"{sc}, 32 streams: ≥ 2× Triton's v2 JSON req/s", a, point(R, TRITON, "v2-json", 32), 2.0, lean)
+        ratio(f"{sc}, 32 streams: ≥ 0.6× the minimal reference", a, point(R, MINIMAL, sc, 32), 0.6, lean)
         if a:
             us = 1000 * a["server_cpu_ms_per_req"]
-            rows.append((f"{sc}, 32 streams: ≤ 100 µs of server CPU per request", f"{us:.0f} µs", us <= 100))
-    a1, t1 = point(R, ours, "v2-json", 1), point(R, tri, "v2-json", 1)
+            lean_us = 1000 * lean["server_cpu_ms_per_req"] if lean else None
+            limit = "–" if lean_us is None else _met(f"{lean_us:.0f} µs", lean_us <= 100)
+            rows.append((f"{sc}, 32 streams: ≤ 100 µs of server CPU per request", f"{us:.0f} µs", us <= 100, limit))
+    a1, t1, l1 = point(R, OURS, "v2-json", 1), point(R, TRITON, "v2-json", 1), point(R, LEAN, "v2-json", 1)
     if a1 and t1:
-        q = a1["p50_ms"] / t1["p50_ms"]
-        rows.append(
-            ("concurrency 1: p50 ≤ 0.8× Triton's", f"{a1['p50_ms']:.2f} vs {t1['p50_ms']:.2f} ms ({q:.2f}×)", q <= 0.8)
-        )
+        q = p50_ratio(a1, t1)
+        ql = p50_ratio(l1, t1) if l1 else None
+        limit = "–" if l1 is None or ql is None else _met(f"{l1['p50_ms']:.2f} ms ({ql:.2f}×)", ql <= 0.8)
+        measured = f"{a1['p50_ms']:.2f} vs {t1['p50_ms']:.2f} ms ({q:.2f}×)"
+        rows.append(("concurrency 1: p50 ≤ 0.8× Triton's", measured, q <= 0.8, limit))
     ratio(
         "Redis store, one process, v2 JSON at 32: ≥ 1× Triton",
         point(R, redis1, "v2-json", 32),
-        point(R, tri, "v2-json", 32),
+        point(R, TRITON, "v2-json", 32),
         1.0,
     )
     ratio(
         "WebSocket (32 in flight), 64 streams: ≥ 1.5× the v1 step route",
-        point(R, ours, "ws", 64),
-        point(R, ours, "rest-step", 32),
+        point(R, OURS, "ws", 64),
+        point(R, OURS, "rest-step", 32),
         1.5,
     )
     ratio(
         "gRPC ModelStreamInfer, 64 streams: ≥ 1× Triton's v2 JSON req/s",
-        point(R, ours, "grpc-stream", 64),
-        point(R, tri, "v2-json", 64),
+        point(R, OURS, "grpc-stream", 64),
+        point(R, TRITON, "v2-json", 64),
         1.0,
     )
     if not rows:
         return []
-    out = ["", "| target | measured | met |", "|---|---|---|"]
-    out += [f"| {name} | {measured} | {'yes' if ok else '**no**'} |" for name, measured, ok in rows]
-    mine, least = point(R, ours, "v2-json", 32), point(R, MINIMAL, "v2-json", 32)
+    out = ["", "| target | this service | met | the lean prototype, same point |", "|---|---|---|---|"]
+    out += [f"| {name} | {measured} | {'yes' if ok else '**no**'} | {lean} |" for name, measured, ok, lean in rows]
+    out += [
+        "",
+        "The lean prototype (`bench/layer_server.py`, `lean-inline`: the service's HTTP front with the lean design's"
+        " step path -- every live sequence's state a slot of one preallocated array, gathered and scattered by index;"
+        " no task, record or batcher per step; every batch on the event loop -- keeping the guarantees a step touches;"
+        " v2 JSON only) is the measured limit of the design the targets ask for: a target it misses in this run is out"
+        " of reach of that design, not only of this service's code. `docs/performance.md` measures it layer by layer.",
+    ]
+    mine, least = point(R, OURS, "v2-json", 32), point(R, MINIMAL, "v2-json", 32)
     if mine and least:
         out += [
             "",
@@ -231,15 +280,15 @@ def targets(R: list[dict[str, Any]]) -> list[str]:
         ("Unary `ModelInfer`", "grpc-unary", 32, "grpc-unary", "unary gRPC"),
         ("`ModelStreamInfer`", "grpc-stream", 64, "v2-json", "v2 JSON"),
     ):
-        mine, least, them = point(R, ours, sc, c), point(R, MINIMAL, sc, c), point(R, tri, against, c)
+        mine, least, them = point(R, OURS, sc, c), point(R, MINIMAL, sc, c), point(R, TRITON, against, c)
         if mine and least and them:
             out += [
                 "",
                 f"{rpc} at {c} streams: this service {mine['steps_per_s']:.0f} requests/s at"
                 f" {1000 * mine['server_cpu_ms_per_req']:.0f} µs each, the minimal reference (grpc.aio, no guarantees)"
                 f" {least['steps_per_s']:.0f} at {1000 * least['server_cpu_ms_per_req']:.0f} µs:"
-                f" {mine['steps_per_s'] / least['steps_per_s']:.2f}× the least a Python gRPC server does, which is"
-                f" itself {least['steps_per_s'] / them['steps_per_s']:.2f}× Triton's {what}.",
+                f" {rate_ratio(mine, least):.2f}× the least a Python gRPC server does, which is"
+                f" itself {rate_ratio(least, them):.2f}× Triton's {what}.",
             ]
     return out
 
@@ -249,20 +298,23 @@ def section(data: dict[str, Any]) -> list[str]:
 
     lines = [
         BEGIN,
-        "## Peers: Triton Inference Server, the naive server, the minimal reference, 1 and 2 workers",
+        "## Peers: Triton Inference Server, the naive server, the minimal reference, the lean prototype, 1 and 2 workers",
         "",
         f"`make bench-peers` (`python -m bench.peers`), {data['repeats']} run(s) of {data['seconds_per_run']:g} s per point"
         f" after {data['warmup_s']:g} s warm-up, the median shown; every peer up at once and the points run on each in"
         f" turn, so a change in the machine's load touches all alike. Machine: {data['machine']}; the load generator"
         " (one Python asyncio process) shares the 2 cores with the server, and other work may have shared the machine,"
-        " so compare peers within this table, as ratios, not with figures measured at other times.",
+        " so compare peers within this table, as ratios, not with figures measured at other times. Each peer's median"
+        " run is shown; a ratio between peers is the median of the rounds' ratios (the peers of one round share the"
+        " machine's speed of that moment).",
         "",
         "Peers: the naive FastAPI server (one onnxruntime call per request on the event loop, the client carrying h"
         " and C); the minimal reference (`bench/minimal_server.py`: the least a Python process must do per step, with"
         " no guarantees -- uvloop, httptools, orjson, every sequence's (h, C) a slot of one preallocated array, the"
         " requests that arrive during a batch run as the next batch, one onnxruntime call each in one worker thread;"
         " v2 JSON, v1 steps and gRPC only); this service in one process with the memory store, and over Redis with"
-        " `LSTM_WORKERS` 1 and 2;"
+        " `LSTM_WORKERS` 1 and 2; the lean design's prototype (`bench/layer_server.py lean-inline`, v2 JSON only:"
+        " below the targets);"
         " Triton (`tritonserver` from the `nvidia-pytriton` wheel, CPU only) with `bench/triton/model.py` on the"
         " python backend behind the sequence batcher, `max_batch_size` 64, `oldest` (64 candidate sequences, no"
         " queue delay) with 1 instance, or `direct` with 2. Every request is one reading of one sequence (v2"
@@ -291,23 +343,22 @@ def section(data: dict[str, Any]) -> list[str]:
                 f" {r['errors'] or 0} | {1000 * r['server_cpu_ms_per_req']:.0f} | {r['server_cores']:.2f} |"
             )
     lines += targets(R)
-    ex = data.get("triton_exactness", {})
+    ex = data.get("exactness", {})
     if ex:
-        worst = max(ex.values())
         lines += [
             "",
-            f"Triton's streamed outputs against one offline onnxruntime run over the same 40 readings: largest"
-            f" difference {worst:.2g} of the largest output (float32 rounding).",
+            "Streamed outputs against one offline onnxruntime run over the same 40 readings, largest difference"
+            " relative to the largest output (float32 rounding): "
+            + ", ".join(f"{name} {d:.2g}" for name, d in ex.items())
+            + ".",
         ]
-    lines += ["", "Against Triton (oldest, 1 instance), v2 JSON:", ""]
+    lines += ["", "Against Triton (oldest, 1 instance), v2 JSON, the median of the rounds' ratios:", ""]
     lines += ["| peer | streams | req/s ratio | p50 ratio |", "|---|---:|---:|---:|"]
-    for name in ("ours (memory, 1 process)", "ours (Redis, 1 worker)", "ours (Redis, 2 workers)", MINIMAL):
+    for name in (OURS, "ours (Redis, 1 worker)", "ours (Redis, 2 workers)", LEAN, MINIMAL):
         for c in (1, 32, 64):
-            a, t = point(R, name, "v2-json", c), point(R, "Triton (oldest, 1 instance)", "v2-json", c)
+            a, t = point(R, name, "v2-json", c), point(R, TRITON, "v2-json", c)
             if a and t:
-                lines.append(
-                    f"| {name} | {c} | {a['req_per_s'] / t['req_per_s']:.2f}× | {a['p50_ms'] / t['p50_ms']:.2f}× |"
-                )
+                lines.append(f"| {name} | {c} | {rate_ratio(a, t):.2f}× | {p50_ratio(a, t):.2f}× |")
     if data["perf_analyzer"]:
         lines += [
             "",

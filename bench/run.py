@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -204,6 +205,17 @@ def put_section(md: Path, begin: str, end: str, block: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     md.write_text(text)
+
+
+def median_round(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The round whose ``key`` is the median (the upper one of an even count)."""
+    return sorted(rounds, key=lambda r: r[key])[len(rounds) // 2]
+
+
+def paired(a: list[float], b: list[float], ratio: bool) -> float:
+    """The median over the rounds of ``a / b`` (``ratio``) or ``a - b``: servers measured in the
+    same round share the machine's speed of that moment, so each round compares like with like."""
+    return statistics.median(x / y if ratio else x - y for x, y in zip(a, b, strict=True))
 
 
 def machine() -> str:

@@ -70,3 +70,17 @@ def test_the_layer_section_is_the_measured_one():
     rendered = "\n".join(section(data))
     assert rendered.endswith(END) and "One stream, one request at a time" in rendered
     assert rendered in text, "stale: python -m bench.layers --render"
+
+
+def test_the_peer_section_is_the_measured_one():
+    """docs/benchmarks.md's peer section, its targets with the lean prototype's figures
+    included, is what ``python -m bench.peers --render`` writes from the saved run."""
+    import json
+
+    from bench.peers import LEAN, section
+
+    data = json.loads((ROOT / "docs" / "bench" / "results-peers.json").read_text())
+    assert any(r["peer"] == LEAN for r in data["results"]), "the saved run has no lean prototype: make bench-peers"
+    rendered = "\n".join(section(data))
+    assert "the lean prototype, same point" in rendered
+    assert rendered in (ROOT / "docs" / "benchmarks.md").read_text(), "stale: python -m bench.peers --render"
