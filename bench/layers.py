@@ -28,7 +28,7 @@ from typing import Any
 import uvloop
 
 from bench import dataplane
-from bench.peers import load
+from bench.peers import load, rate_ratio
 from bench.run import machine, median_round, paired, put_section
 from bench.servers import DEFAULT_MODEL_DIR, ROOT, Proc, serve
 from bench.triton_peer import check as exactness
@@ -144,7 +144,7 @@ def section(data: dict[str, Any]) -> list[str]:
         r = rows[name]
         desc = what.get(name, "the least a Python process must do per step (`bench/minimal_server.py`)")
         lines.append(
-            f"| {name} | {desc} | {r['req_per_s']:,.0f} | {per_round(r, mini):.2f}× | "
+            f"| {name} | {desc} | {r['req_per_s']:,.0f} | {rate_ratio(r, mini):.2f}× | "
             f"{r['cpu_us']:.0f} | {r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
         )
     ex = ", ".join(f"{n}: {v:.2g}" for n, v in data["exactness"].items())
@@ -161,9 +161,9 @@ def section(data: dict[str, Any]) -> list[str]:
         f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path "
         f"{loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
         f"more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
-        f"the lean prototype serves {per_round(lean, full):.2f}× the requests at "
+        f"the lean prototype serves {rate_ratio(lean, full):.2f}× the requests at "
         f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
-        f"{per_round(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. (The "
+        f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. (The "
         "service runs a batch on the event loop only when the loop had been quiet, so under this load its "
         "batches run on onnxruntime's thread whatever `LSTM_INLINE_COMPUTE_US` says: see "
         "`ModelWorker.loop_limit`.)",
@@ -176,7 +176,7 @@ def section(data: dict[str, Any]) -> list[str]:
         + " | ".join(f"{r['cpu_us']:.0f} µs ({'met' if r['cpu_us'] <= 100 else '**no**'})" for r in (full, inline))
         + " |",
         "| ≥ 0.6× the minimal reference's req/s | "
-        + " | ".join(f"{(x := per_round(r, mini)):.2f}× ({'met' if x >= 0.6 else '**no**'})" for r in (full, inline))
+        + " | ".join(f"{(x := rate_ratio(r, mini)):.2f}× ({'met' if x >= 0.6 else '**no**'})" for r in (full, inline))
         + " |",
     ]
     if "c1" in full:
@@ -199,11 +199,6 @@ def section(data: dict[str, Any]) -> list[str]:
             *(f"| {name} | {us:.1f} |" for name, us in d.items()),
         ]
     return [*lines, END]
-
-
-def per_round(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """``a``'s requests per second over ``b``'s, round by round (:func:`paired`)."""
-    return paired(a["runs_req_per_s"], b["runs_req_per_s"], True)
 
 
 def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> list[str]:
