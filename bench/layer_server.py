@@ -28,7 +28,12 @@ the real server under the real load instead of estimated from a profile.
   one reading only; anything else goes to the service as usual;
 - ``lean-inline``: the same, every batch run on the event loop's thread instead of the
   worker thread (on a machine whose cores the load generator shares, the hand-over between
-  the threads can cost more than the overlap gains).
+  the threads can cost more than the overlap gains);
+- ``full-inline``: the service as it is with its placement rule lifted: every batch on the
+  event loop's thread, under load too (``ModelWorker.loop_limit`` sends a batch to the pool
+  when its requests waited while the loop was busy, and ``LSTM_INLINE_COMPUTE_US`` bounds the
+  batches it keeps): what the service's own step path costs where the ``lean-inline``
+  prototype runs its batches.
 
 A prototype: it serves ``bench/layers.py``, nothing else. Its outputs are checked against
 one offline onnxruntime run (``bench.triton_peer.check``) before it is measured.
@@ -46,7 +51,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-LAYERS = ("full", "protocol", "front", "lean", "lean-inline")
+LAYERS = ("full", "full-inline", "protocol", "front", "lean", "lean-inline")
 
 
 class Sequence:
@@ -321,14 +326,23 @@ def install_lean(inline: bool = False) -> None:
     protocol.HotProtocol.on_message_complete = message_complete  # type: ignore[method-assign]
 
 
+def install_full(inline: bool = False) -> None:
+    """Every batch of the service on the event loop (``full-inline``); ``full`` changes nothing."""
+    if not inline:
+        return
+    from service.core.model_worker import ModelWorker
+
+    os.environ["LSTM_INLINE_COMPUTE_US"] = "1e9"  # past every batch's estimate
+    ModelWorker.loop_limit = lambda self, first_enqueued: self.inline_s  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in LAYERS:
         print(f"usage: python -m bench.layer_server {{{','.join(LAYERS)}}} [service arguments]", file=sys.stderr)
         return 2
     layer = argv[0]
-    if layer != "full":
-        install = {"protocol": install_protocol, "front": install_front, "lean": install_lean}
-        install[layer.removesuffix("-inline")](*(True,) if layer.endswith("-inline") else ())
+    install = {"full": install_full, "protocol": install_protocol, "front": install_front, "lean": install_lean}
+    install[layer.removesuffix("-inline")](*(True,) if layer.endswith("-inline") else ())
     os.environ.pop("LSTM_WORKERS", None)  # one process: the patches live in this one
     from service.__main__ import main as serve
 
