@@ -178,10 +178,10 @@ def section(data: dict[str, Any]) -> list[str]:
         "| target | the service | lean prototype, batches on the event loop |",
         "|---|---:|---:|",
         "| ≤ 100 µs of server CPU per request | "
-        + " | ".join(f"{r['cpu_us']:.0f} µs ({'met' if r['cpu_us'] <= 100 else '**no**'})" for r in (full, inline))
+        + " | ".join(f"{r['cpu_us']:.1f} µs ({'met' if r['cpu_us'] <= 100 else '**no**'})" for r in (full, inline))
         + " |",
         "| ≥ 0.6× the minimal reference's req/s | "
-        + " | ".join(f"{(x := rate_ratio(r, mini)):.2f}× ({'met' if x >= 0.6 else '**no**'})" for r in (full, inline))
+        + " | ".join(f"{(x := rate_ratio(r, mini)):.3f}× ({'met' if x >= 0.6 else '**no**'})" for r in (full, inline))
         + " |",
     ]
     if "c1" in full:

@@ -226,8 +226,8 @@ def targets(R: list[dict[str, Any]]) -> list[str]:
         if a:
             us = 1000 * a["server_cpu_ms_per_req"]
             lean_us = 1000 * lean["server_cpu_ms_per_req"] if lean else None
-            limit = "–" if lean_us is None else _met(f"{lean_us:.0f} µs", lean_us <= 100)
-            rows.append((f"{sc}, 32 streams: ≤ 100 µs of server CPU per request", f"{us:.0f} µs", us <= 100, limit))
+            limit = "–" if lean_us is None else _met(f"{lean_us:.1f} µs", lean_us <= 100)
+            rows.append((f"{sc}, 32 streams: ≤ 100 µs of server CPU per request", f"{us:.1f} µs", us <= 100, limit))
     a1, t1, l1 = point(R, OURS, "v2-json", 1), point(R, TRITON, "v2-json", 1), point(R, LEAN, "v2-json", 1)
     if a1 and t1:
         q = p50_ratio(a1, t1)
