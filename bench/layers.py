@@ -7,12 +7,12 @@ six times -- answering at the HTTP protocol with fixed bytes, answering after th
 with a fixed reply, the lean prototype with its batches on the worker thread and on the event
 loop, and as it is with its batches where its placement rule puts them and all on the event
 loop -- checks that the prototypes and the service stream the same outputs as one offline
-onnxruntime run, then drives each with the
-load generator (v2 JSON sequence steps, one reading per request, at 32 streams and at one
-stream) in turn, round after round. Server CPU per request is split by thread: the event
-loop's thread (the process's main thread: HTTP, decoding, the data plane's Python) and the
-others (onnxruntime's worker thread). Before the servers start, ``bench.dataplane`` measures the same step's Python
-in one process, without HTTP or onnxruntime. Writes ``docs/bench/layers.json`` and the layer
+onnxruntime run, then drives each with the load generator (v2 JSON sequence steps, one reading
+per request, at 32 streams and at one stream) in turn, round after round. Server CPU per
+request is split by thread: the event loop's thread (the process's main thread: HTTP,
+decoding, the data plane's Python) and the others (onnxruntime's worker thread). Before the
+servers start, ``bench.dataplane`` measures the same step's Python in one process, without
+HTTP or onnxruntime. Writes ``docs/bench/layers.json`` and the layer
 section of ``docs/performance.md``.
 """
 

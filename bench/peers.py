@@ -1,8 +1,8 @@
 """Peers, measured in one run: the naive FastAPI server, the minimal reference
 (``bench/minimal_server.py``: the least a Python process must do per step, no guarantees),
 this service (one process with the memory store; 1 and 2 workers over Redis), the lean
-design's prototype (``bench/layer_server.py lean-inline``: the measured limit of the lean hot
-path's design, v2 JSON only) and NVIDIA Triton Inference Server (its python backend behind the
+design's prototype (``bench/layer_server.py lean-inline``: what that design reaches with the
+guarantees a step touches, v2 JSON only) and NVIDIA Triton Inference Server (its python backend behind the
 sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
 
 ``python -m bench.peers`` (``make bench-peers``) starts every peer once, then runs each point
@@ -231,11 +231,10 @@ def targets(R: list[dict[str, Any]]) -> list[str]:
     a1, t1, l1 = point(R, OURS, "v2-json", 1), point(R, TRITON, "v2-json", 1), point(R, LEAN, "v2-json", 1)
     if a1 and t1:
         q = p50_ratio(a1, t1)
-        limit = (
-            "–"
-            if l1 is None
-            else _met(f"{l1['p50_ms']:.3f} ms; {p50_ratio(l1, t1):.3f}× by round", p50_ratio(l1, t1) <= 0.8)
-        )
+        limit = "–"
+        if l1 is not None:
+            ql = p50_ratio(l1, t1)
+            limit = _met(f"{l1['p50_ms']:.3f} ms; {ql:.3f}× by round", ql <= 0.8)
         measured = f"{a1['p50_ms']:.3f} vs {t1['p50_ms']:.3f} ms; {q:.3f}× by round"
         rows.append(("concurrency 1: p50 ≤ 0.8× Triton's", measured, q <= 0.8, limit))
     ratio(
