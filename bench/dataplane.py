@@ -96,7 +96,7 @@ async def per_step(step: Step, n: int, streams: int = STREAMS) -> float:
 
 
 async def run(n: int, rounds: int, streams: int = STREAMS) -> dict[str, float]:
-    settings = Settings(model_repository=DEFAULT_MODEL_DIR.parent.parent, inline_compute_us=1e9)
+    settings = Settings(model_repository=DEFAULT_MODEL_DIR.parent.parent)  # no gRPC: every batch on the loop
     metrics = Metrics()
     dp = DataPlane(settings, make_store(settings, metrics), metrics)
     dp.load_models()
@@ -104,7 +104,6 @@ async def run(n: int, rounds: int, streams: int = STREAMS) -> dict[str, float]:
     w = dp.worker(DEFAULT_MODEL_DIR.parent.name)
     y = np.zeros((settings.max_batch_size, 1, w.card.n_outputs), np.float32)
     w.model.run = lambda x, state, lengths=None: (y[: x.shape[0], : x.shape[1]], state.copy())  # type: ignore[method-assign]
-    w.loop_limit = lambda first_enqueued: w.inline_s  # type: ignore[method-assign]  # every batch on the loop
     paths = steps(dp, streams)
     for step in paths.values():  # warm-up
         await per_step(step, 20, streams)

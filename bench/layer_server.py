@@ -4,7 +4,8 @@ the real server under the real load instead of estimated from a profile.
 
 ``python -m bench.layer_server LAYER [service arguments]``; LAYER is
 
-- ``full``: the service as it is (``python -m service``);
+- ``full``: the service as it is (``python -m service``; with gRPC off, its batches run on
+  the event loop, bounded by ``LSTM_HTTP_INLINE_COMPUTE_US``);
 - ``protocol``: uvicorn's HTTP protocol parses the request and the v2 infer route answers it
   at once with fixed bytes (no key check, decode, data plane, encode, log or metrics): the
   floor of any front built on this protocol;
@@ -28,12 +29,7 @@ the real server under the real load instead of estimated from a profile.
   one reading only; anything else goes to the service as usual;
 - ``lean-inline``: the same, every batch run on the event loop's thread instead of the
   worker thread (on a machine whose cores the load generator shares, the hand-over between
-  the threads can cost more than the overlap gains);
-- ``full-inline``: the service as it is with its placement rule lifted: every batch on the
-  event loop's thread, under load too (``ModelWorker.loop_limit`` sends a batch to the pool
-  when its requests waited while the loop was busy, and ``LSTM_INLINE_COMPUTE_US`` bounds the
-  batches it keeps): what the service's own step path costs where the ``lean-inline``
-  prototype runs its batches.
+  the threads can cost more than the overlap gains).
 
 A prototype: it serves ``bench/layers.py``, nothing else. Its outputs are checked against
 one offline onnxruntime run (``bench.triton_peer.check``) before it is measured.
@@ -51,7 +47,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-LAYERS = ("full", "full-inline", "protocol", "front", "lean", "lean-inline")
+LAYERS = ("full", "protocol", "front", "lean", "lean-inline")
 
 
 class Sequence:
@@ -326,14 +322,8 @@ def install_lean(inline: bool = False) -> None:
     protocol.HotProtocol.on_message_complete = message_complete  # type: ignore[method-assign]
 
 
-def install_full(inline: bool = False) -> None:
-    """Every batch of the service on the event loop (``full-inline``); ``full`` changes nothing."""
-    if not inline:
-        return
-    from service.core.model_worker import ModelWorker
-
-    os.environ["LSTM_INLINE_COMPUTE_US"] = "1e9"  # past every batch's estimate
-    ModelWorker.loop_limit = lambda self, first_enqueued: self.inline_s  # type: ignore[method-assign]
+def install_full() -> None:
+    """The service as it is: nothing to install."""
 
 
 def main(argv: list[str]) -> int:

@@ -3,10 +3,9 @@ by taking layers away from the running server (``bench/layer_server.py``) under 
 load, beside the minimal reference, in one interleaved run.
 
 ``python -m bench.layers`` (``make bench-layers``) starts the minimal reference and the service
-six times -- answering at the HTTP protocol with fixed bytes, answering after the HTTP front
+five times -- answering at the HTTP protocol with fixed bytes, answering after the HTTP front
 with a fixed reply, the lean prototype with its batches on the worker thread and on the event
-loop, and as it is with its batches where its placement rule puts them and all on the event
-loop -- checks that the prototypes and the service stream the same outputs as one offline
+loop, and as it is (gRPC off: its batches on the event loop) -- checks that the prototypes and the service stream the same outputs as one offline
 onnxruntime run, then drives each with the load generator (v2 JSON sequence steps, one reading
 per request, at 32 streams and at one stream) in turn, round after round. Server CPU per
 request is split by thread: the event loop's thread (the process's main thread: HTTP,
@@ -45,7 +44,6 @@ SERVERS = (
     ("+ lean data plane (prototype)", "lean", {}, "the front's work plus the lean design's step path"),
     ("+ lean data plane, batches on the event loop", "lean-inline", {}, "the same, no worker thread"),
     ("+ data plane (the service)", "full", {}, "the service as it is"),
-    ("+ data plane, batches on the event loop", "full-inline", {}, "the service, its placement rule lifted"),
 )
 
 
@@ -151,9 +149,9 @@ def section(data: dict[str, Any]) -> list[str]:
             f"{r['cpu_us']:.0f} | {r['loop_thread_cpu_us']:.0f} | {r['other_threads_cpu_us']:.0f} |"
         )
     ex = ", ".join(f"{n}: {v:.2g}" for n, v in data["exactness"].items())
-    proto, front, lean, inline, full, full_inline = (rows[name] for name, *_ in SERVERS)
+    proto, front, lean, inline, full = (rows[name] for name, *_ in SERVERS)
     loop = {
-        k: r["loop_thread_cpu_us"] for k, r in (("protocol", proto), ("front", front), ("lean", lean), ("full", full))
+        k: r["loop_thread_cpu_us"] for k, r in (("protocol", proto), ("front", front), ("lean", inline), ("full", full))
     }
     lines += [
         "",
@@ -161,17 +159,15 @@ def section(data: dict[str, Any]) -> list[str]:
         f"the largest output: {ex}.",
         "",
         f"On the event loop's thread, from this run: the protocol's floor {loop['protocol']:.0f} µs per request, "
-        f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path "
-        f"{loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
+        f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path with its "
+        f"batches on the loop {loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
         f"more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
         f"the lean prototype serves {rate_ratio(lean, full):.2f}× the requests at "
         f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
-        f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. The service runs a batch on "
-        "the event loop only when the loop had been quiet, so under this load its batches run on onnxruntime's "
-        "thread whatever `LSTM_INLINE_COMPUTE_US` says (`ModelWorker.loop_limit`); with that rule lifted, every "
-        f"batch on the event loop, it serves {rate_ratio(full_inline, full):.2f}× the requests at "
-        f"{full_inline['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and the lean prototype on the loop "
-        f"{rate_ratio(inline, full_inline):.2f}× that at {inline['cpu_us'] / full_inline['cpu_us']:.2f}×.",
+        f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. With no gRPC request in "
+        "progress the service runs its batches on the event loop too, loaded or not (`ModelWorker.loop_limit`, "
+        "bounded by `LSTM_HTTP_INLINE_COMPUTE_US`), so the service and the lean prototype on the loop differ by "
+        "their step paths alone.",
         "",
         "The lean hot path's targets on this run, for the service and for the best prototype:",
         "",
@@ -211,7 +207,7 @@ def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> li
     and a request's latency is the sum of the layers it passes (the concurrency 1 target)."""
     c1 = {name: r["c1"] for name, r in rows.items()}
     p50 = {name: [1000 * v for v in r["runs_p50_ms"]] for name, r in c1.items()}  # µs, round by round
-    proto, front, _, inline, full, _ = (name for name, *_ in SERVERS)
+    proto, front, _, inline, full = (name for name, *_ in SERVERS)
     lines = [
         "",
         "One stream, one request at a time, in the same rounds: every batch holds one request and "

@@ -63,8 +63,18 @@ class Settings(BaseSettings):
     that call took; longer ones, and any batch whose requests waited while the loop was busy,
     run in the thread pool, so the loop keeps reading requests while they compute (run on the
     loop, such batches stay small: gRPC hands the loop one new call per turn). 0 sends every
-    batch to the pool; a value past every batch lets a quiet loop run any batch itself
-    (the lowest latency at low load; under load batches still go to the pool)."""
+    batch to the pool (``http_inline_compute_us`` too); a value past every batch lets a quiet loop run any batch itself
+    (the lowest latency at low load; under load, gRPC's batches still go to the pool, and
+    HTTP's go by ``http_inline_compute_us``)."""
+
+    http_inline_compute_us: float = Field(2000.0, ge=0)
+    """While no gRPC inference request is in progress in the process, batches estimated under
+    this run on the event loop, under load too: uvloop reads every ready connection in one
+    turn, so the batch after one that held the loop takes all that arrived meanwhile, and each
+    batch saves the hop to a worker thread and back. The bound keeps a long call (many or long
+    sequences) from holding every connection. While a gRPC request is in progress (grpc.aio
+    hands the loop one new call or stream message per turn), and with more than one inference
+    worker, ``inline_compute_us`` alone decides. 0: ``inline_compute_us`` alone decides."""
 
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the
@@ -230,6 +240,7 @@ class BatchingOverrides(BaseModel):
     max_batch_size: int | None = Field(None, ge=1)
     max_queue_delay_ms: float | None = Field(None, ge=0)
     inline_compute_us: float | None = Field(None, ge=0)
+    http_inline_compute_us: float | None = Field(None, ge=0)
 
     def apply(self, settings: Settings) -> Settings:
         return settings.model_copy(update=self.model_dump(exclude_none=True))

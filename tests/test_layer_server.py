@@ -1,9 +1,8 @@
-"""The lean prototype of ``bench/layer_server.py`` (what ``make bench-layers`` measures), and the
-service with every batch on the event loop, are exact and keep the step guarantees they
-claim: interleaved sequences streamed one reading per request from concurrent connections --
-batched together on the server, on the worker thread or on the event loop -- give what one
-offline onnxruntime run over each whole sequence gives, and a step that names the wrong
-``expected_step`` is refused with the sequence unchanged."""
+"""The lean prototype of ``bench/layer_server.py`` (what ``make bench-layers`` measures) is
+exact and keeps the step guarantees it claims: interleaved sequences streamed one reading per
+request from concurrent connections -- batched together on the server, on the worker thread
+or on the event loop -- give what one offline onnxruntime run over each whole sequence gives,
+and a step that names the wrong ``expected_step`` is refused with the sequence unchanged."""
 
 from __future__ import annotations
 
@@ -38,7 +37,7 @@ async def steps(url: str, seq_id: int, xs: np.ndarray, start: bool, **params: ob
     return out
 
 
-@pytest.mark.parametrize("name", ["lean", "lean-inline", "full-inline"])
+@pytest.mark.parametrize("name", ["lean", "lean-inline"])
 def test_layer_server_is_exact_and_refuses_a_wrong_expected_step(name: str) -> None:
     rng = np.random.default_rng(24)
     xs = [random_steps(rng, 12) for _ in range(4)]

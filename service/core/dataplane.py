@@ -15,7 +15,7 @@ import numpy as np
 
 from service.config import Settings
 from service.core import inputs
-from service.core.model_worker import ModelWorker
+from service.core.model_worker import GrpcLoad, ModelWorker
 from service.core.registry import ModelRegistry
 from service.core.session_service import SessionService
 from service.core.streams import Gate
@@ -30,7 +30,8 @@ class DataPlane:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.registry = ModelRegistry(settings, store, metrics)
+        self.grpc_load = GrpcLoad()  # counted by the gRPC service, read by the placement rule
+        self.registry = ModelRegistry(settings, store, metrics, self.grpc_load)
         self.gate = Gate()  # readiness: new work only once started, and not while draining
         self.sessions = SessionService(settings, store, metrics, self.registry, self.gate)
         self.on_drain: list[Callable[[], None]] = []  # transports' hooks, called when draining starts

@@ -63,8 +63,23 @@ class _Observer(BatcherObserver):
         total(seconds)
 
 
+class GrpcLoad:
+    """The gRPC inference requests in progress in this process (a unary call, or a stream's
+    message, from decode to reply), counted by the gRPC service. grpc.aio hands the event loop
+    one new call or stream message per turn, so while any is in progress a batch that held the
+    loop would keep the next ones from being read, and each batch after it would be as small
+    (:meth:`ModelWorker.loop_limit`)."""
+
+    __slots__ = ("requests",)
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
 class ModelWorker:
-    def __init__(self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics, grpc: GrpcLoad
+    ) -> None:
         self.model = model
         self.card = model.card
         self.settings = settings  # this version's: the global settings with its card's batching overrides
@@ -80,6 +95,13 @@ class ModelWorker:
         inline = settings.inline_compute_us / 1e6
         measured = min(model.call_s + model.hop_s, INLINE_MEASURED_CAP_S)  # a hop timed on a busy loop can read high
         self.inline_s = max(inline, measured) if inline > 0 else 0.0
+        # under load too, while no gRPC request is in progress (loop_limit); with several
+        # inference workers, loaded batches run side by side in the pool
+        http = settings.http_inline_compute_us / 1e6
+        self.http_inline_s = max(http, self.inline_s) if http > 0 and inline > 0 else 0.0
+        if settings.inference_workers > 1:
+            self.http_inline_s = 0.0
+        self._grpc = grpc
         self._free_since = float("-inf")  # when the last onnxruntime call ended (time.monotonic())
         self._last_call = 0.0  # and how long it took, from its start on the loop to its end
         self._inference = Observer(metrics.inference.labels(self.card.key))
@@ -107,11 +129,19 @@ class ModelWorker:
 
     def loop_limit(self, first_enqueued: float) -> float:
         """The longest call a batch may run on the event loop, by when its first request was
-        queued (``time.monotonic()``): :attr:`inline_s` when the loop had been quiet, at least
-        as long after the last call as that call took; else 0, every call in the pool. A batch
-        that came sooner was waiting while the loop was busy: run there, it would keep the
-        requests arriving meanwhile from being read (gRPC hands the loop one new call per turn),
-        and each batch after it would be as small."""
+        queued (``time.monotonic()``).
+
+        While no gRPC request is in progress: :attr:`http_inline_s`, loaded or not. uvloop
+        reads every ready connection in one turn, so the batch after one that held the loop
+        takes all that arrived meanwhile, and each saves the hop to the worker thread.
+
+        Otherwise :attr:`inline_s` when the loop had been quiet, at least as long after the
+        last call as that call took; else 0, every call in the pool. A batch that came sooner
+        was waiting while the loop was busy: run there, it would keep the gRPC requests
+        arriving meanwhile from being read (grpc.aio hands the loop one new call per turn), and
+        each batch after it would be as small."""
+        if self.http_inline_s and not self._grpc.requests:
+            return self.http_inline_s
         return self.inline_s if first_enqueued - self._free_since >= self._last_call else 0.0
 
     async def infer(

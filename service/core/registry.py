@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from service.config import BatchingOverrides, Settings
-from service.core.model_worker import ModelWorker
+from service.core.model_worker import GrpcLoad, ModelWorker
 from service.errors import ModelControlError, ModelControlOff, ModelInUse, ModelLoadError, ModelNotFound, duration
 from service.metrics import Metrics
 from service.runtime.onnx_model import OnnxModel
@@ -41,8 +41,9 @@ def _newest_first(versions: dict[str, ModelWorker]) -> list[str]:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics, grpc: GrpcLoad) -> None:
         self.settings = settings
+        self.grpc = grpc  # read by every version's placement rule
         self.store = store
         self.metrics = metrics
         self.workers: dict[str, dict[str, ModelWorker]] = {}  # served versions
@@ -89,7 +90,7 @@ class ModelRegistry:
         return model, settings
 
     def _install(self, card: ModelCard, model: OnnxModel, settings: Settings) -> ModelWorker:
-        w = ModelWorker(model, self.store, settings, self.metrics)
+        w = ModelWorker(model, self.store, settings, self.metrics, self.grpc)
         declared = [c.session_ttl_s for c in [card, *(v.card for v in self.all_workers())] if c.session_ttl_s]
         if self.settings.session_ttl_s is None and declared and max(declared) != self.store.ttl_s:
             # no TTL set: sessions live as long as the served cards say (the longest of them)
@@ -104,7 +105,8 @@ class ModelRegistry:
         self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
         log.info(
             "loaded model %s (%s) on %s: a call costs %.0f us + %.0f us per row-step, a worker thread adds %.0f us; "
-            "batches estimated under %.0f us run on the event loop when it had been quiet",
+            "batches estimated under %.0f us run on the event loop when it had been quiet, "
+            "and under %.0f us while no gRPC request is in progress",
             card.key,
             card.onnx_path,
             model.provider,
@@ -112,6 +114,7 @@ class ModelRegistry:
             model.row_step_s * 1e6,
             model.hop_s * 1e6,
             w.inline_s * 1e6,
+            w.http_inline_s * 1e6,
         )
         return w
 

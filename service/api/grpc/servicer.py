@@ -28,6 +28,7 @@ from service.api.grpc.streaming import StreamCall
 from service.api.protocol.documents import SERVER, config, metadata, statistics
 from service.api.protocol.inference import run_infer
 from service.api.protocol.repository import flag_param, only_parameters, version_param
+from service.api.protocol.v2_codec import InferReply, InferRequest
 from service.core.dataplane import DataPlane
 from service.errors import NotReady, ServiceError
 from service.metrics import Observer, adder
@@ -188,8 +189,18 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def infer(self, request: pb.ModelInferRequest, owner: str | None) -> pb.ModelInferResponse:
         """One inference request, decoded, run on the data plane, encoded. Raises domain errors."""
         req = decode(request)
-        reply = await run_infer(self.dp, request.model_name, request.model_version or None, req, owner)
+        reply = await self.run(request.model_name, request.model_version or None, req, owner)
         return encode(reply, req)
+
+    async def run(self, model: str, version: str | None, req: InferRequest, owner: str | None) -> InferReply:
+        """:func:`run_infer`, counted as a gRPC request in progress while it runs (the data
+        plane's placement rule reads the count: :class:`~service.core.model_worker.GrpcLoad`)."""
+        load = self.dp.grpc_load
+        load.requests += 1
+        try:
+            return await run_infer(self.dp, model, version, req, owner)
+        finally:
+            load.requests -= 1
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any

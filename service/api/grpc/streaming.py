@@ -35,7 +35,7 @@ from service.api.grpc.codec import _param, decode, encode
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.status import to_status
 from service.api.protocol.documents import resolve
-from service.api.protocol.inference import run_infer, sequence_id
+from service.api.protocol.inference import sequence_id
 from service.api.protocol.v2_codec import InferReply, InferRequest
 from service.core.coalesce import Part, Run, plain
 from service.errors import ServiceError
@@ -179,9 +179,7 @@ class StreamCall:
             if len(reqs) == 1:
                 run = None  # one request runs as it came
             first = group[0][0]
-            reply = await run_infer(
-                s.dp, first.model_name, first.model_version or None, self._merged(reqs, run), self.owner
-            )
+            reply = await s.run(first.model_name, first.model_version or None, self._merged(reqs, run), self.owner)
             out = self._responses(reply, reqs, run)
             code = grpc.StatusCode.OK
         except ServiceError as e:
