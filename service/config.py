@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     that call took; longer ones, and any batch whose requests waited while the loop was busy,
     run in the thread pool, so the loop keeps reading requests while they compute (run on the
     loop, such batches stay small: gRPC hands the loop one new call per turn). 0 sends every
-    batch to the pool (``http_inline_compute_us`` too); a value past every batch lets a quiet loop run any batch itself
-    (the lowest latency at low load; under load, gRPC's batches still go to the pool, and
-    HTTP's go by ``http_inline_compute_us``)."""
+    batch to the pool (``http_inline_compute_us`` too); a value past every batch lets a quiet
+    loop run any batch itself (the lowest latency at low load; under load, gRPC's batches
+    still go to the pool, and HTTP's go by ``http_inline_compute_us``)."""
 
     http_inline_compute_us: float = Field(2000.0, ge=0)
     """While no gRPC inference request is in progress in the process, batches estimated under
