@@ -11,7 +11,7 @@ import pytest
 from harness.paths import DEFAULT_MODEL
 from service.config import Settings
 from service.errors import ModelLoadError
-from tests.service.conftest import in_process
+from tests.service.conftest import data_plane, in_process
 
 
 def repo_with(tmp_path: Path, batching: object) -> Path:
@@ -42,3 +42,15 @@ async def test_a_bad_override_refuses_to_load_with_a_message(tmp_path, batching)
     with pytest.raises(ModelLoadError, match="invalid 'batching'"):
         async with in_process(settings):
             pass
+
+
+async def test_card_placement_overrides_reach_the_worker(tmp_path):
+    """Where the card's batches run is the card's own: here loaded batches stay off the event
+    loop (``http_inline_compute_us`` 0) and a quiet loop runs calls up to 5 ms."""
+    repo = repo_with(tmp_path, {"http_inline_compute_us": 0, "inline_compute_us": 5000})
+    async with data_plane(Settings(model_repository=repo)) as dp:
+        w = dp.worker("demand")
+        assert w.http_inline_s == 0.0
+        assert w.inline_s == pytest.approx(0.005)
+    async with data_plane(Settings(model_repository=repo_with(tmp_path / "b", {"http_inline_compute_us": 3000}))) as dp:
+        assert dp.worker("demand").http_inline_s == pytest.approx(0.003)
