@@ -5,9 +5,10 @@ load, beside the minimal reference, in one interleaved run.
 ``python -m bench.layers`` (``make bench-layers``) starts the minimal reference and the service
 five times -- answering at the HTTP protocol with fixed bytes, answering after the HTTP front
 with a fixed reply, the lean prototype with its batches on the worker thread and on the event
-loop, and as it is (gRPC off: its batches on the event loop) -- checks that the prototypes and the service stream the same outputs as one offline
-onnxruntime run, then drives each with the load generator (v2 JSON sequence steps, one reading
-per request, at 32 streams and at one stream) in turn, round after round. Server CPU per
+loop, and as it is (gRPC off: its batches on the event loop) -- checks that the prototypes
+and the service stream the same outputs as one offline onnxruntime run, then drives each with
+the load generator (v2 JSON sequence steps, one reading per request, at 32 streams and at one
+stream) in turn, round after round. Server CPU per
 request is split by thread: the event loop's thread (the process's main thread: HTTP,
 decoding, the data plane's Python) and the others (onnxruntime's worker thread). Before the
 servers start, ``bench.dataplane`` measures the same step's Python in one process, without
@@ -160,14 +161,11 @@ def section(data: dict[str, Any]) -> list[str]:
         "",
         f"On the event loop's thread, from this run: the protocol's floor {loop['protocol']:.0f} µs per request, "
         f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path with its "
-        f"batches on the loop {loop['lean'] - loop['front']:.0f} µs more, the service's data plane {loop['full'] - loop['front']:.0f} µs "
-        f"more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
+        f"batches on the loop {loop['lean'] - loop['front']:.0f} µs more, the service's data plane "
+        f"{loop['full'] - loop['front']:.0f} µs more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
         f"the lean prototype serves {rate_ratio(lean, full):.2f}× the requests at "
         f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
-        f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. With no gRPC request in "
-        "progress the service runs its batches on the event loop too, loaded or not (`ModelWorker.loop_limit`, "
-        "bounded by `LSTM_HTTP_INLINE_COMPUTE_US`), so the service and the lean prototype on the loop differ by "
-        "their step paths alone.",
+        f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. " + placement(full),
         "",
         "The lean hot path's targets on this run, for the service and for the best prototype:",
         "",
@@ -200,6 +198,21 @@ def section(data: dict[str, Any]) -> list[str]:
             *(f"| {name} | {us:.1f} |" for name, us in d.items()),
         ]
     return [*lines, END]
+
+
+def placement(full: dict[str, Any]) -> str:
+    """Where the service's batches ran in this run, from its threads' CPU."""
+    if full["other_threads_cpu_us"] < 1:
+        return (
+            "With no gRPC request in progress the service ran its batches on the event loop too, loaded or not "
+            "(`ModelWorker.loop_limit`, bounded by `LSTM_HTTP_INLINE_COMPUTE_US`), so the service and the lean "
+            "prototype on the loop differ by their step paths alone."
+        )
+    return (
+        f"The service's other threads took {full['other_threads_cpu_us']:.0f} µs per request: some of its batches "
+        "ran on onnxruntime's worker thread (estimated past `LSTM_HTTP_INLINE_COMPUTE_US` on this machine), so "
+        "the two differ by where their batches ran as well as by their step paths."
+    )
 
 
 def concurrency_one(rows: dict[str, dict[str, Any]], what: dict[str, str]) -> list[str]:

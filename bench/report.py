@@ -203,8 +203,8 @@ def hot_why(data: dict[str, Any]) -> list[str]:
     return [
         "**Why the missed hot-route targets were missed.** The service is one Python process: one event loop does"
         " the HTTP parsing, routing, decoding, batching and encoding of every request, so its throughput is one core"
-        " divided by its CPU per request (onnxruntime runs off the loop for batches big enough to be worth it). Per"
-        " route, from this run:",
+        " divided by its CPU per request (onnxruntime's calls run on the loop too, on a worker thread only while gRPC"
+        " requests are in progress or for a long batch). Per route, from this run:",
         "",
         *lines,
         "",
@@ -262,7 +262,7 @@ def why_websocket(data: dict[str, Any]) -> str:
         f" ({rest['server_cpu_ms_per_1000'] / ws['server_cpu_ms_per_1000']:.1f}× less), but at"
         f" {ws['steps_per_s']:,.0f} steps/s the service ({ws['server_cpu_s'] / span:.2f} cores) and the load generator"
         f" ({ws.get('client_cpu_s', 0.0) / data['seconds_per_run']:.2f} cores) share the two cores, and onnxruntime's"
-        " batches (off the event loop) take their share. What would settle it: the load generator on cores of its"
+        " batches take their share. What would settle it: the load generator on cores of its"
         " own (or in C)."
     )
 

@@ -57,24 +57,26 @@ class Settings(BaseSettings):
     """Batches that may run at the same time per model version."""
 
     inline_compute_us: float = Field(100.0, ge=0)
-    """Batches whose estimated onnxruntime time (measured at warm-up) is under this, or whose
-    rows cost less than the hop to a worker thread and back (also measured at warm-up), run on
-    the event loop -- when the loop had been quiet, at least as long after the last call as
-    that call took; longer ones, and any batch whose requests waited while the loop was busy,
-    run in the thread pool, so the loop keeps reading requests while they compute (run on the
-    loop, such batches stay small: gRPC hands the loop one new call per turn). 0 sends every
-    batch to the pool (``http_inline_compute_us`` too); a value past every batch lets a quiet
-    loop run any batch itself (the lowest latency at low load; under load, gRPC's batches
-    still go to the pool, and HTTP's go by ``http_inline_compute_us``)."""
+    """On a quiet event loop (at least as long after the last call as that call took), a batch
+    whose calls' estimated onnxruntime time (measured at warm-up) adds up to under this, or
+    whose rows cost less than the hop to a worker thread and back (also measured at warm-up),
+    runs on the loop; the rest runs in the thread pool, so the loop keeps reading requests
+    while it computes. Under load ``http_inline_compute_us`` decides while no gRPC request is
+    in progress; while one is, a batch whose requests waited for a busy loop runs in the pool
+    (on the loop it would keep the next gRPC calls from being read: grpc.aio takes one new call
+    per turn, so every batch after it would be as small). 0 sends every batch to the pool
+    (``http_inline_compute_us`` too); a value past every batch lets a quiet loop run any batch
+    itself (the lowest latency at low load)."""
 
     http_inline_compute_us: float = Field(2000.0, ge=0)
-    """While no gRPC inference request is in progress in the process, batches estimated under
-    this run on the event loop, under load too: uvloop reads every ready connection in one
-    turn, so the batch after one that held the loop takes all that arrived meanwhile, and each
-    batch saves the hop to a worker thread and back. The bound keeps a long call (many or long
-    sequences) from holding every connection. While a gRPC request is in progress (grpc.aio
-    hands the loop one new call or stream message per turn), and with more than one inference
-    worker, ``inline_compute_us`` alone decides. 0: ``inline_compute_us`` alone decides."""
+    """While no gRPC inference request is in progress in the process, a batch runs on the event
+    loop, loaded or not, as far as its calls' estimates add up to under this (or under
+    ``inline_compute_us``, if larger): uvloop reads every ready connection in one turn, so the
+    batch after one that held the loop takes all that arrived meanwhile, and no batch pays the
+    hop to a worker thread and back. The bound keeps a long batch (many or long sequences)
+    from holding every connection: the rest of it runs in the pool. Off (``inline_compute_us``
+    alone decides) at 0, with ``inline_compute_us`` 0, and with more than one inference worker
+    (loaded batches then run side by side in the pool)."""
 
     request_timeout_s: float = Field(10.0, gt=0)
     """Deadline of a request in the queue and the runtime; past it the reply is 504 and the

@@ -339,9 +339,11 @@ class Batcher:
             self._in_flight -= 1
             if batch:
                 self._obs.finished(time.monotonic() - t0)
-        # the next batch first: its task runs before the callers this batch wakes, so it is on
-        # the runtime while their replies are written (it takes its requests when it begins:
-        # those of the keys answered below too)
+        # the next batch first: its task runs before the callers this batch wakes, so a batch
+        # run on a worker thread computes while their replies are written (it takes its requests
+        # when it begins: those of the keys answered below too); one run on the event loop
+        # delays their replies by its call instead, but finds requests queued here only when
+        # this batch was full or its store read waited
         self._kick()
         loop = self._loop
         assert loop is not None

@@ -65,10 +65,8 @@ class _Observer(BatcherObserver):
 
 class GrpcLoad:
     """The gRPC inference requests in progress in this process (a unary call, or a stream's
-    message, from decode to reply), counted by the gRPC service. grpc.aio hands the event loop
-    one new call or stream message per turn, so while any is in progress a batch that held the
-    loop would keep the next ones from being read, and each batch after it would be as small
-    (:meth:`ModelWorker.loop_limit`)."""
+    message or run of messages, while it runs on the data plane), counted by the gRPC
+    service: while any is, loaded batches run in the pool (:meth:`ModelWorker.loop_limit`)."""
 
     __slots__ = ("requests",)
 
@@ -78,7 +76,7 @@ class GrpcLoad:
 
 class ModelWorker:
     def __init__(
-        self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics, grpc: GrpcLoad
+        self, model: OnnxModel, store: SessionStore, settings: Settings, metrics: Metrics, grpc_load: GrpcLoad
     ) -> None:
         self.model = model
         self.card = model.card
@@ -98,10 +96,9 @@ class ModelWorker:
         # under load too, while no gRPC request is in progress (loop_limit); with several
         # inference workers, loaded batches run side by side in the pool
         http = settings.http_inline_compute_us / 1e6
-        self.http_inline_s = max(http, self.inline_s) if http > 0 and inline > 0 else 0.0
-        if settings.inference_workers > 1:
-            self.http_inline_s = 0.0
-        self._grpc = grpc
+        on = http > 0 and inline > 0 and settings.inference_workers == 1
+        self.http_inline_s = max(http, self.inline_s) if on else 0.0
+        self.grpc_load = grpc_load
         self._free_since = float("-inf")  # when the last onnxruntime call ended (time.monotonic())
         self._last_call = 0.0  # and how long it took, from its start on the loop to its end
         self._inference = Observer(metrics.inference.labels(self.card.key))
@@ -140,7 +137,7 @@ class ModelWorker:
         was waiting while the loop was busy: run there, it would keep the gRPC requests
         arriving meanwhile from being read (grpc.aio hands the loop one new call per turn), and
         each batch after it would be as small."""
-        if self.http_inline_s and not self._grpc.requests:
+        if self.http_inline_s and not self.grpc_load.requests:
             return self.http_inline_s
         return self.inline_s if first_enqueued - self._free_since >= self._last_call else 0.0
 
@@ -154,9 +151,10 @@ class ModelWorker:
         """Run requests' rows together; per request ``(y, state)``.
 
         Requests of several lengths run in the calls :func:`collate.calls` chooses by
-        :meth:`call_cost` (padding a row to a longer one costs what the longer row does). A call
-        estimated within ``inline_s`` (default :attr:`inline_s`; see :meth:`loop_limit`) runs
-        on the event loop.
+        :meth:`call_cost` (padding a row to a longer one costs what the longer row does). The
+        calls run on the event loop while their estimates add up to no more than ``inline_s``
+        (default :attr:`inline_s`; see :meth:`loop_limit`): the limit bounds how long the batch
+        holds the loop, not each call; the others run in the pool.
 
         Each onnxruntime call is counted by its batch size with its phases (collate, run,
         split); ``phases``, when given, accumulates those three times over the calls."""
@@ -169,12 +167,15 @@ class ModelWorker:
             (lambda rows, steps: self.call_cost(rows, steps, limit)) if self.model.has_lengths else None,
         )
         out: list[Any] = [None] * len(xs)
+        held = 0.0  # the estimates of the calls run on the loop so far
         for idx in groups:
             t_in = time.perf_counter()
             b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
             t_run = time.perf_counter()
-            if self.model.estimate_s(b.x.shape[0], b.x.shape[1]) <= limit:
+            estimate = self.model.estimate_s(b.x.shape[0], b.x.shape[1])
+            if held + estimate <= limit:
                 # cheaper than the hop to a thread and back: run on the event loop
+                held += estimate
                 y, state = self.model.run(b.x, b.state, b.lengths)
             else:
                 y, state = await loop.run_in_executor(self._executor, self.model.run, b.x, b.state, b.lengths)
@@ -232,7 +233,8 @@ class ModelWorker:
         stateless = [i for i, t in enumerate(tickets) if isinstance(t.payload, StatelessWork)]
         pending = [i for i, t in enumerate(tickets) if isinstance(t.payload, StepWork)]
         trust = self.store.caches
-        # a re-run (RUN_AGAIN) keeps its first enqueued time, so its batch goes to the pool: rare
+        # a re-run (RUN_AGAIN) keeps its first enqueued time, so while a gRPC request is in
+        # progress its batch goes to the pool: rare
         inline_s = self.loop_limit(min(t.enqueued for t in tickets))
         rows = 0
         while True:

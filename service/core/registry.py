@@ -41,9 +41,9 @@ def _newest_first(versions: dict[str, ModelWorker]) -> list[str]:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics, grpc: GrpcLoad) -> None:
+    def __init__(self, settings: Settings, store: SessionStore, metrics: Metrics, grpc_load: GrpcLoad) -> None:
         self.settings = settings
-        self.grpc = grpc  # read by every version's placement rule
+        self.grpc_load = grpc_load  # read by every version's placement rule
         self.store = store
         self.metrics = metrics
         self.workers: dict[str, dict[str, ModelWorker]] = {}  # served versions
@@ -90,7 +90,7 @@ class ModelRegistry:
         return model, settings
 
     def _install(self, card: ModelCard, model: OnnxModel, settings: Settings) -> ModelWorker:
-        w = ModelWorker(model, self.store, settings, self.metrics, self.grpc)
+        w = ModelWorker(model, self.store, settings, self.metrics, self.grpc_load)
         declared = [c.session_ttl_s for c in [card, *(v.card for v in self.all_workers())] if c.session_ttl_s]
         if self.settings.session_ttl_s is None and declared and max(declared) != self.store.ttl_s:
             # no TTL set: sessions live as long as the served cards say (the longest of them)
@@ -103,18 +103,20 @@ class ModelRegistry:
         self._failed.pop((card.name, card.version), None)
         self.metrics.model_info.labels(card.name, card.version, model.provider).set(1)
         self.metrics.state_bytes.labels(card.key).set(card.state_bytes)
+        loaded = f"under {w.http_inline_s * 1e6:.0f} us" if w.http_inline_s else "none"
         log.info(
-            "loaded model %s (%s) on %s: a call costs %.0f us + %.0f us per row-step, a worker thread adds %.0f us; "
-            "batches estimated under %.0f us run on the event loop when it had been quiet, "
-            "and under %.0f us while no gRPC request is in progress",
+            "loaded model %s (%s) on %s: a call costs %.0f us + %.0f us per time step + %.0f us per row-step, "
+            "a worker thread adds %.0f us; batches estimated under %.0f us run on the event loop when it had "
+            "been quiet, and loaded ones %s while no gRPC request is in progress",
             card.key,
             card.onnx_path,
             model.provider,
             model.call_s * 1e6,
+            model.step_s * 1e6,
             model.row_step_s * 1e6,
             model.hop_s * 1e6,
             w.inline_s * 1e6,
-            w.http_inline_s * 1e6,
+            loaded,
         )
         return w
 

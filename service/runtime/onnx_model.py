@@ -65,6 +65,7 @@ class OnnxModel:
             raise ModelLoadError(f"{card.onnx_path}: onnxruntime cannot load it: {e}") from e
         self.provider = self.session.get_providers()[0]
         self.row_step_s = float("inf")  # measured by warm_up: the cost per row-step...
+        self.step_s = 0.0  # ...per time step, whatever the rows (the recurrence's own loop)...
         self.call_s = float("inf")  # ...and per call
         self.hop_s = 0.0  # ...and what a worker thread adds to a call
         self.has_lengths = self._check_io()
@@ -119,7 +120,7 @@ class OnnxModel:
         and measure what a call costs (:meth:`estimate_s`) to choose where batches run."""
         c = self.card
         medians = {}
-        for batch, seq in ((1, 1), (max_batch, 1), (max_batch, 8)):
+        for batch, seq in ((1, 1), (1, 8), (max_batch, 1), (max_batch, 8)):
             x = np.zeros((batch, seq, c.n_features), np.float32)
             s = np.zeros((len(c.states), c.num_layers, batch, c.hidden_size), np.float32)
             try:
@@ -147,11 +148,15 @@ class OnnxModel:
                 self.run(x, s)
                 times.append(time.perf_counter() - t0)
             medians[batch, seq] = sorted(times)[2]
-        # a call costs a fixed part plus a part per row-step; one row-step alone costs the
-        # fixed part too (for a wide model most of it), which a per-row-step figure from a
-        # large batch alone would miss
-        self.row_step_s = medians[max_batch, 8] / (max_batch * 8)
-        self.call_s = max(0.0, medians[1, 1] - self.row_step_s)
+        # a call costs a fixed part, a part per time step (the recurrence runs its steps one
+        # after the other, however few rows: one long sequence costs far more than a large
+        # batch's per-row-step figure says), and a part per row-step; one row-step alone costs
+        # the fixed part too (for a wide model most of it)
+        one, one_8 = medians[1, 1], medians[1, 8]
+        wide = medians[max_batch, 8] - one_8  # 8 steps of max_batch - 1 more rows (none when 1)
+        self.row_step_s = max(0.0, wide / (8 * (max_batch - 1))) if max_batch > 1 else 0.0
+        self.step_s = max(0.0, (one_8 - one) / 7 - self.row_step_s)
+        self.call_s = max(0.0, one - self.step_s - self.row_step_s)
         self.hop_s = self._measure_hop()
 
     def _measure_hop(self, rounds: int = 31) -> float:
@@ -182,4 +187,4 @@ class OnnxModel:
 
     def estimate_s(self, rows: int, steps: int) -> float:
         """What one call on ``rows`` rows of ``steps`` time steps costs, from the warm-up."""
-        return self.call_s + rows * steps * self.row_step_s
+        return self.call_s + steps * (self.step_s + rows * self.row_step_s)

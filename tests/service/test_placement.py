@@ -5,8 +5,9 @@ call is short; in the worker pool when the batch's requests waited while the loo
 run on the loop, such a batch would keep the gRPC requests arriving meanwhile from being read
 (grpc.aio hands the loop one new call per turn), and every batch after it would be as small.
 
-While none is (HTTP and WebSocket load): on the loop whenever the call is estimated under
-``http_inline_compute_us``, loaded or not (uvloop reads every ready connection in one turn)."""
+While none is (HTTP and WebSocket load): on the loop, loaded or not, as far as the batch's
+calls are estimated under ``http_inline_compute_us`` together (uvloop reads every ready
+connection in one turn); the rest of the batch in the pool."""
 
 from __future__ import annotations
 
@@ -22,10 +23,12 @@ from harness.paths import DEFAULT_MODEL
 from service.api.grpc.protos import service_pb2 as pb
 from service.api.grpc.servicer import Servicer
 from service.api.grpc.streaming import StreamCall
+from service.batching import collate
 from service.config import Settings
 from service.core.dataplane import DataPlane
+from service.core.model_worker import ModelWorker
 from service.errors import ModelNotFound
-from tests.service.conftest import Offline, data_plane, random_steps
+from tests.service.conftest import Offline, data_plane, hold_next_batch, random_steps
 
 SLOW_CALL_S = 0.2  # the first call holds the loop this long; the second request arrives meanwhile
 REPO = DEFAULT_MODEL.parent.parent
@@ -134,27 +137,59 @@ async def test_without_grpc_a_batch_that_waited_while_a_call_held_the_loop_runs_
             offline.assert_outputs_close(got, want)
 
 
+def traced_calls(w: ModelWorker) -> list[bool]:
+    """Where each of ``w``'s onnxruntime calls runs from now on (True: on the event loop)."""
+    loop_thread, run, on_loop = threading.current_thread(), w.model.run, []
+
+    def traced(*args: object) -> tuple[np.ndarray, np.ndarray]:
+        on_loop.append(threading.current_thread() is loop_thread)
+        return run(*args)  # type: ignore[arg-type]
+
+    w.model.run = traced  # type: ignore[method-assign]
+    return on_loop
+
+
+def steps_for(w: ModelWorker, rows: int, low: float, high: float) -> int:
+    """A length whose call on ``rows`` rows is estimated between ``low`` and ``high``
+    seconds (the warm-up's figures are this machine's)."""
+    steps = next((t for t in range(1, 4097) if w.model.estimate_s(rows, t) > low), 4096)
+    assert low < w.model.estimate_s(rows, steps) <= high, (rows, steps, low, high)
+    return steps
+
+
 async def test_a_call_estimated_past_the_http_bound_runs_in_the_pool(offline: Offline) -> None:
     async with data_plane(Settings(model_repository=REPO)) as dp:
         w = dp.worker("demand")
-        loop_thread = threading.current_thread()
-        on_loop: list[bool] = []
-        run = w.model.run
-
-        def traced(*args: object) -> tuple[np.ndarray, np.ndarray]:
-            on_loop.append(threading.current_thread() is loop_thread)
-            return run(*args)  # type: ignore[arg-type]
-
-        w.model.run = traced  # type: ignore[method-assign]
+        on_loop = traced_calls(w)
         rng = np.random.default_rng(9)
-        long = np.stack([random_steps(rng, 48) for _ in range(8)])  # 8 sequences of 48 readings
-        assert w.model.estimate_s(8, 48) > w.http_inline_s
+        t = steps_for(w, 2, 2 * w.http_inline_s, 8 * w.http_inline_s)
+        long = np.stack([random_steps(rng, t) for _ in range(2)])  # 2 sequences past the bound
         _, res = await dp.predict("demand", None, long)
-        one = random_steps(rng, 1)[None]
         assert w.model.estimate_s(1, 1) <= w.http_inline_s
-        await dp.predict("demand", None, one)
+        await dp.predict("demand", None, random_steps(rng, 1)[None])
         assert on_loop == [False, True]
         offline.assert_outputs_close(res.y, np.stack([offline.run(s)[0] for s in long]))
+
+
+async def test_the_bound_holds_for_a_whole_batch_of_several_calls(offline: Offline) -> None:
+    """A batch cut by length into calls that each fit under the bound, but not together:
+    the first runs on the loop, the next in the pool."""
+    async with data_plane(Settings(model_repository=REPO)) as dp:
+        w = dp.worker("demand")
+        bound = w.http_inline_s
+        on_loop = traced_calls(w)
+        rng = np.random.default_rng(10)
+        # 32 short rows and one long row: two calls (padding the 32 rows to the long one's
+        # length would cost far more), each estimated at 0.55-0.8 of the bound
+        t_short = steps_for(w, 32, 0.55 * bound, 0.8 * bound)
+        t_long = steps_for(w, 1, 0.55 * bound, 0.8 * bound)
+        assert t_long >= 2 * t_short, (t_short, t_long)
+        xs = [np.stack([random_steps(rng, t_short) for _ in range(32)]), random_steps(rng, t_long)[None]]
+        a, b = [r for _, r in await asyncio.gather(*(dp.predict("demand", None, x) for x in xs))]  # one batch
+        assert collate.calls([t_short, t_long], [32, 1], lambda r, t: w.call_cost(r, t, bound)) == [[0], [1]]
+        assert on_loop == [True, False]
+        offline.assert_outputs_close(a.y, np.stack([offline.run(x)[0] for x in xs[0]]))
+        offline.assert_outputs_close(b.y[0], offline.run(xs[1][0])[0])
 
 
 async def test_a_failed_grpc_request_is_no_longer_counted() -> None:
@@ -164,6 +199,24 @@ async def test_a_failed_grpc_request_is_no_longer_counted() -> None:
         r.raw_input_contents.append(np.zeros(3, "<f4").tobytes())
         with pytest.raises(ModelNotFound):
             await Servicer(dp, None, False, 64).infer(r, None)
+        assert dp.grpc_load.requests == 0
+
+
+@pytest.mark.parametrize("rpc", ["ModelInfer", "ModelStreamInfer"])
+async def test_a_cancelled_grpc_request_is_no_longer_counted(rpc: str) -> None:
+    """A client that leaves while its request's batch runs: counted until then, not after."""
+    async with data_plane() as dp:
+        entered, release = hold_next_batch(dp)
+        call = asyncio.ensure_future(grpc_step(dp, rpc)(5, random_steps(np.random.default_rng(4), 1), True))
+        await asyncio.wait_for(entered.wait(), 10)
+        assert dp.grpc_load.requests == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.set()
+        assert await dp.worker("demand").batcher.drain(10)
+        for _ in range(3):  # the cancelled request's own tasks, if any, finish their turn
+            await asyncio.sleep(0)
         assert dp.grpc_load.requests == 0
 
 

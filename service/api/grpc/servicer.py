@@ -189,10 +189,10 @@ class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def infer(self, request: pb.ModelInferRequest, owner: str | None) -> pb.ModelInferResponse:
         """One inference request, decoded, run on the data plane, encoded. Raises domain errors."""
         req = decode(request)
-        reply = await self.run(request.model_name, request.model_version or None, req, owner)
+        reply = await self.counted_infer(request.model_name, request.model_version or None, req, owner)
         return encode(reply, req)
 
-    async def run(self, model: str, version: str | None, req: InferRequest, owner: str | None) -> InferReply:
+    async def counted_infer(self, model: str, version: str | None, req: InferRequest, owner: str | None) -> InferReply:
         """:func:`run_infer`, counted as a gRPC request in progress while it runs (the data
         plane's placement rule reads the count: :class:`~service.core.model_worker.GrpcLoad`)."""
         load = self.dp.grpc_load

@@ -179,7 +179,9 @@ class StreamCall:
             if len(reqs) == 1:
                 run = None  # one request runs as it came
             first = group[0][0]
-            reply = await s.run(first.model_name, first.model_version or None, self._merged(reqs, run), self.owner)
+            reply = await s.counted_infer(
+                first.model_name, first.model_version or None, self._merged(reqs, run), self.owner
+            )
             out = self._responses(reply, reqs, run)
             code = grpc.StatusCode.OK
         except ServiceError as e:
