@@ -8,12 +8,11 @@ with a fixed reply, the lean prototype with its batches on the worker thread and
 loop, and as it is (gRPC off: its batches on the event loop) -- checks that the prototypes
 and the service stream the same outputs as one offline onnxruntime run, then drives each with
 the load generator (v2 JSON sequence steps, one reading per request, at 32 streams and at one
-stream) in turn, round after round. Server CPU per
-request is split by thread: the event loop's thread (the process's main thread: HTTP,
-decoding, the data plane's Python) and the others (onnxruntime's worker thread). Before the
-servers start, ``bench.dataplane`` measures the same step's Python in one process, without
-HTTP or onnxruntime. Writes ``docs/bench/layers.json`` and the layer
-section of ``docs/performance.md``.
+stream) in turn, round after round. Server CPU per request is split by thread: the event
+loop's thread (the process's main thread: HTTP, decoding, the data plane's Python) and the
+others (onnxruntime's worker thread). Before the servers start, ``bench.dataplane`` measures
+the same step's Python in one process, without HTTP or onnxruntime. Writes
+``docs/bench/layers.json`` and the layer section of ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -162,7 +161,8 @@ def section(data: dict[str, Any]) -> list[str]:
         f"On the event loop's thread, from this run: the protocol's floor {loop['protocol']:.0f} µs per request, "
         f"the HTTP front {loop['front'] - loop['protocol']:.0f} µs more, the lean prototype's step path with its "
         f"batches on the loop {loop['lean'] - loop['front']:.0f} µs more, the service's data plane "
-        f"{loop['full'] - loop['front']:.0f} µs more; the minimal reference's whole loop thread {mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
+        f"{loop['full'] - loop['front']:.0f} µs more; the minimal reference's whole loop thread "
+        f"{mini['loop_thread_cpu_us']:.0f} µs. Against the service, "
         f"the lean prototype serves {rate_ratio(lean, full):.2f}× the requests at "
         f"{lean['cpu_us'] / full['cpu_us']:.2f}× the CPU per request, and with its batches on the event loop "
         f"{rate_ratio(inline, full):.2f}× at {inline['cpu_us'] / full['cpu_us']:.2f}×. " + placement(full),

@@ -125,8 +125,8 @@ class ModelWorker:
         self._executor.shutdown(wait=True)
 
     def loop_limit(self, first_enqueued: float) -> float:
-        """The longest call a batch may run on the event loop, by when its first request was
-        queued (``time.monotonic()``).
+        """How long a batch may hold the event loop (its calls' estimates together; see
+        :meth:`infer`), by when its first request was queued (``time.monotonic()``).
 
         While no gRPC request is in progress: :attr:`http_inline_s`, loaded or not. uvloop
         reads every ready connection in one turn, so the batch after one that held the loop
