@@ -322,17 +322,14 @@ def install_lean(inline: bool = False) -> None:
     protocol.HotProtocol.on_message_complete = message_complete  # type: ignore[method-assign]
 
 
-def install_full() -> None:
-    """The service as it is: nothing to install."""
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in LAYERS:
         print(f"usage: python -m bench.layer_server {{{','.join(LAYERS)}}} [service arguments]", file=sys.stderr)
         return 2
     layer = argv[0]
-    install = {"full": install_full, "protocol": install_protocol, "front": install_front, "lean": install_lean}
-    install[layer.removesuffix("-inline")](*(True,) if layer.endswith("-inline") else ())
+    if layer != "full":  # the service as it is
+        install = {"protocol": install_protocol, "front": install_front, "lean": install_lean}
+        install[layer.removesuffix("-inline")](*(True,) if layer.endswith("-inline") else ())
     os.environ.pop("LSTM_WORKERS", None)  # one process: the patches live in this one
     from service.__main__ import main as serve
 

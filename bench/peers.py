@@ -2,8 +2,8 @@
 (``bench/minimal_server.py``: the least a Python process must do per step, no guarantees),
 this service (one process with the memory store; 1 and 2 workers over Redis), the lean
 design's prototype (``bench/layer_server.py lean-inline``: what that design reaches with the
-guarantees a step touches, v2 JSON only) and NVIDIA Triton Inference Server (its python backend behind the
-sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
+guarantees a step touches, v2 JSON only) and NVIDIA Triton Inference Server (its python
+backend behind the sequence batcher: ``oldest`` with 1 instance, ``direct`` with 2).
 
 ``python -m bench.peers`` (``make bench-peers``) starts every peer once, then runs each point
 on each peer in turn, point after point (interleaved: a change in the machine's load touches

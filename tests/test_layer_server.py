@@ -38,7 +38,7 @@ async def steps(url: str, seq_id: int, xs: np.ndarray, start: bool, **params: ob
 
 
 @pytest.mark.parametrize("name", ["lean", "lean-inline"])
-def test_layer_server_is_exact_and_refuses_a_wrong_expected_step(name: str) -> None:
+def test_lean_prototype_is_exact_and_refuses_a_wrong_expected_step(name: str) -> None:
     rng = np.random.default_rng(24)
     xs = [random_steps(rng, 12) for _ in range(4)]
     offline = Offline(DEFAULT_MODEL)
