@@ -1,11 +1,12 @@
 """Pure functions that stack requests into one onnxruntime call and split the results.
 
-Each request contributes ``n`` rows of the same length ``T``: ``x [n, T, F]`` and a state
-``[S, L, n, H]`` (the card's state tensors stacked on the first axis: h and C for an LSTM,
-h for a GRU). Rows of different requests may have
-different lengths: they are zero-padded to the longest and their lengths passed to the
-model, which then gives every row its own exact final state. Outputs at padded positions
-are dropped by :func:`split`. Which requests share a call is :func:`calls`'s choice.
+Each request contributes ``n`` rows of the same length ``T``: ``x [n, T, F]``, and the
+batch's state input holds every request's rows in order, ``[S, L, rows, H]`` (the card's
+state tensors stacked on the first axis: h and C for an LSTM, h for a GRU; the session
+store gathers it in one copy). Rows of different requests may have different lengths:
+they are zero-padded to the longest and their lengths passed to the model, which then gives
+every row its own exact final state. Outputs at padded positions are dropped by
+:func:`split`. Which requests share a call is :func:`calls`'s choice.
 """
 
 from __future__ import annotations
@@ -26,20 +27,20 @@ class Batch:
     rows: list[tuple[int, int, int]]  # per request: (first row, row count, length)
 
 
-def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
-    if not xs or len(xs) != len(states):
-        raise ValueError("collate needs one state per request and at least one request")
+def collate(xs: list[np.ndarray], state: np.ndarray) -> Batch:
+    """One call of the requests ``xs``, from ``state``: their rows' states, in order."""
+    n_rows = [x.shape[0] for x in xs]
+    if not xs or state.shape[2] != sum(n_rows):
+        raise ValueError("collate needs at least one request, and a state row for each of their rows")
+    state = np.ascontiguousarray(state)
     if len(xs) == 1:  # a batch of one request (every batch when requests come one at a time)
         x = xs[0]
-        return Batch(np.ascontiguousarray(x), np.ascontiguousarray(states[0]), None, [(0, x.shape[0], x.shape[1])])
-    n_rows = [x.shape[0] for x in xs]
+        return Batch(np.ascontiguousarray(x), state, None, [(0, x.shape[0], x.shape[1])])
     lens = [x.shape[1] for x in xs]
     T = max(lens)
-    # one concatenation each, whatever the number of requests (C-contiguous, as onnxruntime takes them)
-    state = np.concatenate(states, axis=2)
     lengths = None
     if min(lens) == T:
-        x = np.concatenate(xs)
+        x = np.concatenate(xs)  # one concatenation, whatever the number of requests
     else:
         x = np.zeros((sum(n_rows), T, xs[0].shape[2]), np.float32)
         r = 0
@@ -52,10 +53,10 @@ def collate(xs: list[np.ndarray], states: list[np.ndarray]) -> Batch:
     return Batch(x=x, state=state, lengths=lengths, rows=rows)
 
 
-def split(batch: Batch, y: np.ndarray, state: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per request: ``(y [n, T, O], state [S, L, n, H])``, views into the batch's outputs: a
-    caller copies what it keeps."""
-    return [(y[r : r + n, :t], state[:, :, r : r + n]) for r, n, t in batch.rows]
+def split(batch: Batch, y: np.ndarray) -> list[np.ndarray]:
+    """Per request its outputs ``y [n, T, O]``: views into the call's, without the padding (a
+    caller copies what it keeps). The new states stay one array, row for row as the input."""
+    return [y[r : r + n, :t] for r, n, t in batch.rows]
 
 
 def calls(lengths: list[int], rows: list[int], cost: Callable[[int, int], float] | None) -> list[list[int]]:

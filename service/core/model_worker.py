@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -144,11 +145,13 @@ class ModelWorker:
     async def infer(
         self,
         xs: list[np.ndarray],
-        states: list[np.ndarray],
+        state: np.ndarray,
         phases: list[float] | None = None,
         inline_s: float | None = None,
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Run requests' rows together; per request ``(y, state)``.
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Run requests' rows together: ``xs`` per request ``[n, T, F]``, from ``state [S, L,
+        rows, H]`` (their rows' states, in order). Returns per request its ``y [n, T, O]`` (views
+        into the call's outputs), and the new states of all rows, in the same order.
 
         Requests of several lengths run in the calls :func:`collate.calls` chooses by
         :meth:`call_cost` (padding a row to a longer one costs what the longer row does). The
@@ -166,23 +169,35 @@ class ModelWorker:
             [x.shape[0] for x in xs],
             (lambda rows, steps: self.call_cost(rows, steps, limit)) if self.model.has_lengths else None,
         )
-        out: list[Any] = [None] * len(xs)
+        ys: list[Any] = [None] * len(xs)
+        # one call of the requests in order takes the state as it is; calls of some of them, or
+        # of them sorted by length, take their rows
+        whole = len(groups) == 1 and groups[0] == list(range(len(xs)))
+        new = state if whole else np.empty_like(state)
+        firsts = [] if whole else [0, *accumulate(x.shape[0] for x in xs)]
         held = 0.0  # the estimates of the calls run on the loop so far
         for idx in groups:
             t_in = time.perf_counter()
-            b = collate.collate([xs[i] for i in idx], [states[i] for i in idx])
+            rows: list[int] = []
+            if not whole:
+                rows = [r for i in idx for r in range(firsts[i], firsts[i + 1])]
+            b = collate.collate([xs[i] for i in idx], state.take(rows, axis=2) if rows else state)
             t_run = time.perf_counter()
             estimate = self.model.estimate_s(b.x.shape[0], b.x.shape[1])
             if held + estimate <= limit:
                 # cheaper than the hop to a thread and back: run on the event loop
                 held += estimate
-                y, state = self.model.run(b.x, b.state, b.lengths)
+                y, out = self.model.run(b.x, b.state, b.lengths)
             else:
-                y, state = await loop.run_in_executor(self._executor, self.model.run, b.x, b.state, b.lengths)
+                y, out = await loop.run_in_executor(self._executor, self.model.run, b.x, b.state, b.lengths)
             t_out = time.perf_counter()
             self._free_since, self._last_call = time.monotonic(), t_out - t_run
-            for i, res in zip(idx, collate.split(b, y, state), strict=True):
-                out[i] = res
+            for i, yi in zip(idx, collate.split(b, y), strict=True):
+                ys[i] = yi
+            if rows:
+                new[:, :, rows] = out
+            else:
+                new = out
             t_end = time.perf_counter()
             times = (t_run - t_in, t_out - t_run, t_end - t_out)
             self._record_execution(b.x.shape[0], times)
@@ -190,7 +205,7 @@ class ModelWorker:
                 for k, v in enumerate(times):
                     phases[k] += v
         self._inference(time.perf_counter() - t0)
-        return out
+        return ys, new
 
     def call_cost(self, rows: int, steps: int, inline_s: float) -> float:
         """What one onnxruntime call of ``rows`` rows of ``steps`` steps costs where it runs: its
@@ -267,6 +282,7 @@ class ModelWorker:
         xs = [tickets[i].payload.x for i in stateless]
         states = [tickets[i].payload.state for i in stateless]
         owners: list[tuple[int, SessionRecord | None, bool]] = [(i, None, False) for i in stateless]
+        steps_from: list[SessionRecord] = []  # the records the steps run from
         for i, rec in zip(pending, records, strict=True):
             work: StepWork = tickets[i].payload
             if trust and work.start:
@@ -290,28 +306,38 @@ class ModelWorker:
                         await self._end(work.session_id, work.owner)
                 continue
             xs.append(work.x[None])
-            states.append(admitted.state[:, :, None, :])
+            steps_from.append(admitted)
             owners.append((i, admitted, new))
         if not xs:
             return again, 0
+        # the states as read (the memory store's are rows of its arena, which only a commit
+        # changes: no await since the read but a retried sequence end's delete)
+        if steps_from:
+            states.append(store.gather(steps_from))
+        state = states[0] if len(states) == 1 else np.concatenate(states, axis=2)
         phases[0] += time.perf_counter() - t0  # store read and admission
-        outs = await self.infer(xs, states, phases, inline_s)
+        ys, new_state = await self.infer(xs, state, phases, inline_s)
         t_out = time.perf_counter()
         now = store.clock()
-        commits: list[tuple[int, SessionRecord, bool]] = []  # (ticket, record, new) per write
-        for (i, rec, new), (y, state) in zip(owners, outs, strict=True):
+        # (ticket, record, new, its state after the step: a row of the batch's new states) per write
+        commits: list[tuple[int, SessionRecord, bool, np.ndarray]] = []
+        r = 0
+        for (i, rec, new), y in zip(owners, ys, strict=True):
+            n = y.shape[0]
             if rec is None:
-                results[i] = PredictResult(np.ascontiguousarray(y), np.ascontiguousarray(state))  # own, not views
-                continue
-            try:
-                commits.append((i, settle(tickets[i], rec, state[:, :, 0, :].copy(), y[0].copy(), now), new))
-            except DeadlineExceeded as e:
-                results[i] = e
+                results[i] = PredictResult(np.ascontiguousarray(y), new_state[:, :, r : r + n].copy())  # own, not views
+            else:
+                row = new_state[:, :, r]
+                try:
+                    commits.append((i, settle(tickets[i], rec, row, y[0].copy(), now), new, row))
+                except DeadlineExceeded as e:
+                    results[i] = e
+            r += n
         if commits:
-            existing = [r for _, r, new in commits if not new]
+            existing = [rec for _, rec, new, _ in commits if not new]
             written = iter(await store.commit_many(existing) if existing else [])
             steps = 0
-            for i, rec, new in commits:
+            for i, rec, new, row in commits:
                 work = tickets[i].payload
                 if new:
                     ok = await self._create(rec, work.end)
@@ -327,7 +353,7 @@ class ModelWorker:
                 elif work.end:
                     await self._end(rec.id, rec.owner)
                 assert rec.last is not None
-                results[i] = StepResult(rec.id, rec.last.outputs, rec.step, replayed=False, state=rec.state)
+                results[i] = StepResult(rec.id, rec.last.outputs, rec.step, replayed=False, state=row)
                 steps += len(rec.last.outputs)
             self._steps(steps)
         phases[2] += time.perf_counter() - t_out  # store write

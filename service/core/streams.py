@@ -103,7 +103,7 @@ def decide(
         return rec
     last = rec.last
     if last is not None and e == last.from_step and work.digest == last.digest:
-        return StepResult(rec.id, last.outputs, rec.step, replayed=True, state=rec.state)
+        return StepResult(rec.id, last.outputs, rec.step, replayed=True, state=rec.state.copy())  # a stored row: own it
     raise StepConflict(
         f"expected_step {e} does not match the session, which is at step {rec.step}"
         + (" (and this is not a retry of its last request)" if e < rec.step else ""),

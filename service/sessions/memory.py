@@ -1,9 +1,14 @@
 """The in-memory session store: a dict, TTL by last use, a bounded number of sessions.
 
-Everything runs on the event loop thread, so each method is atomic. Records are kept as
-they are given (the data plane never mutates a record after handing it over). The dict is
-kept in order of last use (a commit moves its record to the end), so a sweep stops at the
-first live record: it costs the number of expired sessions, not the number of sessions.
+Everything runs on the event loop thread, so each method is atomic. The dict is kept in
+order of last use (a commit moves its record to the end), so a sweep stops at the first
+live record: it costs the number of expired sessions, not the number of sessions.
+
+The states live in one arena per model version (:mod:`service.sessions.arena`): a record
+handed to ``create``, ``commit_many`` or ``restore`` is kept with its state copied into its
+session's row, and its ``state`` and ``slot`` set to that row (the data plane never uses a
+record otherwise after handing it over). A batch reads its states with one copy
+(``gather``), and a commit writes each new state into its row.
 
 With ``keep_state_in(directory, ...)`` the sessions survive a graceful restart: ``close``
 (called after the last batch has finished) writes them to a state file, and ``start``
@@ -19,9 +24,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
+
 from service.errors import CapacityExceeded, NotReady
 from service.sessions import state_file
-from service.sessions.record import SessionRecord
+from service.sessions.arena import Arena
+from service.sessions.record import SessionRecord, stack_states
 
 log = logging.getLogger("service.sessions")
 
@@ -46,6 +54,7 @@ class MemoryStore:
             "them across a graceful restart)"
         )
         self._owned: dict[str, int] = {}  # live sessions per owner
+        self._arenas: dict[tuple[str, str], Arena] = {}  # per (model, version)
         self._task: asyncio.Task | None = None
         self._state_dir: Path | None = None
         self._served: Callable[[], Mapping[str, str]] = dict
@@ -126,6 +135,10 @@ class MemoryStore:
             )
         self._on_load(report)
 
+    def arena(self, model: str, version: str) -> Arena | None:
+        """The arena of one model version's states; None while it has no session."""
+        return self._arenas.get((model, version))
+
     def records(self) -> list[SessionRecord]:
         """Every stored record (expired ones not yet swept included), least recently used first."""
         return list(self._data.values())
@@ -134,12 +147,42 @@ class MemoryStore:
         """Put records back as they were (id, rev, times, owner), ignoring capacity: they were
         live sessions, and live sessions are never dropped to make room."""
         for rec in sorted(records, key=lambda r: r.last_used):
-            old = self._data.pop(rec.id, None)
-            if old is not None:
-                self._disown(old)
-            self._data[rec.id] = rec
-            if rec.owner is not None:
-                self._owned[rec.owner] = self._owned.get(rec.owner, 0) + 1
+            self._keep(rec)
+
+    def _keep(self, rec: SessionRecord) -> None:
+        """Store a session (in place of one with its id): its state into a row of its version's
+        arena, at the end of the last-use order."""
+        old = self._data.pop(rec.id, None)
+        if old is not None:
+            self._forget(old)
+        key = (rec.model, rec.version)
+        arena = self._arenas.get(key)
+        if arena is None:
+            arena = self._arenas[key] = Arena(rec.state.shape)
+        slot, grew = arena.add(rec.state)
+        if grew:  # the stored records' views are of the old array
+            for r in self._data.values():
+                if r.version == rec.version and r.model == rec.model:
+                    r.state = arena.view(r.slot)
+        rec.slot, rec.state = slot, arena.view(slot)
+        self._data[rec.id] = rec
+        if rec.owner is not None:
+            self._owned[rec.owner] = self._owned.get(rec.owner, 0) + 1
+
+    def _forget(self, rec: SessionRecord) -> None:
+        """A session's removal: its row and its owner's count freed (the arena with its version's
+        last session)."""
+        key = (rec.model, rec.version)
+        arena = self._arenas[key]
+        arena.release(rec.slot)
+        if not arena.used:
+            del self._arenas[key]
+        if rec.owner is not None:
+            left = self._owned.get(rec.owner, 1) - 1
+            if left:
+                self._owned[rec.owner] = left
+            else:
+                self._owned.pop(rec.owner, None)
 
     async def ping(self) -> bool:
         return True
@@ -164,15 +207,20 @@ class MemoryStore:
             raise CapacityExceeded(
                 f"this API key holds its maximum of {max_per_owner} live sessions; delete some first"
             )
-        self._data[record.id] = record
-        if owner is not None:
-            self._owned[owner] = self._owned.get(owner, 0) + 1
+        self._keep(record)
 
     caches = False  # every read is of the one copy
 
     async def get_many(self, ids: list[str], trust_cache: bool = False) -> list[SessionRecord | None]:
         now = self.clock()
         return [self._live(self._data.get(i), now) for i in ids]
+
+    def gather(self, records: list[SessionRecord]) -> np.ndarray:
+        slots = [r.slot for r in records]
+        if min(slots) < 0:  # a sequence's start, from zeros: rare
+            return stack_states(records)
+        first = records[0]
+        return self._arenas[first.model, first.version].gather(slots)
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         self._unsealed()
@@ -183,6 +231,9 @@ class MemoryStore:
             if cur is None or cur.rev != rec.rev - 1:
                 ok.append(False)
                 continue
+            row = cur.state  # the view of the session's row in its arena
+            row[...] = rec.state
+            rec.slot, rec.state = cur.slot, row
             del self._data[rec.id]  # re-insert at the end: the dict stays in last-use order
             self._data[rec.id] = rec
             ok.append(True)
@@ -192,16 +243,8 @@ class MemoryStore:
         self._unsealed()
         rec = self._data.pop(session_id, None)
         if rec is not None:
-            self._disown(rec)
+            self._forget(rec)
         return rec is not None
-
-    def _disown(self, rec: SessionRecord) -> None:
-        if rec.owner is not None:
-            left = self._owned.get(rec.owner, 1) - 1
-            if left:
-                self._owned[rec.owner] = left
-            else:
-                self._owned.pop(rec.owner, None)
 
     async def count(self) -> int:
         """Live sessions (expired ones are swept first, as the Redis store prunes)."""
@@ -219,7 +262,7 @@ class MemoryStore:
     async def delete_version(self, model: str, version: str) -> int:
         ids = self._of_version(model, version)
         for k in ids:
-            self._disown(self._data.pop(k))
+            self._forget(self._data.pop(k))
         return len(ids)
 
     def sweep(self) -> int:
@@ -230,7 +273,7 @@ class MemoryStore:
                 break
             dead.append(k)
         for k in dead:
-            self._disown(self._data.pop(k))
+            self._forget(self._data.pop(k))
         if dead:
             self._on_expire(len(dead))
         return len(dead)

@@ -43,6 +43,10 @@ class SessionRecord:
 
     ``rev`` counts writes and makes updates compare-and-set: a store accepts a record with
     ``rev = n + 1`` only over the stored ``rev = n``.
+
+    ``slot``: the session's row in the memory store's arena (:mod:`service.sessions.arena`),
+    -1 elsewhere. A record the memory store holds has ``state`` as a view of that row, which
+    the session's next commit overwrites: read it before the next ``await``, or copy it.
     """
 
     id: str
@@ -56,6 +60,7 @@ class SessionRecord:
     rev: int = 0
     owner: str | None = None
     last: LastStep | None = None
+    slot: int = -1
 
     @classmethod
     def fresh(
@@ -96,6 +101,11 @@ class SessionRecord:
             self.owner,
             LastStep(self.step, d, outputs),
         )
+
+
+def stack_states(records: list[SessionRecord]) -> np.ndarray:
+    """The records' states as one new array ``[S, layers, len(records), hidden]``."""
+    return np.stack([r.state for r in records], axis=2)
 
 
 def visible(rec: SessionRecord | None, owner: str | None) -> bool:

@@ -40,9 +40,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from service.errors import CapacityExceeded, StoreUnavailable
 from service.sessions import codec
-from service.sessions.record import SessionRecord
+from service.sessions.record import SessionRecord, stack_states
 
 # compare-and-set of every record of a batch in one call: KEYS the sessions, ARGV the TTL in
 # ms, then per key its expected rev, new rev and record; one 0/1 per key (on a cluster, where
@@ -111,6 +113,8 @@ class RedisStore:
     def _remember(self, record: SessionRecord, live_until: float) -> None:
         if not self.cache_size:
             return
+        if record.state.base is not None:  # a row of its batch's array: keep the row, not the batch
+            record.state = record.state.copy()
         self._cache[record.id] = (record, live_until)
         self._cache.move_to_end(record.id)
         if len(self._cache) > self.cache_size:
@@ -227,6 +231,9 @@ class RedisStore:
             cached = self._cache.get(i)
             self._remember(rec, cached[1] if cached is not None else 0.0)
         return out
+
+    def gather(self, records: list[SessionRecord]) -> np.ndarray:
+        return stack_states(records)
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         from redis.exceptions import NoScriptError

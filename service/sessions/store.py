@@ -1,13 +1,15 @@
 """The session store protocol. The data plane talks to stores only through this.
 
-All methods are coroutines so that a networked store fits. Batch methods take and return
-lists in the same order, so one batch costs one round trip.
+All methods but ``gather`` are coroutines so that a networked store fits. Batch methods take
+and return lists in the same order, so one batch costs one round trip.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
+
+import numpy as np
 
 from service.sessions.record import SessionRecord
 
@@ -53,6 +55,11 @@ class SessionStore(Protocol):
 
         ``trust_cache``: where this process holds the copy it last wrote or read, that copy,
         with no round trip; it may be stale, which a compare-and-set on it will find."""
+
+    def gather(self, records: list[SessionRecord]) -> np.ndarray:
+        """The states of ``records`` (one model version's, as ``get_many`` gave them, with no
+        ``await`` since) as one new array ``[S, layers, len(records), hidden]``: the batch's
+        state input. The memory store takes them from its arena in one copy."""
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         """Compare-and-set each record over the stored ``rev - 1``; refreshes its TTL.

@@ -15,10 +15,15 @@ def _req(rng, n, t, L=2, H=4, F=3, S=2):
     return rng.normal(size=(n, t, F)).astype(np.float32), rng.normal(size=(S, L, n, H)).astype(np.float32)
 
 
+def _collate(reqs):
+    """One call of the requests, their states gathered as the session store gives them: one array."""
+    return collate([r[0] for r in reqs], np.concatenate([r[1] for r in reqs], axis=2))
+
+
 def test_stack_pad_and_lengths():
     rng = np.random.default_rng(0)
     reqs = [_req(rng, 1, 3), _req(rng, 2, 5), _req(rng, 1, 1)]
-    b = collate([r[0] for r in reqs], [r[1] for r in reqs])
+    b = _collate(reqs)
     assert b.x.shape == (4, 5, 3) and b.state.shape == (2, 2, 4, 4)
     assert b.lengths.tolist() == [3, 5, 5, 1]
     np.testing.assert_array_equal(b.x[1:3], reqs[1][0])
@@ -30,7 +35,7 @@ def test_stack_pad_and_lengths():
 def test_equal_lengths_need_no_lengths_input():
     rng = np.random.default_rng(1)
     reqs = [_req(rng, 2, 4), _req(rng, 1, 4)]
-    assert collate([r[0] for r in reqs], [r[1] for r in reqs]).lengths is None
+    assert _collate(reqs).lengths is None
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -40,17 +45,21 @@ def test_split_returns_each_requests_rows(seed):
     rng = np.random.default_rng(seed)
     S = 2 if seed < 3 else 1
     reqs = [_req(rng, int(rng.integers(1, 4)), int(rng.integers(1, 9)), S=S) for _ in range(int(rng.integers(1, 6)))]
-    b = collate([r[0] for r in reqs], [r[1] for r in reqs])
+    b = _collate(reqs)
     # an identity "model": y = x's first feature, state passes through
-    parts = split(b, b.x[..., :1], b.state)
-    for (x, state), (y, st) in zip(reqs, parts, strict=True):
+    ys = split(b, b.x[..., :1])
+    r = 0
+    for (x, state), y in zip(reqs, ys, strict=True):
         np.testing.assert_array_equal(y, x[..., :1])
-        np.testing.assert_array_equal(st, state)
+        np.testing.assert_array_equal(b.state[:, :, r : r + len(x)], state)
+        r += len(x)
 
 
 def test_mismatched_inputs_are_refused():
     with pytest.raises(ValueError):
-        collate([], [])
+        collate([], np.zeros((2, 1, 0, 4), np.float32))
+    with pytest.raises(ValueError, match="a state row for each"):
+        collate([np.zeros((2, 1, 3), np.float32)], np.zeros((2, 1, 1, 4), np.float32))
 
 
 def test_calls_without_lengths_hold_one_length_each():

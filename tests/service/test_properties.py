@@ -29,13 +29,13 @@ def test_collate_split_round_trip(req_shapes, seed):
     rng = np.random.default_rng(seed)
     xs = [rng.normal(size=(n, t, 3)).astype(np.float32) for n, t in req_shapes]
     states = [rng.normal(size=(2, 2, n, 5)).astype(np.float32) for n, _ in req_shapes]
-    b = collate(xs, states)
+    b = collate(xs, np.concatenate(states, axis=2))
     assert b.x.shape[0] == sum(n for n, _ in req_shapes)
     if b.lengths is not None:
         assert b.lengths.tolist() == [t for n, t in req_shapes for _ in range(n)]
-    for x, s, (y, st_) in zip(xs, states, split(b, b.x[..., 1:2] * 2, b.state), strict=True):
+    for x, s, y, (r, n, _) in zip(xs, states, split(b, b.x[..., 1:2] * 2), b.rows, strict=True):
         np.testing.assert_array_equal(y, x[..., 1:2] * 2)
-        np.testing.assert_array_equal(st_, s)
+        np.testing.assert_array_equal(b.state[:, :, r : r + n], s)
 
 
 OFFLINE = Offline(ROOT / "models" / "demand" / "1")
