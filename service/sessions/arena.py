@@ -16,14 +16,15 @@ FIRST_CAPACITY = 256
 
 
 class Arena:
-    __slots__ = ("_free", "data", "used")
+    __slots__ = ("_free", "_fresh", "data", "used")
 
     def __init__(self, shape: tuple[int, ...], capacity: int = FIRST_CAPACITY) -> None:
         if len(shape) != 3:
             raise ValueError(f"a session state is [states, layers, hidden], got shape {shape}")
         s, layers, hidden = shape
         self.data = np.zeros((s, layers, capacity, hidden), np.float32)
-        self._free = list(range(capacity - 1, -1, -1))  # popped from the end: slot 0 first
+        self._free: list[int] = []  # rows released, reused last released first
+        self._fresh = 0  # the first row never used: the rows from it on are free too
         self.used = 0
 
     @property
@@ -36,14 +37,18 @@ class Arena:
         view of the old array is then stale: the store makes its records' views again)."""
         if state.shape != self.row_shape:
             raise ValueError(f"a state of shape {state.shape} does not fit this arena's rows {self.row_shape}")
-        grew = not self._free
-        if grew:
+        grew = False
+        if self._free:
+            slot = self._free.pop()
+        else:
+            slot = self._fresh
+            self._fresh += 1
             old = self.data
             cap = old.shape[2]
-            self.data = np.zeros((*old.shape[:2], 2 * cap, old.shape[3]), np.float32)
-            self.data[:, :, :cap] = old
-            self._free = list(range(2 * cap - 1, cap - 1, -1))
-        slot = self._free.pop()
+            if slot == cap:
+                self.data = np.zeros((*old.shape[:2], 2 * cap, old.shape[3]), np.float32)
+                self.data[:, :, :cap] = old
+                grew = True
         self.data[:, :, slot] = state
         self.used += 1
         return slot, grew
