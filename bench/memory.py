@@ -58,7 +58,8 @@ async def per_session(store, n: int, settings: Settings, step: bool) -> dict:
 def run_case(case: str, n: int) -> dict:
     settings = Settings(model_repository=ROOT / "models", max_sessions=10 * n)
     if case.startswith("memory"):
-        return asyncio.run(per_session(MemoryStore(3600), n, settings, step=case == "memory_stepped"))
+        store = MemoryStore(3600, rows=settings.max_sessions)  # as the service makes it
+        return asyncio.run(per_session(store, n, settings, step=case == "memory_stepped"))
     from harness.redis import redis_server
 
     with redis_server() as r:

@@ -44,6 +44,7 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
         settings.session_ttl_s or DEFAULT_SESSION_TTL_S,
         settings.sweep_interval_s,
         on_expire=metrics.sessions_expired.inc,
+        rows=settings.max_sessions,
     )
 
 

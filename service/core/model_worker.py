@@ -310,8 +310,9 @@ class ModelWorker:
             owners.append((i, admitted, new))
         if not xs:
             return again, 0
-        # the states as read (the memory store's are rows of its arena, which only a commit
-        # changes: no await since the read but a retried sequence end's delete)
+        # the states as read: the memory store's are rows of its arena, which only a store
+        # write changes, and none came since the read (a retried sequence end's delete, of
+        # another session, frees a row no create has taken)
         if steps_from:
             states.append(store.gather(steps_from))
         state = states[0] if len(states) == 1 else np.concatenate(states, axis=2)

@@ -1,11 +1,17 @@
 """One model version's session states in one array, for the memory store.
 
-Every live session of a version has a row (a slot) of ``data [S, L, capacity, H]``; its
-record's ``state`` is a view of that row. A batch reads its sessions' states with one
-``take`` by slot (:meth:`Arena.gather`), and a commit writes a session's new state into its
-row. Slots are reused last freed first, so the rows in use stay packed at the front; the
-array doubles when full (zero-filled: its pages cost memory once written) and is dropped
-with the version's last session. It never shrinks while the version has sessions.
+Every live session of a version has a row (a slot) of ``data [S, L, capacity, H]`` for its
+life; its record's ``state`` is a view of that row. A batch reads its sessions' states with
+one ``take`` by slot (:meth:`Arena.gather`), and a commit writes a session's new state into
+its row.
+
+The array is made zero-filled for as many rows as the store may hold (``LSTM_MAX_SESSIONS``):
+the system gives such memory pages only once they are written, so a row costs memory once a
+session has used it, and the array never has to grow under load. Rows are reused last freed
+first, so the rows written stay as few as the most sessions live at once. Should more rows be
+needed (sessions restored from a state file past a lowered limit, or an allocation the system
+refused at that size) the array doubles, which copies it: a pause of the event loop. It is
+dropped with the version's last session.
 """
 
 from __future__ import annotations
@@ -32,11 +38,15 @@ class Arena:
         s, layers, _, hidden = self.data.shape
         return s, layers, hidden
 
+    def fits(self, state: np.ndarray) -> None:
+        """Raise ValueError unless ``state`` has the shape of a row."""
+        if state.shape != self.row_shape:
+            raise ValueError(f"a state of shape {state.shape} does not fit this arena's rows {self.row_shape}")
+
     def add(self, state: np.ndarray) -> tuple[int, bool]:
         """A slot holding a copy of ``state [S, L, H]``, and whether the array grew (every
         view of the old array is then stale: the store makes its records' views again)."""
-        if state.shape != self.row_shape:
-            raise ValueError(f"a state of shape {state.shape} does not fit this arena's rows {self.row_shape}")
+        self.fits(state)
         grew = False
         if self._free:
             slot = self._free.pop()
@@ -58,7 +68,7 @@ class Arena:
         self.used -= 1
 
     def view(self, slot: int) -> np.ndarray:
-        """The row of ``slot``: a view, which reads the session's state as it is now."""
+        """The row of ``slot``: a view, which reads whatever the row holds when it is read."""
         return self.data[:, :, slot]
 
     def gather(self, slots: list[int]) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from service.errors import CapacityExceeded, NotReady
 from service.sessions import state_file
-from service.sessions.arena import Arena
+from service.sessions.arena import FIRST_CAPACITY, Arena
 from service.sessions.record import SessionRecord, stack_states
 
 log = logging.getLogger("service.sessions")
@@ -41,8 +41,12 @@ class MemoryStore:
         sweep_interval_s: float = 5.0,
         on_expire: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
+        rows: int = FIRST_CAPACITY,
     ) -> None:
+        """``rows``: how many session rows each model version's arena reserves at first (the
+        most sessions the store may hold: then it never grows; see :mod:`arena`)."""
         self.ttl_s = ttl_s
+        self._rows = rows
         self._sweep_interval = sweep_interval_s
         self._on_expire = on_expire or (lambda n: None)
         self.clock = clock
@@ -152,13 +156,15 @@ class MemoryStore:
     def _keep(self, rec: SessionRecord) -> None:
         """Store a session (in place of one with its id): its state into a row of its version's
         arena, at the end of the last-use order."""
-        old = self._data.pop(rec.id, None)
-        if old is not None:
-            self._forget(old)
         key = (rec.model, rec.version)
         arena = self._arenas.get(key)
         if arena is None:
-            arena = self._arenas[key] = Arena(rec.state.shape)
+            arena = self._arenas[key] = self._new_arena(rec.state)
+        arena.fits(rec.state)  # before anything changes
+        old = self._data.pop(rec.id, None)
+        if old is not None:
+            self._forget(old)
+            arena = self._arenas.setdefault(key, arena)  # dropped with its last session: back
         slot, grew = arena.add(rec.state)
         if grew:  # the stored records' views are of the old array
             for r in self._data.values():
@@ -168,6 +174,17 @@ class MemoryStore:
         self._data[rec.id] = rec
         if rec.owner is not None:
             self._owned[rec.owner] = self._owned.get(rec.owner, 0) + 1
+
+    def _new_arena(self, state: np.ndarray) -> Arena:
+        try:
+            return Arena(state.shape, self._rows)
+        except MemoryError:  # more than the system reserves in one piece: grow as needed instead
+            log.warning(
+                "could not reserve %d session rows of %d bytes at once; the rows grow as needed",
+                self._rows,
+                state.nbytes,
+            )
+            return Arena(state.shape)
 
     def _forget(self, rec: SessionRecord) -> None:
         """A session's removal: its row and its owner's count freed (the arena with its version's
@@ -217,10 +234,18 @@ class MemoryStore:
 
     def gather(self, records: list[SessionRecord]) -> np.ndarray:
         slots = [r.slot for r in records]
-        if min(slots) < 0:  # a sequence's start, from zeros: rare
-            return stack_states(records)
         first = records[0]
-        return self._arenas[first.model, first.version].gather(slots)
+        arena = self._arenas.get((first.model, first.version))
+        if arena is None:  # sequences' starts only, of a version with no session yet
+            return stack_states(records)
+        if min(slots) >= 0:
+            return arena.gather(slots)
+        # sequences' starts among them: their zeros, which no row holds yet
+        out = arena.gather([max(s, 0) for s in slots])
+        for k, s in enumerate(slots):
+            if s < 0:
+                out[:, :, k] = records[k].state
+        return out
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         self._unsealed()

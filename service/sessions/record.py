@@ -45,8 +45,10 @@ class SessionRecord:
     ``rev = n + 1`` only over the stored ``rev = n``.
 
     ``slot``: the session's row in the memory store's arena (:mod:`service.sessions.arena`),
-    -1 elsewhere. A record the memory store holds has ``state`` as a view of that row, which
-    the session's next commit overwrites: read it before the next ``await``, or copy it.
+    -1 elsewhere. A record the memory store holds has ``state`` as a view of that row: it reads
+    what the row holds when it is read, which every commit of the session overwrites, and which
+    another session's state may fill once this one is deleted or expired. Read it before the
+    next ``await``, or copy it.
     """
 
     id: str

@@ -57,9 +57,11 @@ class SessionStore(Protocol):
         with no round trip; it may be stale, which a compare-and-set on it will find."""
 
     def gather(self, records: list[SessionRecord]) -> np.ndarray:
-        """The states of ``records`` (one model version's, as ``get_many`` gave them, with no
-        ``await`` since) as one new array ``[S, layers, len(records), hidden]``: the batch's
-        state input. The memory store takes them from its arena in one copy."""
+        """The states of ``records`` as one new array ``[S, layers, len(records), hidden]``: a
+        batch's state input. ``records`` are one model version's, each as ``get_many`` gave it
+        with no store write since (the memory store reads the rows they name), or a sequence's
+        start not stored yet (its own zeros). The memory store takes them from its arena in one
+        copy; the Redis store stacks the states it read."""
 
     async def commit_many(self, records: list[SessionRecord]) -> list[bool]:
         """Compare-and-set each record over the stored ``rev - 1``; refreshes its TTL.

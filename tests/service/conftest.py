@@ -60,11 +60,13 @@ async def snapshot_state(client: httpx.AsyncClient, sid: str) -> tuple[int, np.n
 
 
 @asynccontextmanager
-async def data_plane(settings: Settings | None = None, metrics: Metrics | None = None) -> AsyncIterator[DataPlane]:
+async def data_plane(
+    settings: Settings | None = None, metrics: Metrics | None = None, store: SessionStore | None = None
+) -> AsyncIterator[DataPlane]:
     """A data plane with its models loaded and started, without an app: to drive it directly."""
     settings = settings or Settings(model_repository=DEFAULT_MODEL.parent.parent)
     metrics = metrics or Metrics()
-    dp = DataPlane(settings, make_store(settings, metrics), metrics)
+    dp = DataPlane(settings, store or make_store(settings, metrics), metrics)
     dp.load_models()
     await dp.start()
     try:

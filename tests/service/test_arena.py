@@ -9,16 +9,24 @@ of a batch, is checked against the offline run."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
 from harness.paths import DEFAULT_MODEL
+from service.app import make_store
 from service.config import Settings
+from service.core.streams import decide
+from service.core.work import StepResult, StepWork
+from service.errors import SessionNotFound
+from service.metrics import Metrics
 from service.sessions.arena import FIRST_CAPACITY, Arena
 from service.sessions.memory import MemoryStore
-from service.sessions.record import SessionRecord, new_session_id, stack_states
+from service.sessions.record import SessionRecord, digest, new_session_id, stack_states
 from tests.service.conftest import Offline, data_plane, random_steps
 
 SHAPE = (2, 1, 8)
@@ -84,14 +92,68 @@ async def test_growth_keeps_every_state_and_the_stored_views_follow() -> None:
     np.testing.assert_array_equal(store.gather(recs[::7]), np.stack(given[::7], axis=2))
 
 
-async def test_gather_mixes_in_a_record_with_no_row() -> None:
-    """A sequence's start steps from zeros it does not store yet: gathered with the rest."""
+async def test_gather_mixes_in_records_with_no_row() -> None:
+    """A sequence's start steps from zeros it does not store yet: gathered with the rest, from
+    the arena, or stacked while its version has no arena."""
     store, recs, given = await filled(3)
-    start = recs[1].restarted(np.zeros(SHAPE, np.float32), 1_000.0)
+    start = recs[1].restarted(np.full(SHAPE, 0.5, np.float32), 1_000.0)
     assert start.slot == -1
-    want = np.stack([given[0], np.zeros(SHAPE, np.float32), given[2]], axis=2)
+    want = np.stack([given[0], start.state, given[2]], axis=2)
     np.testing.assert_array_equal(store.gather([recs[0], start, recs[2]]), want)
     np.testing.assert_array_equal(stack_states([recs[0], start, recs[2]]), want)
+    other = record(np.random.default_rng(9), 1_000.0, version="2")
+    np.testing.assert_array_equal(store.gather([other]), other.state[:, :, None])
+
+
+async def test_the_arena_reserves_the_stores_rows_and_never_grows_within_them() -> None:
+    """A store made for ``rows`` sessions (the service gives it LSTM_MAX_SESSIONS) reserves
+    them at its version's first session: no copy of the array, ever, while they suffice."""
+    store = MemoryStore(60.0, sweep_interval_s=3600, rows=1000)
+    rng = np.random.default_rng(2)
+    await store.create(record(rng, 1_000.0), max_sessions=1000)
+    arena = store.arena("m", "1")
+    assert arena is not None and arena.data.shape[2] == 1000
+    data = arena.data
+    for _ in range(999):
+        await store.create(record(rng, 1_000.0), max_sessions=1000)
+    assert arena.data is data and arena.used == 1000
+
+
+async def test_the_service_store_reserves_max_sessions_rows() -> None:
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, max_sessions=1234)
+    store = make_store(settings, Metrics())
+    assert isinstance(store, MemoryStore)
+    await store.create(record(np.random.default_rng(3), store.clock()), settings.max_sessions)
+    arena = store.arena("m", "1")
+    assert arena is not None and arena.data.shape[2] == 1234
+
+
+async def test_a_record_of_a_wrong_shape_changes_nothing() -> None:
+    store, recs, given = await filled(2)
+    bad = replace(recs[0], state=np.zeros((2, 1, 9), np.float32), slot=-1)
+    with pytest.raises(ValueError, match="does not fit"):
+        store.restore([bad])
+    got = await store.get_many([r.id for r in recs])
+    np.testing.assert_array_equal(np.stack([r.state for r in got], axis=2), np.stack(given, axis=2))  # type: ignore[union-attr]
+
+
+async def test_a_replayed_reply_keeps_the_state_it_was_given() -> None:
+    """A retry answered from the stored reply carries the session's state at that moment: a
+    copy, which the session's next commit to its row does not change."""
+    store, recs, _ = await filled(1)
+    (cur,) = await store.get_many([recs[0].id])
+    assert cur is not None
+    x = np.ones((1, 3), np.float32)
+    done = cur.advanced(np.full(SHAPE, 1.0, np.float32), np.ones((1, 1), np.float32), digest(x), 1_000.0)
+    assert await store.commit_many([done]) == [True]
+    work = StepWork(cur.id, x, cur.step, digest(x), None)
+    card = SimpleNamespace(key="m/1")
+    replay = decide(work, done, card, store)  # type: ignore[arg-type]
+    assert isinstance(replay, StepResult) and replay.replayed
+    np.testing.assert_array_equal(replay.state, np.full(SHAPE, 1.0, np.float32))
+    later = done.advanced(np.full(SHAPE, 2.0, np.float32), np.ones((1, 1), np.float32), b"", 1_000.0)
+    assert await store.commit_many([later]) == [True]
+    np.testing.assert_array_equal(replay.state, np.full(SHAPE, 1.0, np.float32))
 
 
 async def test_a_commit_writes_its_row_and_a_lost_one_writes_nothing() -> None:
@@ -144,15 +206,16 @@ async def test_restored_sessions_get_rows() -> None:
 
 
 async def test_interleaved_sequences_across_a_growth_match_the_offline_run(offline: Offline) -> None:
-    """More sequences than the arena's first rows, started in the same batches as other
+    """More sequences than the arena's rows (a store that reserved fewer than it comes to hold,
+    as after restoring a state file past a lowered limit), started in the same batches as other
     sequences' steps (the arena doubles while a batch commits): every output is the offline
     run's, 1e-5 in the model's scaled units."""
     n, steps = FIRST_CAPACITY + 40, 3
     rng = np.random.default_rng(5)
     xs = [random_steps(rng, steps) for _ in range(n)]
     settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, max_batch_size=64)
-    async with data_plane(settings) as dp:
-        assert isinstance(dp.store, MemoryStore)
+    store = MemoryStore(60.0, sweep_interval_s=3600, rows=FIRST_CAPACITY)
+    async with data_plane(settings, store=store) as dp:
 
         async def run(seq: int) -> np.ndarray:
             out = []
@@ -163,8 +226,42 @@ async def test_interleaved_sequences_across_a_growth_match_the_offline_run(offli
 
         # batches of 64: the first sequences' later steps share batches with the last ones' starts
         got = await asyncio.gather(*(run(k) for k in range(n)))
-        arena = dp.store.arena("demand", "1")
+        arena = store.arena("demand", "1")
         assert arena is not None and arena.used == n and arena.data.shape[2] == 2 * FIRST_CAPACITY
-        assert all(r.state.base is arena.data for r in dp.store.records())
+        assert all(r.state.base is arena.data for r in store.records())
     for x, y in zip(xs, got, strict=True):
         offline.assert_outputs_close(y, offline.run(x)[0])
+
+
+async def test_a_row_freed_and_taken_while_a_step_runs_is_not_written(offline: Offline) -> None:
+    """A session deleted while its step runs on the worker thread, and its row taken by a new
+    session meanwhile: the step finds its session gone (404) and writes nothing; the new
+    session's state is the one it was created with."""
+    settings = Settings(model_repository=DEFAULT_MODEL.parent.parent, inline_compute_us=0)  # every call in the pool
+    store = MemoryStore(60.0, sweep_interval_s=3600)
+    async with data_plane(settings, store=store) as dp:
+        w = dp.worker("demand")
+        a = await dp.sessions.create("demand")
+        entered, release = threading.Event(), threading.Event()
+        run = w.model.run
+
+        def held(*args: Any) -> Any:
+            w.model.run = run  # type: ignore[method-assign]
+            entered.set()
+            release.wait(30)
+            return run(*args)
+
+        w.model.run = held  # type: ignore[method-assign]
+        step = asyncio.ensure_future(dp.sessions.step(a.id, random_steps(np.random.default_rng(6), 1)))
+        assert await asyncio.to_thread(entered.wait, 30)
+        await dp.sessions.delete(a.id)
+        h0 = np.full((offline.layers, offline.hidden), 0.25, np.float32)
+        c0 = np.full((offline.layers, offline.hidden), -0.5, np.float32)
+        b = await dp.sessions.create("demand", h0=h0, c0=c0)
+        assert b.slot == a.slot  # the row freed last
+        release.set()
+        with pytest.raises(SessionNotFound):
+            await step
+        snap = await dp.sessions.export(b.id)
+        np.testing.assert_array_equal(np.asarray(snap["h"], np.float32), h0)
+        np.testing.assert_array_equal(np.asarray(snap["c"], np.float32), c0)

@@ -51,23 +51,27 @@ async def test_a_long_request_among_readings_runs_in_a_call_of_its_own(offline: 
 
 
 async def test_each_request_runs_from_its_own_state_rows_in_any_order_of_calls(offline: Offline):
-    """The batch's state input is one array, its rows in the order of the requests. With a
-    call's fixed cost the larger (the estimate set here, as the warm-up would measure it), the
-    batch makes one call of its requests sorted by length, longer ones first in the batch;
-    with a row-step's, a call per length. Either way each request runs from its own rows,
-    and its new state comes back in them. States from real streams, so that a row mixed up
-    shows."""
+    """The batch's state input is one array, its rows in the order of the requests' rows. With
+    a call's fixed cost the larger (the estimate set here, as the warm-up would measure it), the
+    batch makes one call of its requests sorted by length, longer ones first in the batch; with
+    a row-step's, a call per length. Either way each request (of one to three rows) runs from
+    its own rows, and its new states come back in them. States from real streams, so that a
+    row mixed up shows."""
     rng = np.random.default_rng(12)
-    lengths = (2, 1, 3, 1, 2)
+    shapes = ((1, 2), (2, 1), (1, 3), (3, 1), (2, 2))  # (rows, steps) per request
     async with data_plane() as dp:
         w = dp.worker("demand")
         for call_s, row_step_s, want_calls in ((1.0, 0.0, [[1, 3, 0, 4, 2]]), (0.0, 1.0, [[1, 3], [0, 4], [2]])):
             w.model.call_s, w.model.step_s, w.model.row_step_s = call_s, 0.0, row_step_s
-            assert collate.calls(list(lengths), [1] * 5, lambda r, t: w.call_cost(r, t, 0.0)) == want_calls
-            xs = [random_steps(rng, t)[None] for t in lengths]
-            starts = [offline.run(random_steps(rng, 5))[1] for _ in xs]
+            calls = collate.calls([t for _, t in shapes], [n for n, _ in shapes], lambda r, t: w.call_cost(r, t, 0.0))
+            assert calls == want_calls
+            xs = [np.stack([random_steps(rng, t) for _ in range(n)]) for n, t in shapes]
+            starts = [offline.run(random_steps(rng, 5))[1] for _ in range(sum(n for n, _ in shapes))]
             ys, new = await w.infer(xs, np.stack(starts, axis=2))
-            for k, (x, y) in enumerate(zip(xs, ys, strict=True)):
-                want_y, want_state = offline.run(x[0], starts[k])
-                offline.assert_outputs_close(y[0], want_y)
-                np.testing.assert_allclose(new[:, :, k], want_state, rtol=0, atol=1e-5)
+            r = 0
+            for x, y in zip(xs, ys, strict=True):
+                for row in range(len(x)):
+                    want_y, want_state = offline.run(x[row], starts[r])
+                    offline.assert_outputs_close(y[row], want_y)
+                    np.testing.assert_allclose(new[:, :, r], want_state, rtol=0, atol=1e-5)
+                    r += 1

@@ -33,9 +33,8 @@ def test_collate_split_round_trip(req_shapes, seed):
     assert b.x.shape[0] == sum(n for n, _ in req_shapes)
     if b.lengths is not None:
         assert b.lengths.tolist() == [t for n, t in req_shapes for _ in range(n)]
-    for x, s, y, (r, n, _) in zip(xs, states, split(b, b.x[..., 1:2] * 2), b.rows, strict=True):
+    for x, y in zip(xs, split(b, b.x[..., 1:2] * 2), strict=True):
         np.testing.assert_array_equal(y, x[..., 1:2] * 2)
-        np.testing.assert_array_equal(b.state[:, :, r : r + n], s)
 
 
 OFFLINE = Offline(ROOT / "models" / "demand" / "1")

@@ -204,3 +204,23 @@ async def test_sessions_of_a_version_are_counted_and_removed(make_store):
     assert await store.count() == 2
     assert await store.delete_version("demand", "1") == 0
     await store.create(record(last=True), 10, max_per_owner=1)  # key-1's removed session no longer counts
+
+
+async def test_the_redis_cache_keeps_a_row_not_its_batch(single):
+    """The batch handler hands a store records whose state is a row of its batch's new states:
+    the Redis store's cache keeps a copy of that row, never a view that would keep the whole
+    batch's array alive."""
+    single.flush()
+    store = RedisStore(single.url, 60.0, cache_size=16)
+    await store.start()
+    try:
+        rec = record()
+        await store.create(rec, 100)
+        batch = np.random.default_rng(1).normal(size=(2, 2, 5, 8)).astype(np.float32)
+        nxt = replace(rec, state=batch[:, :, 3], rev=rec.rev + 1)
+        assert await store.commit_many([nxt]) == [True]
+        (cached,) = await store.get_many([rec.id], trust_cache=True)
+        assert cached is not None and not np.shares_memory(cached.state, batch)
+        np.testing.assert_array_equal(cached.state, batch[:, :, 3])
+    finally:
+        await store.close()
