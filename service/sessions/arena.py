@@ -16,9 +16,22 @@ dropped with the version's last session.
 
 from __future__ import annotations
 
+import math
+import mmap
+
 import numpy as np
 
 FIRST_CAPACITY = 256
+
+
+def zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A zero-filled float32 array in a private anonymous mapping of its own: the system gives
+    its pages as they are first written, in small pages (numpy's own large arrays ask for huge
+    pages, which would round each state plane's rows in use up to 2 MB). Freed with the last
+    array that uses it. Raises OSError where the system will not map that much."""
+    n = math.prod(shape)
+    pages = mmap.mmap(-1, max(4 * n, 1), flags=mmap.MAP_PRIVATE)
+    return np.frombuffer(pages, np.float32, count=n).reshape(shape)
 
 
 class Arena:
@@ -28,7 +41,7 @@ class Arena:
         if len(shape) != 3:
             raise ValueError(f"a session state is [states, layers, hidden], got shape {shape}")
         s, layers, hidden = shape
-        self.data = np.zeros((s, layers, capacity, hidden), np.float32)
+        self.data = zeros((s, layers, capacity, hidden))
         self._free: list[int] = []  # rows released, reused last released first
         self._fresh = 0  # the first row never used: the rows from it on are free too
         self.used = 0
@@ -56,7 +69,7 @@ class Arena:
             old = self.data
             cap = old.shape[2]
             if slot == cap:
-                self.data = np.zeros((*old.shape[:2], 2 * cap, old.shape[3]), np.float32)
+                self.data = zeros((*old.shape[:2], 2 * cap, old.shape[3]))
                 self.data[:, :, :cap] = old
                 grew = True
         self.data[:, :, slot] = state

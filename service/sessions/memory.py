@@ -178,7 +178,7 @@ class MemoryStore:
     def _new_arena(self, state: np.ndarray) -> Arena:
         try:
             return Arena(state.shape, self._rows)
-        except MemoryError:  # more than the system reserves in one piece: grow as needed instead
+        except OSError:  # more than the system maps in one piece: grow as needed instead
             log.warning(
                 "could not reserve %d session rows of %d bytes at once; the rows grow as needed",
                 self._rows,

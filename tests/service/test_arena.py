@@ -75,7 +75,7 @@ async def test_a_stored_state_is_a_row_of_the_arena_and_a_copy_of_what_was_given
     arena = store.arena("m", "1")
     assert arena is not None and arena.used == 5
     for r, g in zip(await store.get_many([r.id for r in recs]), given, strict=True):
-        assert r is not None and r.state.base is arena.data
+        assert r is not None and np.shares_memory(r.state, arena.data)
         np.testing.assert_array_equal(r.state, g)
     np.testing.assert_array_equal(store.gather(recs), np.stack(given, axis=2))
 
@@ -87,7 +87,7 @@ async def test_growth_keeps_every_state_and_the_stored_views_follow() -> None:
     arena = store.arena("m", "1")
     assert arena is not None and arena.data.shape[2] == 8 * FIRST_CAPACITY
     got = await store.get_many([r.id for r in recs])
-    assert all(r is not None and r.state.base is arena.data for r in got)
+    assert all(r is not None and np.shares_memory(r.state, arena.data) for r in got)
     np.testing.assert_array_equal(np.stack([r.state for r in got], axis=2), np.stack(given, axis=2))
     np.testing.assert_array_equal(store.gather(recs[::7]), np.stack(given[::7], axis=2))
 
@@ -166,7 +166,7 @@ async def test_a_commit_writes_its_row_and_a_lost_one_writes_nothing() -> None:
     np.testing.assert_array_equal(store.gather(recs), np.stack(given, axis=2))
     nxt = replace(cur, state=new, rev=cur.rev + 1, slot=-1)
     assert await store.commit_many([nxt]) == [True]
-    assert nxt.slot == cur.slot and nxt.state.base is store.arena("m", "1").data  # type: ignore[union-attr]
+    assert nxt.slot == cur.slot and np.shares_memory(nxt.state, store.arena("m", "1").data)  # type: ignore[union-attr]
     np.testing.assert_array_equal(store.gather(recs), np.stack([given[0], new, given[2]], axis=2))
 
 
@@ -228,7 +228,7 @@ async def test_interleaved_sequences_across_a_growth_match_the_offline_run(offli
         got = await asyncio.gather(*(run(k) for k in range(n)))
         arena = store.arena("demand", "1")
         assert arena is not None and arena.used == n and arena.data.shape[2] == 2 * FIRST_CAPACITY
-        assert all(r.state.base is arena.data for r in store.records())
+        assert all(np.shares_memory(r.state, arena.data) for r in store.records())
     for x, y in zip(xs, got, strict=True):
         offline.assert_outputs_close(y, offline.run(x)[0])
 
@@ -265,3 +265,23 @@ async def test_a_row_freed_and_taken_while_a_step_runs_is_not_written(offline: O
         snap = await dp.sessions.export(b.id)
         np.testing.assert_array_equal(np.asarray(snap["h"], np.float32), h0)
         np.testing.assert_array_equal(np.asarray(snap["c"], np.float32), c0)
+
+
+async def test_rows_the_system_will_not_map_are_grown_as_needed(caplog: pytest.LogCaptureFixture) -> None:
+    """More rows than an address space holds (2**42 rows of 64 bytes: 256 TiB, past the 128
+    TiB a process may map): the store says so and grows its rows as needed."""
+    store = MemoryStore(60.0, sweep_interval_s=3600, rows=2**42)
+    rng = np.random.default_rng(4)
+    rec = record(rng, 1_000.0)
+    with caplog.at_level("WARNING", logger="service.sessions"):
+        await store.create(rec, max_sessions=10)
+    arena = store.arena("m", "1")
+    assert arena is not None and arena.data.shape[2] == FIRST_CAPACITY
+    assert "could not reserve 4398046511104 session rows" in caplog.text
+
+
+def test_the_arena_is_zero_filled_and_writable() -> None:
+    arena = Arena(SHAPE, capacity=3)
+    assert arena.data.flags.writeable and not arena.data.any()
+    slot, _ = arena.add(np.full(SHAPE, 3.0, np.float32))
+    np.testing.assert_array_equal(arena.gather([slot, 2]), np.stack([np.full(SHAPE, 3.0), np.zeros(SHAPE)], axis=2))
