@@ -117,7 +117,9 @@ class Settings(BaseSettings):
     for cards that say nothing."""
 
     max_sessions: int = Field(100_000, ge=1)
-    """Most live sessions; creating more is refused with 429 (live sessions are never evicted)."""
+    """Most live sessions; creating more is refused with 429 (live sessions are never evicted).
+    The memory store maps a state row for each in every served version's array, which takes
+    memory only once a session has written it."""
 
     sweep_interval_s: float = Field(5.0, gt=0)
     """How often the memory store removes expired sessions."""
