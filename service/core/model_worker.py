@@ -178,10 +178,8 @@ class ModelWorker:
         held = 0.0  # the estimates of the calls run on the loop so far
         for idx in groups:
             t_in = time.perf_counter()
-            rows: list[int] = []
-            if not whole:
-                rows = [r for i in idx for r in range(firsts[i], firsts[i + 1])]
-            b = collate.collate([xs[i] for i in idx], state.take(rows, axis=2) if rows else state)
+            rows = [] if whole else [r for i in idx for r in range(firsts[i], firsts[i + 1])]
+            b = collate.collate([xs[i] for i in idx], state if whole else state.take(rows, axis=2))
             t_run = time.perf_counter()
             estimate = self.model.estimate_s(b.x.shape[0], b.x.shape[1])
             if held + estimate <= limit:
@@ -194,10 +192,10 @@ class ModelWorker:
             self._free_since, self._last_call = time.monotonic(), t_out - t_run
             for i, yi in zip(idx, collate.split(b, y), strict=True):
                 ys[i] = yi
-            if rows:
-                new[:, :, rows] = out
-            else:
+            if whole:
                 new = out
+            else:
+                new[:, :, rows] = out
             t_end = time.perf_counter()
             times = (t_run - t_in, t_out - t_run, t_end - t_out)
             self._record_execution(b.x.shape[0], times)

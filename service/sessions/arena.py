@@ -51,15 +51,12 @@ class Arena:
         s, layers, _, hidden = self.data.shape
         return s, layers, hidden
 
-    def fits(self, state: np.ndarray) -> None:
-        """Raise ValueError unless ``state`` has the shape of a row."""
-        if state.shape != self.row_shape:
-            raise ValueError(f"a state of shape {state.shape} does not fit this arena's rows {self.row_shape}")
-
     def add(self, state: np.ndarray) -> tuple[int, bool]:
         """A slot holding a copy of ``state [S, L, H]``, and whether the array grew (every
-        view of the old array is then stale: the store makes its records' views again)."""
-        self.fits(state)
+        view of the old array is then stale: the store makes its records' views again).
+        ValueError, and nothing changed, for a state of another shape."""
+        if state.shape != self.row_shape:
+            raise ValueError(f"a state of shape {state.shape} does not fit this arena's rows {self.row_shape}")
         grew = False
         if self._free:
             slot = self._free.pop()

@@ -160,12 +160,10 @@ class MemoryStore:
         arena = self._arenas.get(key)
         if arena is None:
             arena = self._arenas[key] = self._new_arena(rec.state)
-        arena.fits(rec.state)  # before anything changes
+        slot, grew = arena.add(rec.state)  # refuses a state of another shape before anything changes
         old = self._data.pop(rec.id, None)
-        if old is not None:
+        if old is not None:  # after the add: the arena, holding the new row, stays
             self._forget(old)
-            arena = self._arenas.setdefault(key, arena)  # dropped with its last session: back
-        slot, grew = arena.add(rec.state)
         if grew:  # the stored records' views are of the old array
             for r in self._data.values():
                 if r.version == rec.version and r.model == rec.model:
